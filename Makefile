@@ -1,0 +1,38 @@
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: run test lint install
+
+## make run: the whole platform (web, admin, webhook, every queue) on SQLite, under supervisord.
+run: install .env
+	@mkdir -p var/log
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	@echo ""
+	@echo "  Admin:    http://127.0.0.1:8000/admin/"
+	@echo "  Webhook:  http://127.0.0.1:8000/telegram/<bot id>/webhook/"
+	@echo "  First staff user:  $(BIN)/python manage.py createsuperuser"
+	@echo "  Logs:     var/log/   (Ctrl-C stops everything)"
+	@echo ""
+	$(BIN)/supervisord -c supervisor/local.conf
+
+## make test: every test, on SQLite + ORM broker, or PostgreSQL + Redis when DATABASE_URL/REDIS_URL are set.
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+install: $(BIN)/.installed
+
+$(BIN)/.installed: requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+.env:
+	sed "s/^SECRET_KEY=.*/SECRET_KEY=$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(50))')/" .env.example > .env
