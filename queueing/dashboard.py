@@ -1,0 +1,270 @@
+"""The queue dashboard in the admin (staff only) and the JSON endpoint behind the same login.
+Every number comes from queueing.stats, health and the heartbeats: no query reads more than
+the chosen window's per-minute rows and the unfinished jobs."""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.safestring import SafeString, mark_safe
+
+from queueing import health
+from queueing.models import ClusterHeartbeat, JobRecord
+from queueing.queues import broker_for, queue_names
+from queueing.stats import Tally, failure_rates, queues_now, unrolled, window_by, window_start
+
+logger = logging.getLogger(__name__)
+
+WINDOWS = (1, 6, 24)
+CHART_BINS = 60
+RECENT_FAILURES = 10
+
+
+@dataclass
+class Point:
+    start: datetime
+    finished: float  # jobs per minute, averaged over the bin
+    failed: float
+
+
+@dataclass(frozen=True)
+class Panel:
+    """A part of the dashboard another app provides: `provider()` returns JSON-able data,
+    shown under `title` by `template` (which gets it as `panel.data`)."""
+
+    name: str
+    title: str
+    template: str
+    provider: Callable[[], object]
+
+
+_panels: dict[str, Panel] = {}
+
+
+def register_panel(name: str, provider: Callable[[], object], *, title: str, template: str) -> None:
+    """Add a panel to the dashboard and its JSON (under "panels"); an app calls this from its
+    AppConfig.ready(), so queueing never imports it. Registering a name again replaces it."""
+    _panels[name] = Panel(name, title, template, provider)
+
+
+def _panel_data() -> dict[str, object]:
+    data = {}
+    for panel in _panels.values():
+        try:
+            data[panel.name] = panel.provider()
+        except Exception:  # one broken panel must not take the queue numbers down with it
+            logger.exception("Dashboard panel %s failed", panel.name)
+            data[panel.name] = None
+    return data
+
+
+def _hours(request: HttpRequest) -> int:
+    try:
+        hours = int(request.GET.get("hours", 1))
+    except ValueError:
+        return 1
+    return hours if hours in WINDOWS else 1
+
+
+def _seconds(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+def _history_url(**filters: str) -> str:
+    return f"{reverse('admin:queueing_jobrecord_changelist')}?{urlencode(filters)}"
+
+
+def throughput(since: datetime, hours: int, by_minute: dict[tuple, Tally]) -> list[Point]:
+    """Finished and failed jobs per minute, in CHART_BINS bins of the window."""
+    bin_minutes = hours * 60 // CHART_BINS
+    points = [Point(since + timedelta(minutes=i * bin_minutes), 0.0, 0.0) for i in range(CHART_BINS)]
+    for (minute, status), tally in by_minute.items():
+        index = int((minute - since).total_seconds() // 60) // bin_minutes
+        if not 0 <= index < CHART_BINS:
+            continue
+        points[index].finished += tally.count / bin_minutes
+        if status == JobRecord.Status.FAILED:
+            points[index].failed += tally.count / bin_minutes
+    return points
+
+
+def chart_svg(points: list[Point], width: int = 720, height: int = 180) -> SafeString:
+    """A line chart of finished (green) and failed (red) jobs per minute. Only numbers and
+    times go into the markup."""
+    pad_left, pad_bottom, pad_top = 48, 22, 10
+    plot_w, plot_h = width - pad_left - 8, height - pad_bottom - pad_top
+    top = max([p.finished for p in points] + [1.0])
+    step = plot_w / max(len(points) - 1, 1)
+
+    def line(values: list[float]) -> str:
+        return " ".join(
+            f"{pad_left + i * step:.1f},{pad_top + plot_h - v / top * plot_h:.1f}" for i, v in enumerate(values)
+        )
+
+    start, end = points[0].start, points[-1].start
+    parts = [
+        f'<svg id="throughput-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
+        f'width="100%" height="{height}" role="img" aria-label="Jobs finished and failed per minute">',
+        f'<line x1="{pad_left}" y1="{pad_top + plot_h}" x2="{width - 8}" y2="{pad_top + plot_h}" stroke="#999"/>',
+        f'<line x1="{pad_left}" y1="{pad_top}" x2="{pad_left}" y2="{pad_top + plot_h}" stroke="#999"/>',
+        f'<text x="{pad_left - 4}" y="{pad_top + 10}" text-anchor="end" font-size="11">{top:.3g}/min</text>',
+        f'<text x="{pad_left - 4}" y="{pad_top + plot_h}" text-anchor="end" font-size="11">0</text>',
+        f'<text x="{pad_left}" y="{height - 6}" font-size="11">{timezone.localtime(start):%H:%M}</text>',
+        f'<text x="{width - 8}" y="{height - 6}" text-anchor="end" font-size="11">'
+        f"{timezone.localtime(end):%H:%M}</text>",
+        f'<polyline class="finished" fill="none" stroke="#2e7d32" stroke-width="2" '
+        f'points="{line([p.finished for p in points])}"/>',
+        f'<polyline class="failed" fill="none" stroke="#c62828" stroke-width="2" '
+        f'points="{line([p.failed for p in points])}"/>',
+        "</svg>",
+    ]
+    return mark_safe("".join(parts))
+
+
+def _broker_size(queue: str) -> int | None:
+    try:
+        return broker_for(queue).queue_size()
+    except Exception:
+        return None
+
+
+def dashboard_data(hours: int) -> dict:
+    now = timezone.now()
+    since = window_start(now, timedelta(hours=hours))
+    tail = unrolled()
+    report = health.detailed(tail)
+    current = queues_now()
+    rates = failure_rates(timedelta(hours=1), tail)
+    beats = list(ClusterHeartbeat.objects.all())
+    alive_after = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
+
+    queues = []
+    for name in queue_names():
+        state = current[name]
+        failed, finished = rates.get(name, (0, 0))
+        queues.append(
+            {
+                "queue": name,
+                "depth": state.queued,
+                "retrying": state.retrying,
+                "running": state.running,
+                "oldest_wait_seconds": _seconds(state.oldest_wait),
+                "in_broker": _broker_size(name),
+                "workers_alive": sum(b.workers for b in beats if b.queue == name and b.last_seen >= alive_after),
+                "clusters_alive": sum(1 for b in beats if b.queue == name and b.last_seen >= alive_after),
+                "failed_last_hour": failed,
+                "finished_last_hour": finished,
+                "failure_rate_last_hour": round(failed / finished, 4) if finished else None,
+            }
+        )
+
+    workers = [
+        {
+            "queue": beat.queue,
+            "host": beat.host,
+            "pid": beat.pid,
+            "workers": beat.workers,
+            "started_at": beat.started_at.isoformat(),
+            "uptime_seconds": round((now - beat.started_at).total_seconds()),
+            "last_seen_seconds_ago": round((now - beat.last_seen).total_seconds(), 1),
+            "alive": beat.last_seen >= alive_after,
+        }
+        for beat in beats
+    ]
+
+    points = throughput(since, hours, window_by(since, "minute", "status", tail=tail))
+    by_kind = []
+    for (queue, kind), tally in sorted(window_by(since, "queue", "kind", tail=tail, timings=True).items()):
+        by_kind.append(
+            {
+                "queue": queue,
+                "kind": kind,
+                "jobs": tally.count,
+                "wait_p50": _seconds(tally.percentile("wait", 0.5)),
+                "wait_p95": _seconds(tally.percentile("wait", 0.95)),
+                "run_p50": _seconds(tally.percentile("run", 0.5)),
+                "run_p95": _seconds(tally.percentile("run", 0.95)),
+            }
+        )
+    failures = [
+        {
+            "queue": queue,
+            "error_class": error_class,
+            "jobs": tally.count,
+            "url": _history_url(queue=queue, status="failed", error_class=error_class),
+        }
+        for (queue, status, error_class), tally in sorted(
+            window_by(since, "queue", "status", "error_class", tail=tail).items(), key=lambda item: -item[1].count
+        )
+        if status == JobRecord.Status.FAILED
+    ]
+    recent = (
+        JobRecord.objects.failed()
+        .order_by("-finished_at")
+        .only("pk", "queue", "kind", "error_class", "last_error", "finished_at")[:RECENT_FAILURES]
+    )
+    return {
+        "generated_at": now.isoformat(),
+        "hours": hours,
+        "status": report.status,
+        "alerts": [{"name": c.name, "level": c.status, "detail": c.detail} for c in report.problems],
+        "queues": queues,
+        "workers": workers,
+        "throughput": [
+            {"start": p.start.isoformat(), "finished_per_minute": round(p.finished, 3), "failed_per_minute": p.failed}
+            for p in points
+        ],
+        "finished": sum(t["jobs"] for t in by_kind),
+        "by_kind": by_kind,
+        "failures_by_class": failures,
+        "recent_failures": [
+            {
+                "id": job.pk,
+                "queue": job.queue,
+                "kind": job.kind,
+                "error_class": job.error_class,
+                "error": job.last_error[:300],
+                "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+                "url": reverse("admin:queueing_jobrecord_change", args=[job.pk]),
+                "class_url": _history_url(status="failed", error_class=job.error_class),
+            }
+            for job in recent
+        ],
+        "panels": _panel_data(),
+        "_points": points,
+    }
+
+
+def dashboard_view(request: HttpRequest) -> HttpResponse:
+    hours = _hours(request)
+    data = dashboard_data(hours)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Queue dashboard",
+        "data": data,
+        "chart": chart_svg(data["_points"]),
+        "windows": WINDOWS,
+        "hours": hours,
+        "history_url": reverse("admin:queueing_jobrecord_changelist"),
+        "panels": [
+            {"name": p.name, "title": p.title, "template": p.template, "data": data["panels"].get(p.name)}
+            for p in _panels.values()
+        ],
+    }
+    partial = request.GET.get("partial") == "1"
+    template = "admin/queueing/dashboard_body.html" if partial else "admin/queueing/dashboard.html"
+    return TemplateResponse(request, template, context)
+
+
+def dashboard_json(request: HttpRequest) -> JsonResponse:
+    data = dashboard_data(_hours(request))
+    del data["_points"]
+    return JsonResponse(data)

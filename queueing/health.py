@@ -1,0 +1,134 @@
+"""Is the platform up? `liveness()` checks the database, each queue's broker and that each
+queue has a live cluster: cheap enough for a load balancer to poll every second. `detailed()`
+adds what degrades service without stopping it: disk space, failures, backlog. Reports name
+components only, never a URL, host or credential."""
+
+import shutil
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+
+from queueing.heartbeat import alive_clusters
+from queueing.queues import broker_for, queue_names
+
+OK, DEGRADED, DOWN = "ok", "degraded", "down"
+SEVERITY = {OK: 0, DEGRADED: 1, DOWN: 2}
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return max((check.status for check in self.checks), key=SEVERITY.__getitem__, default=OK)
+
+    @property
+    def exit_code(self) -> int:
+        return SEVERITY[self.status]
+
+    @property
+    def problems(self) -> list[Check]:
+        return [check for check in self.checks if not check.ok]
+
+    def as_dict(self) -> dict:
+        return {"status": self.status, "checks": [asdict(check) for check in self.checks]}
+
+
+def check_database() -> Check:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception as exc:
+        return Check("database", DOWN, f"unreachable ({type(exc).__name__})")
+    return Check("database", OK)
+
+
+def check_broker(queue: str) -> Check:
+    name = f"broker:{queue}"
+    try:
+        broker_for(queue).ping()
+    except Exception as exc:
+        return Check(name, DOWN, f"unreachable ({type(exc).__name__})")
+    return Check(name, OK)
+
+
+def check_clusters() -> list[Check]:
+    alive: dict[str, int] = {}
+    for queue in alive_clusters().values_list("queue", flat=True):
+        alive[queue] = alive.get(queue, 0) + 1
+    return [
+        Check(f"cluster:{queue}", OK, f"{alive[queue]} alive")
+        if alive.get(queue)
+        else Check(f"cluster:{queue}", DOWN, f"no cluster has beaten in {settings.HEARTBEAT_TIMEOUT:g} s")
+        for queue in queue_names()
+    ]
+
+
+def liveness() -> Report:
+    database = check_database()
+    report = Report([database, *(check_broker(queue) for queue in queue_names())])
+    if database.ok:
+        report.checks += check_clusters()
+    return report
+
+
+def check_disk(path: Path) -> Check:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free_mb = shutil.disk_usage(probe).free // (1024 * 1024)
+    if free_mb < settings.ALERT_DISK_FREE_MB:
+        return Check("disk:downloads", DEGRADED, f"{free_mb} MB free, below {settings.ALERT_DISK_FREE_MB} MB")
+    return Check("disk:downloads", OK, f"{free_mb} MB free")
+
+
+def check_backlog() -> list[Check]:
+    from queueing.stats import queues_now
+
+    checks = []
+    for queue, now in queues_now().items():
+        wait = now.oldest_wait or 0
+        if now.queued > settings.ALERT_QUEUE_DEPTH:
+            checks.append(Check(f"depth:{queue}", DEGRADED, f"{now.queued} queued, over {settings.ALERT_QUEUE_DEPTH}"))
+        if wait > settings.ALERT_OLDEST_WAIT:
+            detail = f"oldest job waits {wait:.0f} s, over {settings.ALERT_OLDEST_WAIT:g} s"
+            checks.append(Check(f"wait:{queue}", DEGRADED, detail))
+    return checks
+
+
+def check_failures(tail: dict | None = None) -> list[Check]:
+    """Failures in the last hour, per queue: degraded when their share of finished jobs
+    crosses ALERT_FAILURE_RATE (a few blocked members are no reason to wake anyone)."""
+    from queueing.stats import failure_rates
+
+    checks = []
+    for queue, (failed, finished) in failure_rates(timedelta(hours=1), tail).items():
+        rate = failed / finished if finished else 0.0
+        detail = f"{failed} of {finished} finished jobs failed in the last hour"
+        crossed = finished >= settings.ALERT_FAILURE_MIN_JOBS and rate > settings.ALERT_FAILURE_RATE
+        checks.append(Check(f"failures:{queue}", DEGRADED if crossed else OK, detail))
+    return checks
+
+
+def detailed(tail: dict | None = None) -> Report:
+    """`tail` is queueing.stats.unrolled(), when the caller has it."""
+    report = liveness()
+    report.checks.append(check_disk(settings.DOWNLOADS_ROOT))
+    if report.checks[0].ok:
+        report.checks += [*check_backlog(), *check_failures(tail)]
+    return report

@@ -1,0 +1,148 @@
+"""Housekeeping for one queue, run by its qcluster's main process about twice a second:
+django-q2's scheduler ticks only every 30 s, too coarse for a 5 s backoff."""
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import close_old_connections
+from django.utils import timezone
+
+from queueing.heartbeat import Heartbeat
+from queueing.jobs import redispatch
+from queueing.models import JobRecord
+from queueing.queues import dispatch_ids_in_broker, get_queue
+from queueing.stats import roll_up
+
+logger = logging.getLogger(__name__)
+
+UNDISPATCHED_GRACE = timedelta(seconds=2)
+# A worker may overrun its timeout by a few seconds before django-q2's guard kills it.
+TIMEOUT_GRACE = timedelta(seconds=5)
+
+
+def promote_due_retries(queue: str) -> int:
+    return sum(redispatch(record) for record in JobRecord.objects.in_queue(queue).due_for_retry())
+
+
+def dispatch_undispatched(queue: str) -> int:
+    """Jobs enqueued while the broker was unreachable."""
+    stale = JobRecord.objects.in_queue(queue).filter(
+        status=JobRecord.Status.QUEUED,
+        dispatched_at__isnull=True,
+        enqueued_at__lt=timezone.now() - UNDISPATCHED_GRACE,
+    )
+    return sum(redispatch(record) for record in stale)
+
+
+def recover_dead_workers(queue: str) -> int:
+    """Running jobs whose worker is gone: a dead pid on this host, or past the queue's
+    timeout on any host."""
+    spec = get_queue(queue)
+    overdue = timezone.now() - timedelta(seconds=spec.timeout) - TIMEOUT_GRACE
+    recovered = 0
+    for record in JobRecord.objects.in_queue(queue).filter(status=JobRecord.Status.RUNNING):
+        if _worker_is_dead(record.worker):
+            reason = f"Worker {record.worker} died during attempt {record.attempts}"
+        elif record.started_at and record.started_at < overdue:
+            reason = f"Worker {record.worker} overran the {spec.timeout} s timeout in attempt {record.attempts}"
+        else:
+            continue
+        logger.warning("Job %s: %s", record.pk, reason)
+        recovered += _requeue_lost(record, reason)
+    return recovered
+
+
+# dispatch token -> when this process first saw its queued job missing from the broker.
+_missing_since: dict[str, float] = {}
+
+
+def recover_lost_jobs(queue: str) -> int:
+    """Queued jobs that are in no broker any more: a cluster killed with tasks it had
+    already taken. A task a live cluster has taken but not yet started (its prefetch) is
+    missing from the broker too, but only until a worker is free: within the queue's
+    timeout. So a job counts as lost only once it has been missing for longer than that."""
+    spec = get_queue(queue)
+    patience = spec.timeout + TIMEOUT_GRACE.total_seconds()
+    candidates = list(
+        JobRecord.objects.in_queue(queue).filter(
+            status=JobRecord.Status.QUEUED, dispatched_at__lt=timezone.now() - timedelta(seconds=patience)
+        )
+    )
+    present = dispatch_ids_in_broker(queue) if candidates else set()
+    missing = {str(record.dispatch_id) for record in candidates} - present
+    for token in set(_missing_since) - missing:
+        del _missing_since[token]
+    now = time.monotonic()
+    recovered = 0
+    for record in candidates:
+        token = str(record.dispatch_id)
+        if token in missing and now - _missing_since.setdefault(token, now) >= patience:
+            del _missing_since[token]
+            recovered += _requeue_lost(record, f"Lost from the broker after attempt {record.attempts}")
+    return recovered
+
+
+def _requeue_lost(record: JobRecord, reason: str) -> bool:
+    from queueing.jobs import dispatch
+
+    return record.requeue_lost(reason) and dispatch(record)
+
+
+def _worker_is_dead(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Housekeeper:
+    """Runs each duty at its own interval; a failing duty (broker or database briefly
+    away) is logged and tried again next time, never ends the loop. The default cluster
+    (schedules, no queue of its own) only beats."""
+
+    TICK = 0.25
+
+    def __init__(self, queue: str):
+        self.queue = queue
+        self.heartbeat = Heartbeat()
+        self.duties: list[tuple[float, Callable[[str], int]]] = [(Heartbeat.INTERVAL, self.heartbeat.beat)]
+        if queue in settings.QUEUES:
+            self.duties += [
+                (0.5, promote_due_retries),
+                (2.0, dispatch_undispatched),
+                (2.0, recover_dead_workers),
+                (10.0, recover_lost_jobs),
+                (10.0, roll_up),
+            ]
+        self.next_run = {duty: 0.0 for _, duty in self.duties}
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        for interval, duty in self.duties:
+            if now < self.next_run[duty]:
+                continue
+            self.next_run[duty] = now + interval
+            close_old_connections()
+            try:
+                duty(self.queue)
+            except Exception:
+                logger.exception("Housekeeping %s for queue %s failed", duty.__name__, self.queue)
+
+    def run(self, keep_going: Callable[[], bool]) -> None:
+        try:
+            while keep_going():
+                self.tick()
+                time.sleep(self.TICK)
+        finally:
+            self.heartbeat.stop()

@@ -1,0 +1,166 @@
+"""The job contract: declare a job with @job, enqueue it with enqueue(); every task of
+the platform goes through here, so every task has a JobRecord."""
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable
+from importlib import import_module
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from queueing.models import JobRecord
+from queueing.queues import broker_for, broker_shares_the_database, get_queue
+
+logger = logging.getLogger(__name__)
+
+RUNNER = "queueing.runner.run_job"
+
+_registry: dict[str, "Job"] = {}
+
+
+class Job:
+    """A function that runs on a queue. Calling it runs it here and now;
+    `.enqueue(...)` runs it on its queue."""
+
+    def __init__(self, func: Callable, queue: str, max_attempts: int | None):
+        get_queue(queue)  # fail at import time on a typo
+        self.func = func
+        self.queue = queue
+        self.max_attempts = max_attempts
+        self.kind = f"{func.__module__}.{func.__qualname__}"
+        self.__doc__ = func.__doc__
+
+    def __call__(self, *args, **kwargs):
+        return self.func(*args, **kwargs)
+
+    def enqueue(self, *args, **kwargs) -> JobRecord:
+        return enqueue(self, args, kwargs)
+
+    def enqueue_with(self, args: Iterable = (), kwargs: dict | None = None, **options) -> JobRecord:
+        """Enqueue with options of `enqueue()`: label, queue, on_dispatch_failure..."""
+        return enqueue(self, args, kwargs, **options)
+
+    def __repr__(self) -> str:
+        return f"<Job {self.kind} on {self.queue}>"
+
+
+def job(queue: str, max_attempts: int | None = None) -> Callable[[Callable], Job]:
+    """Declare a job. `max_attempts` defaults to the queue's retries + 1."""
+
+    def register(func: Callable) -> Job:
+        declared = Job(func, queue, max_attempts)
+        _registry[declared.kind] = declared
+        return declared
+
+    return register
+
+
+def get_job(kind: str) -> Job:
+    """The registered job for a kind, importing its module if this process has not yet."""
+    if kind not in _registry:
+        module = kind.rpartition(".")[0]
+        allowed = _job_modules()
+        if module not in allowed:
+            raise LookupError(f"{kind!r} is not in an app's tasks module or QUEUEING_JOB_MODULES")
+        import_module(module)
+    try:
+        return _registry[kind]
+    except KeyError:
+        raise LookupError(f"{kind!r} is not a @job") from None
+
+
+def _job_modules() -> set[str]:
+    from django.apps import apps
+
+    return {f"{config.name}.tasks" for config in apps.get_app_configs()} | set(settings.QUEUEING_JOB_MODULES)
+
+
+def enqueue(
+    target: Job,
+    args: Iterable = (),
+    kwargs: dict | None = None,
+    *,
+    queue: str | None = None,
+    label: str = "",
+    retry_of: JobRecord | None = None,
+    on_dispatch_failure: Callable[[], None] | None = None,
+) -> JobRecord:
+    """Record the job and hand it to django-q2.
+
+    With the ORM broker the task is written in the caller's transaction, so record and task
+    commit together. With Redis the push waits for the commit, so a worker never looks for a
+    record it cannot see yet; if Redis is unreachable the record stays queued,
+    `on_dispatch_failure` is called, and housekeeping dispatches the job later."""
+    queue = queue or target.queue
+    spec = get_queue(queue)
+    record = JobRecord.objects.create(
+        queue=queue,
+        kind=target.kind,
+        label=label[:300],
+        args=list(args),
+        kwargs=kwargs or {},
+        max_attempts=target.max_attempts or spec.max_attempts,
+        dispatched_at=timezone.now(),
+        retry_of=retry_of,
+    )
+    if broker_shares_the_database(queue):
+        _push(record)
+    else:
+        transaction.on_commit(lambda: dispatch(record, on_dispatch_failure))
+    return record
+
+
+def _push(record: JobRecord) -> None:
+    async_task(
+        RUNNER,
+        record.pk,
+        str(record.dispatch_id),
+        cluster=record.queue,
+        broker=broker_for(record.queue),
+        ack_failure=True,
+        task_name=f"job-{record.pk}-{record.dispatch_id.hex[:8]}",
+    )
+
+
+def dispatch(record: JobRecord, on_failure: Callable[[], None] | None = None) -> bool:
+    """Push the record's current dispatch to its queue's broker."""
+    try:
+        _push(record)
+    except Exception:
+        logger.exception("Broker unreachable: job %s stays queued until housekeeping dispatches it", record.pk)
+        JobRecord.objects.filter(pk=record.pk, dispatch_id=record.dispatch_id).update(dispatched_at=None)
+        if on_failure:
+            on_failure()
+        return False
+    return True
+
+
+def redispatch(record: JobRecord) -> bool:
+    """queued (undispatched) or due retrying -> queued with a fresh dispatch, then pushed.
+    The conditional update makes sure only one housekeeper does it."""
+    token = uuid.uuid4()
+    changed = JobRecord.objects.filter(pk=record.pk, status=record.status, dispatch_id=record.dispatch_id).update(
+        status=JobRecord.Status.QUEUED, dispatch_id=token, dispatched_at=timezone.now()
+    )
+    if not changed:
+        return False
+    record.status, record.dispatch_id = JobRecord.Status.QUEUED, token
+    return dispatch(record)
+
+
+def retry(record: JobRecord) -> JobRecord:
+    """Run a finished job again as a new job that links to it."""
+    return enqueue(
+        get_job(record.kind), record.args, record.kwargs, queue=record.queue, label=record.label, retry_of=record
+    )
+
+
+def connect_worker_signals() -> None:
+    from django_q.signals import pre_execute
+
+    from queueing import runner
+
+    pre_execute.connect(runner.remember_current_task, dispatch_uid="queueing.remember_current_task")

@@ -1,0 +1,28 @@
+from datetime import timedelta
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
+
+from queueing.models import JobRecord
+
+
+class Command(BaseCommand):
+    help = (
+        "Deletes finished jobs (succeeded, failed or cancelled) that finished more than --days days ago, "
+        "in batches. Queued, running and retrying jobs are never touched."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--days", type=int, required=True, help="Keep jobs that finished within this many days.")
+        parser.add_argument("--dry-run", action="store_true", help="Count what would be deleted; delete nothing.")
+
+    def handle(self, *args, days: int, dry_run: bool, **options) -> None:
+        if days < 0:
+            raise CommandError("--days must be 0 or more.")
+        cutoff = timezone.now() - timedelta(days=days)
+        old = JobRecord.objects.finished().filter(finished_at__lt=cutoff)
+        if dry_run:
+            self.stdout.write(f"Would delete {old.count()} jobs that finished before {cutoff:%Y-%m-%d %H:%M %Z}.")
+            return
+        deleted = old.delete_in_batches()
+        self.stdout.write(f"Deleted {deleted} jobs that finished before {cutoff:%Y-%m-%d %H:%M %Z}.")

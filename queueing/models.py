@@ -1,0 +1,306 @@
+import logging
+import math
+import traceback as tb
+import uuid
+from datetime import timedelta
+
+from django.db import models, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from queueing.errors import PERMANENT, RATE_LIMITED, RETRIABLE, classify
+
+logger = logging.getLogger(__name__)
+
+LOST = "lost"
+
+
+class JobQuerySet(models.QuerySet):
+    def in_queue(self, queue: str) -> "JobQuerySet":
+        return self.filter(queue=queue)
+
+    def failed(self) -> "JobQuerySet":
+        return self.filter(status=JobRecord.Status.FAILED)
+
+    def finished(self) -> "JobQuerySet":
+        return self.filter(status__in=JobRecord.FINISHED)
+
+    def waiting(self) -> "JobQuerySet":
+        return self.filter(status__in=[JobRecord.Status.QUEUED, JobRecord.Status.RETRYING])
+
+    def due_for_retry(self, now=None) -> "JobQuerySet":
+        return self.filter(status=JobRecord.Status.RETRYING, next_retry_at__lte=now or timezone.now())
+
+    def claim(self, job_id: int, dispatch_id: str, worker: str, task_id: str = "") -> bool:
+        """queued -> running for the dispatch this task carries. False when another worker got
+        there first, the job was cancelled, or this is a stale copy of an older dispatch."""
+        return bool(
+            self.filter(pk=job_id, status=JobRecord.Status.QUEUED, dispatch_id=dispatch_id).update(
+                status=JobRecord.Status.RUNNING,
+                attempts=F("attempts") + 1,
+                started_at=timezone.now(),
+                finished_at=None,
+                worker=worker,
+                task_id=task_id,
+            )
+        )
+
+    def cancel(self) -> int:
+        return self.waiting().update(status=JobRecord.Status.CANCELLED, finished_at=timezone.now(), next_retry_at=None)
+
+    def not_retried(self) -> "JobQuerySet":
+        """Jobs nobody has retried yet: retrying one twice would do its work twice."""
+        return self.filter(retried_by__isnull=True)
+
+    def retry(self) -> int:
+        """Run each job here that nobody has retried yet again, as a new job linked to it.
+        Each original is locked while its retry is made and checked again under the lock,
+        so two operators retrying at once never both retry it. Jobs whose kind is no longer
+        a @job are skipped. Returns how many were retried."""
+        from queueing.jobs import retry
+
+        retried = 0
+        for pk in list(self.not_retried().order_by().values_list("pk", flat=True)):
+            with transaction.atomic():
+                original = JobRecord.objects.select_for_update().filter(pk=pk).first()
+                if original is None or original.retried_by.exists():
+                    continue
+                try:
+                    retry(original)
+                except LookupError as exc:
+                    logger.warning("Job %s not retried: %s", pk, exc)
+                    continue
+            retried += 1
+        return retried
+
+    def delete_in_batches(self, batch_size: int = 500) -> int:
+        """Delete these jobs a batch at a time, each batch its own short transaction, so
+        millions of rows never make one huge transaction. Returns how many were deleted."""
+        deleted = 0
+        while batch := list(self.order_by().values_list("pk", flat=True)[:batch_size]):
+            # Only the key: the collector would otherwise load every traceback it deletes.
+            deleted += JobRecord.objects.filter(pk__in=batch).only("pk").delete()[0]
+        return deleted
+
+
+class JobRecord(models.Model):
+    """One job in the history: what ran, on which queue, how often, and how it ended."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        RETRYING = "retrying"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"
+
+    class ErrorClass(models.TextChoices):
+        RATE_LIMITED = RATE_LIMITED, "rate limited"
+        RETRIABLE = RETRIABLE, "retriable"
+        PERMANENT = PERMANENT, "permanent"
+        LOST = LOST, "lost (worker died)"
+
+    FINISHED = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    queue = models.CharField(max_length=32)
+    kind = models.CharField(max_length=200)
+    label = models.CharField(max_length=300, blank=True, help_text="What the job is about, for people.")
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    attempts = models.PositiveIntegerField(default=0)
+    max_attempts = models.PositiveIntegerField(default=1)
+    error_class = models.CharField(max_length=16, choices=ErrorClass.choices, blank=True)
+    last_error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    result = models.JSONField(null=True, blank=True)
+    enqueued_at = models.DateTimeField(default=timezone.now)
+    dispatched_at = models.DateTimeField(
+        null=True, blank=True, help_text="When it last went into the broker; empty if the broker was unreachable."
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    next_retry_at = models.DateTimeField(null=True, blank=True)
+    dispatch_id = models.UUIDField(default=uuid.uuid4, help_text="Only the task carrying this token may run the job.")
+    task_id = models.CharField(max_length=64, blank=True, help_text="django-q2's id of the task that ran it last.")
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the worker that ran it last.")
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retried_by")
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-enqueued_at"]
+        indexes = [
+            models.Index(fields=["queue", "status", "next_retry_at"]),
+            models.Index(fields=["status", "finished_at"]),
+            models.Index(fields=["kind", "status"]),
+            models.Index(fields=["enqueued_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.kind} ({self.status})"
+
+    @property
+    def short_kind(self) -> str:
+        return self.kind.rsplit(".", 1)[-1]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in self.FINISHED
+
+    @property
+    def runtime(self) -> timedelta | None:
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+    def _running_self(self) -> JobQuerySet:
+        return JobRecord.objects.filter(pk=self.pk, status=self.Status.RUNNING, dispatch_id=self.dispatch_id)
+
+    def record_success(self, result) -> None:
+        self._running_self().update(
+            status=self.Status.SUCCEEDED, result=result, finished_at=timezone.now(), next_retry_at=None
+        )
+
+    def record_failure(self, exc: BaseException) -> str:
+        """Sort the exception into its class and move the job on: wait out a rate limit
+        without counting the attempt, back off a retriable error while attempts remain,
+        fail everything else. Returns the new status."""
+        from queueing.queues import get_queue
+
+        classification = classify(exc)
+        now = timezone.now()
+        fields = {
+            "error_class": classification.error_class,
+            "last_error": f"{type(exc).__name__}: {exc}"[:5000],
+            "traceback": "".join(tb.format_exception(exc))[-20000:],
+        }
+        if classification.error_class == RATE_LIMITED:
+            fields.update(
+                status=self.Status.RETRYING,
+                attempts=F("attempts") - 1,
+                next_retry_at=now + timedelta(seconds=classification.retry_after),
+            )
+        elif classification.error_class == RETRIABLE and self.attempts < self.max_attempts:
+            delay = get_queue(self.queue).backoff_delay(self.attempts)
+            fields.update(status=self.Status.RETRYING, next_retry_at=now + timedelta(seconds=delay))
+        else:
+            fields.update(status=self.Status.FAILED, finished_at=now, next_retry_at=None)
+        self._running_self().update(**fields)
+        return fields["status"]
+
+    def requeue_lost(self, reason: str) -> bool:
+        """A worker died with this job or the broker lost it: run it again with the lost
+        attempt counted, or fail it when that was the last one."""
+        now = timezone.now()
+        fields = {"error_class": LOST, "last_error": reason, "traceback": ""}
+        if self.status == self.Status.QUEUED:
+            fields["attempts"] = F("attempts") + 1
+            attempts_used = self.attempts + 1
+        else:
+            attempts_used = self.attempts
+        if attempts_used >= self.max_attempts:
+            fields.update(status=self.Status.FAILED, finished_at=now)
+        else:
+            fields.update(status=self.Status.QUEUED, dispatch_id=uuid.uuid4(), dispatched_at=now)
+        changed = JobRecord.objects.filter(pk=self.pk, status=self.status, dispatch_id=self.dispatch_id).update(
+            **fields
+        )
+        if changed and fields["status"] == self.Status.QUEUED:
+            self.dispatch_id = fields["dispatch_id"]
+            return True
+        return False
+
+
+class ClusterHeartbeat(models.Model):
+    """A running qcluster, written by its housekeeper every few seconds and removed when it
+    stops: django-q2's own Stat does not say which queue a cluster serves."""
+
+    queue = models.CharField(max_length=32)
+    host = models.CharField(max_length=255)
+    pid = models.PositiveIntegerField()
+    workers = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField()
+    last_seen = models.DateTimeField()
+
+    class Meta:
+        ordering = ["queue", "host", "pid"]
+        constraints = [models.UniqueConstraint(fields=["host", "pid"], name="one_heartbeat_per_process")]
+
+    def __str__(self) -> str:
+        return f"{self.queue} on {self.host}:{self.pid}"
+
+
+# Upper bounds, in seconds, of the wait and run time histograms (Prometheus' `le`).
+TIMING_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, math.inf)
+
+
+def bucket_fields(prefix: str) -> list[str]:
+    return [f"{prefix}_b{i}" for i in range(len(TIMING_BUCKETS))]
+
+
+class JobMinute(models.Model):
+    """Finished jobs of one minute, queue, kind, status and error class, with histograms of
+    their wait and run times (`wait_b<i>`, `run_b<i>`: jobs in bucket i of TIMING_BUCKETS,
+    not cumulative). The dashboard, metrics and reports sum these in the database instead
+    of reading the history; a bucket is a column so that the sum is one SQL aggregate."""
+
+    minute = models.DateTimeField()
+    queue = models.CharField(max_length=32)
+    kind = models.CharField(max_length=200)
+    status = models.CharField(max_length=16)
+    error_class = models.CharField(max_length=16, blank=True)
+    count = models.PositiveIntegerField(default=0)
+    timed = models.PositiveIntegerField(default=0, help_text="Jobs that ran, so have wait and run times.")
+    wait_sum = models.FloatField(default=0)
+    run_sum = models.FloatField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["minute", "queue"])]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.queue} {self.kind} {self.status}: {self.count}"
+
+
+class JobTotal(models.Model):
+    """Finished jobs since statistics began, per queue, kind and status: Prometheus counters
+    that never go down when old history is pruned."""
+
+    queue = models.CharField(max_length=32)
+    kind = models.CharField(max_length=200)
+    status = models.CharField(max_length=16)
+    count = models.PositiveBigIntegerField(default=0)
+    timed = models.PositiveBigIntegerField(default=0)
+    run_sum = models.FloatField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["queue", "kind", "status"], name="one_total_per_series")]
+
+    def __str__(self) -> str:
+        return f"{self.queue} {self.kind} {self.status}: {self.count}"
+
+
+for _name in bucket_fields("wait") + bucket_fields("run"):
+    JobMinute.add_to_class(_name, models.PositiveIntegerField(default=0))
+for _name in bucket_fields("run"):
+    JobTotal.add_to_class(_name, models.PositiveBigIntegerField(default=0))
+
+
+class RollupCursor(models.Model):
+    """Jobs of a queue that finished before `rolled_until` are counted in JobMinute and JobTotal."""
+
+    queue = models.CharField(max_length=32, primary_key=True)
+    rolled_until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.queue} rolled up until {self.rolled_until:%Y-%m-%d %H:%M}"
+
+
+class RateLimitBucket(models.Model):
+    """The database backend of queueing.ratelimit: one send-slot timeline per key."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    tat = models.FloatField(default=0.0, help_text="When the key's next free send slot starts (Unix time).")
+
+    def __str__(self) -> str:
+        return self.key

@@ -1,0 +1,159 @@
+"""The numbers behind `manage.py queue_report`: what the queues did in the last hours.
+
+Every job number comes from queueing.stats (per-minute rows plus the not yet rolled-up
+tail). Other apps add sections with `register_report_section` (broadcasts adds its
+outcomes), so queueing imports none of them."""
+
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from queueing.models import JobRecord
+from queueing.stats import queues_now, unrolled, window_by, window_start
+
+# name -> provider(since, until) returning something JSON can hold.
+ReportSection = Callable[[datetime, datetime], object]
+_sections: dict[str, ReportSection] = {}
+
+
+def register_report_section(name: str, provider: ReportSection) -> None:
+    """Add a section to every queue report; registering a name again replaces it."""
+    _sections[name] = provider
+
+
+def _seconds(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+def build_report(hours: int, now: datetime | None = None) -> dict:
+    now = now or timezone.now()
+    since = window_start(now, timedelta(hours=hours))
+    minutes = hours * 60
+    tail = unrolled()
+    current = queues_now()
+
+    by_status: dict[str, dict[str, int]] = defaultdict(dict)
+    for (queue, status), tally in window_by(since, "queue", "status", tail=tail).items():
+        by_status[queue][status] = tally.count
+    peaks: dict[str, tuple[int, datetime | None]] = defaultdict(lambda: (0, None))
+    for (minute, queue), tally in window_by(since, "minute", "queue", tail=tail).items():
+        if tally.count > peaks[queue][0]:
+            peaks[queue] = (tally.count, minute)
+    timings = window_by(since, "queue", tail=tail, timings=True)
+
+    queues = []
+    for name in sorted(set(current) | set(by_status) | {q for (q,) in timings}):
+        finished = by_status.get(name, {})
+        state = current.get(name)
+        tally = timings.get((name,))
+        peak, peak_minute = peaks[name]
+        queues.append(
+            {
+                "queue": name,
+                "finished": {status: finished.get(status, 0) for status in JobRecord.FINISHED},
+                "now": {
+                    "queued": state.queued if state else 0,
+                    "retrying": state.retrying if state else 0,
+                    "running": state.running if state else 0,
+                },
+                "throughput_per_minute": round(sum(finished.values()) / minutes, 3),
+                "peak_per_minute": peak,
+                "peak_minute": peak_minute.isoformat() if peak_minute else None,
+                "wait_p50": _seconds(tally.percentile("wait", 0.5)) if tally else None,
+                "wait_p95": _seconds(tally.percentile("wait", 0.95)) if tally else None,
+                "run_p50": _seconds(tally.percentile("run", 0.5)) if tally else None,
+                "run_p95": _seconds(tally.percentile("run", 0.95)) if tally else None,
+            }
+        )
+
+    failures = [
+        {"queue": queue, "kind": kind, "error_class": error_class or "", "jobs": tally.count}
+        for (queue, kind, status, error_class), tally in sorted(
+            window_by(since, "queue", "kind", "status", "error_class", tail=tail).items(),
+            key=lambda item: (-item[1].count, item[0]),
+        )
+        if status == JobRecord.Status.FAILED
+    ]
+    by_class: dict[str, int] = defaultdict(int)
+    for failure in failures:
+        by_class[failure["error_class"]] += failure["jobs"]
+
+    report = {
+        "generated_at": now.isoformat(),
+        "hours": hours,
+        "since": since.isoformat(),
+        "queues": queues,
+        "failures_by_class": dict(sorted(by_class.items(), key=lambda item: -item[1])),
+        "failures": failures,
+    }
+    for name, provider in _sections.items():
+        report[name] = provider(since, now)
+    return report
+
+
+def _cell(value) -> str:
+    return "–" if value is None else str(value)
+
+
+def _table(headers: list[str], rows: list[list]) -> list[str]:
+    """Numbers right-aligned, text left-aligned."""
+    numeric = [all(isinstance(row[i], int | float) or row[i] is None for row in rows) for i in range(len(headers))]
+    cells = [headers, *[[_cell(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = [
+        "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(row, widths, numeric, strict=True)).rstrip()
+        for row in cells
+    ]
+    return [lines[0], "  ".join("-" * w for w in widths), *lines[1:]]
+
+
+def render_table(report: dict) -> str:
+    """The report for people: one table per part, seconds for times."""
+    finished = list(JobRecord.FINISHED)
+    out = [f"Queue report: last {report['hours']} h (since {report['since']})", "", "Jobs finished, by status"]
+    out += _table(
+        ["queue", *finished, "queued", "retrying", "running", "per min", "peak/min"],
+        [
+            [
+                q["queue"],
+                *[q["finished"][s] for s in finished],
+                q["now"]["queued"],
+                q["now"]["retrying"],
+                q["now"]["running"],
+                q["throughput_per_minute"],
+                q["peak_per_minute"],
+            ]
+            for q in report["queues"]
+        ],
+    )
+    out += ["", "Wait and run time (seconds)"]
+    out += _table(
+        ["queue", "wait p50", "wait p95", "run p50", "run p95"],
+        [[q["queue"], q["wait_p50"], q["wait_p95"], q["run_p50"], q["run_p95"]] for q in report["queues"]],
+    )
+    out += ["", "Failures by error class"]
+    if report["failures"]:
+        out += _table(
+            ["queue", "kind", "error class", "jobs"],
+            [[f["queue"], f["kind"], f["error_class"] or "(none)", f["jobs"]] for f in report["failures"]],
+        )
+    else:
+        out.append("  none")
+    for name in _sections:
+        out += ["", name.replace("_", " ").capitalize()]
+        section = report.get(name)
+        if isinstance(section, list) and section and all(isinstance(row, dict) for row in section):
+            headers = [key for key, value in section[0].items() if not isinstance(value, dict | list)]
+            nested = [key for key, value in section[0].items() if isinstance(value, dict)]
+            sub = [sub for key in nested for sub in section[0][key]]
+            out += _table(
+                headers + sub,
+                [[row[h] for h in headers] + [row[k].get(s) for k in nested for s in row[k]] for row in section],
+            )
+        elif section:
+            out.append(f"  {section}")
+        else:
+            out.append("  none")
+    return "\n".join(out) + "\n"
