@@ -1,0 +1,170 @@
+"""What the bot does with each kind of update. Every handler answers politely or not at
+all; none lets an unexpected update shape become an error."""
+
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+import telegram
+
+from bots.models import Bot, TelegramUser, Update
+from bots.pacing import pause_after_429, wait_for_reply_slot
+from bots.telegram_api import call
+
+HELP = (
+    "I keep you up to date with the campaign.\n"
+    "/start – subscribe to updates\n"
+    "/pledge – see your pledge; /pledge 250 records a new one\n"
+    "/stop – stop receiving broadcasts\n"
+    "Send me a link to a video and I will send you the file."
+)
+MAX_PLEDGE = Decimal("1000000000")
+_AMOUNT = re.compile(r"^(\d{1,3}(,\d{3})+|\d+)(\.\d{1,2})?$")
+
+
+@dataclass
+class Context:
+    bot: Bot
+    update: telegram.Update
+    member: TelegramUser | None
+    # Taken before the handler changes anything, so waiting for it never repeats a change.
+    slot_taken: bool = False
+
+    @property
+    def chat_id(self) -> int:
+        return self.update.effective_chat.id
+
+    def reply(self, text: str) -> telegram.Message:
+        if self.slot_taken:
+            self.slot_taken = False
+        else:
+            wait_for_reply_slot(self.bot, self.chat_id)
+        try:
+            return call(self.bot, "send_message", chat_id=self.chat_id, text=text)
+        except telegram.error.RetryAfter as exc:
+            pause_after_429(self.bot, exc)
+            raise
+        except telegram.error.Forbidden:
+            if self.member:
+                self.member.mark_blocked()
+            raise
+
+
+def handle(bot: Bot, update: Update) -> None:
+    parsed = telegram.Update.de_json(update.payload, None)
+    user = parsed.effective_user
+    member = TelegramUser.objects.seen(bot, user) if user and not user.is_bot else None
+    context = Context(bot, parsed, member)
+    if parsed.my_chat_member:
+        on_membership_change(context)
+    elif parsed.callback_query:
+        call(bot, "answer_callback_query", callback_query_id=parsed.callback_query.id)
+    elif parsed.message and parsed.effective_chat.type == "private":
+        wait_for_reply_slot(bot, context.chat_id)
+        context.slot_taken = True
+        on_private_message(context, parsed.message)
+    # Edited messages, channel posts, group chatter and the rest need no answer.
+
+
+def on_membership_change(context: Context) -> None:
+    status = context.update.my_chat_member.new_chat_member.status
+    if context.member is None or context.update.effective_chat.type != "private":
+        return
+    if status == "kicked":
+        context.member.mark_blocked()
+    elif status == "member":
+        context.member.mark_unblocked()
+
+
+def on_private_message(context: Context, message: telegram.Message) -> None:
+    text = message.text or message.caption or ""
+    command, _, argument = text.partition(" ")
+    command = command.split("@", 1)[0].lower() if command.startswith("/") else ""
+    handler = COMMANDS.get(command)
+    if handler:
+        handler(context, argument.strip())
+    elif (links := links_in(message)) and context.member:
+        download(context, links[0])
+    else:
+        context.reply(f"Sorry, I didn't understand that.\n\n{HELP}")
+
+
+def links_in(message: telegram.Message) -> list[str]:
+    entities = message.parse_entities([telegram.MessageEntity.URL, telegram.MessageEntity.TEXT_LINK])
+    entities |= message.parse_caption_entities([telegram.MessageEntity.URL, telegram.MessageEntity.TEXT_LINK])
+    links = [entity.url or text for entity, text in entities.items()]
+    return [link if "://" in link else f"https://{link}" for link in links]
+
+
+def download(context: Context, url: str) -> None:
+    from bots import downloads
+
+    downloads.request(context.bot, context.member, context.chat_id, url, context.reply)
+
+
+def start(context: Context, payload: str) -> None:
+    from broadcasts.models import Pledge
+
+    member = context.member
+    member.subscribe()
+    Pledge.objects.attach_to(member)
+    name = member.first_name or "there"
+    context.reply(
+        f"Hi {name}! You're subscribed to campaign updates.\nSend /pledge to see your pledge, /help for more."
+    )
+
+
+def stop(context: Context, argument: str) -> None:
+    context.member.opt_out()
+    context.reply("You won't receive broadcasts any more. Send /start whenever you want them back.")
+
+
+def show_help(context: Context, argument: str) -> None:
+    context.reply(HELP)
+
+
+def pledge(context: Context, argument: str) -> None:
+    from broadcasts.models import Pledge
+
+    if argument:
+        amount = parse_amount(argument)
+        if amount is None:
+            context.reply(f"I couldn't read “{argument[:40]}” as an amount. Send a number, for example /pledge 250.")
+            return
+        new = Pledge.objects.create(
+            bot=context.bot, member=context.member, telegram_id=context.member.telegram_id, amount=amount
+        )
+        context.reply(f"Thank you! I recorded your pledge of {new.format(new.amount)}.")
+        return
+    pledges = list(context.member.pledges.order_by("created_at"))
+    if not pledges:
+        context.reply("You have no pledge yet. Send /pledge 250 to pledge 250.")
+        return
+    context.reply("\n\n".join(describe_pledge(p) for p in pledges))
+
+
+def describe_pledge(pledge) -> str:
+    lines = [
+        f"Pledge: {pledge.format(pledge.amount)}" + (f" ({pledge.campaign})" if pledge.campaign else ""),
+        f"Paid: {pledge.format(pledge.paid_amount)}",
+        f"Balance: {pledge.format(pledge.balance)}",
+    ]
+    if pledge.due_date:
+        overdue = " (overdue)" if pledge.is_overdue else ""
+        lines.append(f"Due: {pledge.due_date:%d %b %Y}, {pledge.days_remaining} days remaining{overdue}")
+    return "\n".join(lines)
+
+
+def parse_amount(text: str) -> Decimal | None:
+    """'250', '1,000', '99.50' -> Decimal; anything else (negative, zero, huge, words) -> None."""
+    text = text.strip().removeprefix("$").strip()
+    if not _AMOUNT.match(text):
+        return None
+    try:
+        amount = Decimal(text.replace(",", ""))
+    except InvalidOperation:
+        return None
+    return amount if Decimal("0") < amount < MAX_PLEDGE else None
+
+
+COMMANDS = {"/start": start, "/stop": stop, "/help": show_help, "/pledge": pledge}

@@ -1,0 +1,36 @@
+"""Pacing replies: about one message a second into one chat and twenty a minute into a
+group, and a slot in the bot's overall rate, which replies share with broadcasts."""
+
+import time
+
+import telegram
+from django.conf import settings
+
+from bots.models import Bot
+from queueing.errors import RateLimited
+from queueing.ratelimit import get_limiter
+
+PRIVATE_CHAT_RATE = 1.0
+GROUP_CHAT_RATE = 20 / 60
+# Waiting longer than this would hold a worker idle: the update is handled again later.
+LONGEST_WAIT = 0.1
+
+
+def wait_for_reply_slot(bot: Bot, chat_id: int) -> None:
+    limiter = get_limiter()
+    margin = 1 - settings.TELEGRAM_RATE_MARGIN
+    chat_rate = (PRIVATE_CHAT_RATE if chat_id > 0 else GROUP_CHAT_RATE) * margin
+    chat = limiter.take(f"chat:{bot.pk}:{chat_id}", chat_rate, 1, horizon=LONGEST_WAIT)
+    if not chat.slots:
+        raise RateLimited(chat.delay, f"pacing replies into chat {chat_id}")
+    # No horizon: a reply always gets the bot's next free slot, ahead of any broadcast
+    # slot not yet claimed.
+    overall = limiter.take(f"bot:{bot.pk}", settings.TELEGRAM_RATE_LIMIT * margin, 1)
+    time.sleep(max(chat.delay, overall.delay))
+
+
+def pause_after_429(bot: Bot, exc: telegram.error.RetryAfter) -> None:
+    """Telegram said wait: every process sending for this bot waits."""
+    retry_after = exc.retry_after
+    seconds = retry_after.total_seconds() if hasattr(retry_after, "total_seconds") else float(retry_after)
+    get_limiter().pause(f"bot:{bot.pk}", seconds)

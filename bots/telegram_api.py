@@ -1,0 +1,46 @@
+"""The Bot API, through python-telegram-bot. Each process keeps one event loop and one
+`telegram.Bot` (one connection pool) per bot, reused by every task it runs."""
+
+import asyncio
+import os
+from collections.abc import Coroutine
+from typing import Any
+
+import telegram
+
+from bots.models import Bot
+from bots.transport import AiohttpRequest
+
+_state: dict[str, Any] = {"pid": None, "loop": None, "apis": {}}
+
+
+def _process_state() -> dict[str, Any]:
+    # A forked worker must not share its parent's loop or sockets.
+    if _state["pid"] != os.getpid():
+        _state.update(pid=os.getpid(), loop=asyncio.new_event_loop(), apis={})
+    return _state
+
+
+def run(coroutine: Coroutine) -> Any:
+    return _process_state()["loop"].run_until_complete(coroutine)
+
+
+def api_for(bot: Bot) -> telegram.Bot:
+    return run(api_for_async(bot))
+
+
+async def api_for_async(bot: Bot) -> telegram.Bot:
+    """The process's `telegram.Bot` for this bot, from code already on the loop."""
+    apis = _process_state()["apis"]
+    key = (bot.token, bot.base_url)
+    if key not in apis:
+        api = telegram.Bot(bot.token, base_url=bot.base_url, request=AiohttpRequest())
+        await api.initialize()
+        apis[key] = api
+    return apis[key]
+
+
+def call(bot: Bot, method: str, **params) -> Any:
+    """`call(bot, "send_message", chat_id=1, text="hi")`; Bot API errors are raised as
+    python-telegram-bot's exceptions, which queueing.errors sorts into retry classes."""
+    return run(getattr(api_for(bot), method)(**params))

@@ -1,0 +1,56 @@
+import hmac
+import json
+import time
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from bots.inbox import accept_update
+from bots.models import Bot
+from bots.updates import MalformedUpdate
+
+MAX_BODY = 1024 * 1024
+BOT_CACHE_SECONDS = 10
+
+# telegram_id -> (pk, webhook secret, cached until): the hot path must not query for the bot.
+_bots: dict[int, tuple[int, str, float]] = {}
+
+
+def _bot(telegram_id: int) -> tuple[int, str] | None:
+    cached = _bots.get(telegram_id)
+    if cached and cached[2] > time.monotonic():
+        return cached[0], cached[1]
+    found = Bot.objects.filter(telegram_id=telegram_id, is_active=True).values_list("pk", "webhook_secret").first()
+    if found:
+        _bots[telegram_id] = (*found, time.monotonic() + BOT_CACHE_SECONDS)
+    return found
+
+
+def _error(status: int, reason: str) -> JsonResponse:
+    return JsonResponse({"ok": False, "error": reason}, status=status)
+
+
+@csrf_exempt
+@require_POST
+def webhook(request: HttpRequest, telegram_id: int) -> HttpResponse:
+    """Check, store, enqueue, answer. Nothing slow happens here."""
+    bot = _bot(telegram_id)
+    if bot is None:
+        return _error(404, "unknown bot")
+    bot_pk, secret = bot
+    given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+    if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
+        return _error(403, "wrong or missing secret token")
+    if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_BODY:
+        return _error(413, "update larger than 1 MiB")
+    body = request.read(MAX_BODY + 1)
+    if len(body) > MAX_BODY:
+        return _error(413, "update larger than 1 MiB")
+    try:
+        payload = json.loads(body)
+        accept_update(bot_pk, payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        reason = str(exc) if isinstance(exc, MalformedUpdate) else "the body is not JSON"
+        return _error(400, reason)
+    return HttpResponse(status=200)
