@@ -1,0 +1,592 @@
+import io
+from dataclasses import dataclass
+from datetime import date
+from typing import ClassVar
+
+from django import forms
+from django.contrib import admin, messages
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.core.validators import URLValidator
+from django.db import transaction
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+
+from bots.models import Bot, TelegramUser
+from broadcasts.audiences import recipients
+from broadcasts.importing import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, FileError, ImportResult, decode, import_pledges
+from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
+from broadcasts.personalize import MAX_CAPTION, MAX_TEXT, PLACEHOLDERS, needs_pledge, render, too_long, unknown_hashtags
+from broadcasts.tasks import start_broadcast
+from queueing.models import JobRecord
+
+# ---------------------------------------------------------------------------------------------
+# Pledges and their CSV import
+# ---------------------------------------------------------------------------------------------
+
+
+class OverdueFilter(admin.SimpleListFilter):
+    title = "overdue"
+    parameter_name = "overdue"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Overdue"), ("no", "Not overdue")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        overdue = Q(due_date__lt=date.today(), amount__gt=F("paid_amount"))
+        if self.value() == "yes":
+            return queryset.filter(overdue)
+        if self.value() == "no":
+            return queryset.exclude(overdue)
+        return queryset
+
+
+class PledgeImportForm(forms.Form):
+    MAX_SIZE = 10 * 1024 * 1024
+
+    bot = forms.ModelChoiceField(queryset=Bot.objects.filter(is_active=True))
+    file = forms.FileField(label="CSV file")
+    dry_run = forms.BooleanField(
+        required=False, initial=True, help_text="Check the file and show what would change, changing nothing."
+    )
+    skip_errors = forms.BooleanField(
+        required=False, help_text="Import the good rows even when some rows have errors (those are listed)."
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        bots = list(self.fields["bot"].queryset[:2])
+        if len(bots) == 1:
+            self.fields["bot"].initial = bots[0]
+
+    def clean_file(self):
+        upload = self.cleaned_data["file"]
+        if upload.size > self.MAX_SIZE:
+            raise forms.ValidationError("The file is larger than 10 MB.")
+        return upload
+
+    def run(self) -> ImportResult:
+        data = self.cleaned_data
+        try:
+            text = decode(data["file"].read())
+        except FileError as exc:
+            return ImportResult(dry_run=data["dry_run"], errors=[(exc.line, str(exc))])
+        return import_pledges(data["bot"], io.StringIO(text), dry_run=data["dry_run"], skip_errors=data["skip_errors"])
+
+
+@admin.register(Pledge)
+class PledgeAdmin(admin.ModelAdmin):
+    list_display = [
+        "who",
+        "amount_display",
+        "paid_display",
+        "balance_display",
+        "due_date",
+        "days_remaining_display",
+        "campaign",
+        "bot",
+    ]
+    list_filter = ["campaign", "currency", OverdueFilter, "bot"]
+    search_fields = ["=telegram_id", "member__first_name", "member__last_name", "member__username", "campaign"]
+    search_help_text = "Searches the Telegram id, the member's name and username, and the campaign."
+    list_select_related = ["member", "bot"]
+    raw_id_fields = ["member"]
+
+    def get_urls(self):
+        import_view = self.admin_site.admin_view(self.import_view)
+        name = f"{self.opts.app_label}_{self.opts.model_name}_import"
+        return [path("import/", import_view, name=name), *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        extra_context = {**(extra_context or {}), "can_import": self.has_import_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
+    def import_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_import_permission(request):
+            raise PermissionDenied
+        form = PledgeImportForm(request.POST, request.FILES) if request.method == "POST" else PledgeImportForm()
+        result = form.run() if form.is_bound and form.is_valid() else None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Import pledges from CSV",
+            "opts": self.opts,
+            "form": form,
+            "result": result,
+            "required_columns": REQUIRED_COLUMNS,
+            "optional_columns": OPTIONAL_COLUMNS,
+            "changelist_url": reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"),
+        }
+        return TemplateResponse(request, "admin/broadcasts/pledge/import.html", context)
+
+    @admin.display(description="member", ordering="telegram_id")
+    def who(self, pledge: Pledge) -> str:
+        return str(pledge.member) if pledge.member else f"{pledge.telegram_id} (not started)"
+
+    @admin.display(description="amount", ordering="amount")
+    def amount_display(self, pledge: Pledge) -> str:
+        return pledge.format(pledge.amount)
+
+    @admin.display(description="paid", ordering="paid_amount")
+    def paid_display(self, pledge: Pledge) -> str:
+        return pledge.format(pledge.paid_amount)
+
+    @admin.display(description="balance")
+    def balance_display(self, pledge: Pledge) -> str:
+        return pledge.format(pledge.balance)
+
+    @admin.display(description="days remaining", ordering="due_date")
+    def days_remaining_display(self, pledge: Pledge) -> str:
+        if pledge.days_remaining is None:
+            return "-"
+        return f"{pledge.days_remaining} (overdue)" if pledge.is_overdue else str(pledge.days_remaining)
+
+
+# ---------------------------------------------------------------------------------------------
+# Message templates
+# ---------------------------------------------------------------------------------------------
+
+
+@admin.register(MessageTemplate)
+class MessageTemplateAdmin(admin.ModelAdmin):
+    list_display = ["name", "parse_mode", "excerpt"]
+    search_fields = ["name", "text"]
+    fields = ["name", "text", "parse_mode", "placeholders", "warnings"]
+    readonly_fields = ["placeholders", "warnings"]
+
+    @admin.display(description="text")
+    def excerpt(self, template: MessageTemplate) -> str:
+        return template.text if len(template.text) <= 80 else f"{template.text[:79]}…"
+
+    @admin.display(description="placeholders")
+    def placeholders(self, template: MessageTemplate) -> str:
+        return format_html("<ul>{}</ul>", format_html_join("", "<li><code>#{}</code>: {}</li>", PLACEHOLDERS.items()))
+
+    @admin.display(description="warnings")
+    def warnings(self, template: MessageTemplate) -> str:
+        unknown = unknown_hashtags(template.text)
+        if not unknown:
+            return "-"
+        return f"Not placeholders, sent as written: {', '.join(unknown)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Broadcasts and deliveries
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    member: TelegramUser
+    text: str
+    too_long: bool
+
+
+@dataclass
+class Preview:
+    """What the operator checks before sending: texts for a few real recipients, and the
+    recipients whose text Telegram would refuse or who lack the pledge data the text uses."""
+
+    SAMPLES: ClassVar[int] = 5
+    FULL_CHECK_LIMIT: ClassVar[int] = 5000
+
+    recipients: int
+    samples: list[Sample]
+    needs_pledge: bool
+    without_pledge: int
+    too_long: int
+    checked: int
+    is_caption: bool
+    limit: int
+
+    @property
+    def sampled(self) -> bool:
+        return self.checked < self.recipients
+
+    @classmethod
+    def of(cls, broadcast: Broadcast) -> "Preview":
+        members = recipients(broadcast)
+        count = members.count()
+        is_caption = bool(broadcast.photo or broadcast.document)
+        with_pledges = members.prefetch_related(Prefetch("pledges", queryset=Pledge.objects.order_by("created_at")))
+        checked = with_pledges.order_by("pk") if count <= cls.FULL_CHECK_LIMIT else with_pledges.order_by("?")
+        texts = [
+            (member, cls._render(broadcast, member))
+            for member in checked[: cls.FULL_CHECK_LIMIT].iterator(chunk_size=1000)
+        ]
+        parse_mode = broadcast.effective_parse_mode
+        long = {member.pk for member, text in texts if too_long(text, is_caption, parse_mode)}
+        uses_pledge = needs_pledge(broadcast.body)
+        samples = with_pledges.order_by("pk")[: cls.SAMPLES]
+        return cls(
+            recipients=count,
+            samples=[
+                Sample(m, text := cls._render(broadcast, m), m.pk in long or too_long(text, is_caption, parse_mode))
+                for m in samples
+            ],
+            needs_pledge=uses_pledge,
+            without_pledge=members.exclude(Exists(Pledge.objects.filter(member=OuterRef("pk")))).count()
+            if uses_pledge
+            else 0,
+            too_long=len(long),
+            checked=len(texts),
+            is_caption=is_caption,
+            limit=MAX_CAPTION if is_caption else MAX_TEXT,
+        )
+
+    @staticmethod
+    def _render(broadcast: Broadcast, member: TelegramUser) -> str:
+        return render(
+            broadcast.body,
+            member,
+            list(member.pledges.all()),
+            broadcast.effective_parse_mode,
+            broadcast.no_pledge_fallback,
+        )
+
+
+class ButtonsField(forms.CharField):
+    """URL buttons as lines of "Text | https://url", stored as [{"text": ..., "url": ...}]."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "placeholder": "Pay now | https://example.org/pay"})
+
+    def prepare_value(self, value):
+        if isinstance(value, list):
+            return "\n".join(f"{b.get('text', '')} | {b.get('url', '')}" for b in value)
+        return value
+
+    def to_python(self, value) -> list[dict[str, str]]:
+        buttons, errors = [], []
+        for number, line in enumerate((value or "").splitlines(), start=1):
+            if not line.strip():
+                continue
+            text, bar, url = (part.strip() for part in line.rpartition("|"))
+            if not bar or not text:
+                errors.append(f'Line {number}: write "Button text | https://url".')
+            elif not _is_https_url(url):
+                errors.append(f"Line {number}: {url!r} is not an https:// URL.")
+            else:
+                buttons.append({"text": text, "url": url})
+        if errors:
+            raise forms.ValidationError(errors)
+        return buttons
+
+
+def _is_https_url(url: str) -> bool:
+    try:
+        URLValidator(schemes=["https"])(url)
+    except forms.ValidationError:
+        return False
+    return True
+
+
+class BroadcastForm(forms.ModelForm):
+    buttons = ButtonsField(
+        required=False, help_text='One button a line: "Text | https://url". Telegram only accepts https links here.'
+    )
+
+    class Meta:
+        model = Broadcast
+        fields = [
+            "bot",
+            "title",
+            "text",
+            "template",
+            "parse_mode",
+            "photo",
+            "document",
+            "buttons",
+            "audience",
+            "audience_value",
+            "members",
+            "no_pledge_fallback",
+            "allow_paid_broadcast",
+            "scheduled_at",
+        ]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if not data.get("text", "").strip() and not data.get("template"):
+            self.add_error("text", "Write a text or choose a template.")
+        if data.get("photo") and data.get("document"):
+            self.add_error("document", "Attach a photo or a document, not both.")
+        audience = data.get("audience")
+        if audience in (Audience.CAMPAIGN, Audience.LANGUAGE) and not data.get("audience_value", "").strip():
+            what = "campaign" if audience == Audience.CAMPAIGN else "language code (e.g. en)"
+            self.add_error("audience_value", f"Give the {what} for this audience.")
+        if self.instance.status == Broadcast.Status.SCHEDULED and not data.get("scheduled_at"):
+            self.add_error("scheduled_at", "A scheduled broadcast needs its time; cancel it to call it off.")
+        if audience == Audience.HAND_PICKED and "members" in data and not data["members"]:
+            self.add_error("members", "Pick at least one member for the hand-picked audience.")
+        return data
+
+
+class BroadcastChangeList(ChangeList):
+    def get_queryset(self, request: HttpRequest, exclude_parameters=None) -> QuerySet:
+        def count(*statuses: str) -> Count:
+            return Count("deliveries", filter=Q(deliveries__status__in=statuses))
+
+        return (
+            super()
+            .get_queryset(request, exclude_parameters)
+            .annotate(
+                sent_count=count(Delivery.Status.SENT),
+                failed_count=count(Delivery.Status.FAILED),
+                total_count=Count("deliveries"),
+            )
+        )
+
+
+@admin.register(Broadcast)
+class BroadcastAdmin(admin.ModelAdmin):
+    form = BroadcastForm
+    list_display = [
+        "__str__",
+        "status",
+        "audience",
+        "sent_display",
+        "failed_display",
+        "total_display",
+        "scheduled_at",
+        "created_at",
+        "progress_link",
+    ]
+    list_filter = ["status", "audience", "bot"]
+    search_fields = ["title", "text"]
+    list_select_related = ["bot"]
+    autocomplete_fields = ["members"]
+    fieldsets = [
+        (None, {"fields": ["bot", "title"]}),
+        ("Message", {"fields": ["text", "template", "parse_mode", "placeholders", "photo", "document", "buttons"]}),
+        ("Audience", {"fields": ["audience", "audience_value", "members", "no_pledge_fallback"]}),
+        ("Sending", {"fields": ["allow_paid_broadcast", "scheduled_at"]}),
+        ("State", {"fields": ["status", "created_by", "created_at", "started_at", "finished_at"]}),
+    ]
+    readonly_fields = ["placeholders", "status", "created_by", "created_at", "started_at", "finished_at"]
+
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+        return BroadcastChangeList
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Broadcast | None = None) -> list[str]:
+        if obj is not None and not obj.is_editable:
+            return [f for fields in (opts["fields"] for _, opts in self.fieldsets) for f in fields]
+        return self.readonly_fields
+
+    def has_delete_permission(self, request: HttpRequest, obj: Broadcast | None = None) -> bool:
+        if obj is not None and obj.status in (Broadcast.Status.SENDING, Broadcast.Status.PAUSED):
+            return False
+        return super().has_delete_permission(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Broadcast, form: forms.ModelForm, change: bool) -> None:
+        if obj.created_by_id is None:
+            obj.created_by = request.user
+        super().save_model(request, obj, form, change)
+        unknown = unknown_hashtags(obj.body)
+        if unknown:
+            self.message_user(
+                request,
+                f"Not placeholders, sent as written: {', '.join(unknown)}. "
+                f"Placeholders are {', '.join('#' + name for name in PLACEHOLDERS)}.",
+                messages.WARNING,
+            )
+
+    def response_add(self, request: HttpRequest, obj: Broadcast, post_url_continue: str | None = None) -> HttpResponse:
+        if "_preview" in request.POST:
+            return HttpResponseRedirect(self._url("preview", obj.pk))
+        return super().response_add(request, obj, post_url_continue)
+
+    def response_change(self, request: HttpRequest, obj: Broadcast) -> HttpResponse:
+        if "_preview" in request.POST:
+            return HttpResponseRedirect(self._url("preview", obj.pk))
+        return super().response_change(request, obj)
+
+    @admin.display(description="placeholders")
+    def placeholders(self, broadcast: Broadcast | None = None) -> str:
+        return format_html_join(" ", '<code title="{}">#{}</code>', ((h, name) for name, h in PLACEHOLDERS.items()))
+
+    @admin.display(description="sent", ordering="sent_count")
+    def sent_display(self, broadcast: Broadcast) -> int:
+        return broadcast.sent_count
+
+    @admin.display(description="failed", ordering="failed_count")
+    def failed_display(self, broadcast: Broadcast) -> int:
+        return broadcast.failed_count
+
+    @admin.display(description="recipients", ordering="total_count")
+    def total_display(self, broadcast: Broadcast) -> int:
+        return broadcast.total_count
+
+    @admin.display(description="")
+    def progress_link(self, broadcast: Broadcast) -> str:
+        if broadcast.is_editable:
+            return format_html('<a href="{}">Preview</a>', self._url("preview", broadcast.pk))
+        return format_html('<a href="{}">Progress</a>', self._url("progress", broadcast.pk))
+
+    # -- extra pages ---------------------------------------------------------------------------
+
+    def _url(self, view: str, *args) -> str:
+        return reverse(f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_{view}", args=args)
+
+    def get_urls(self) -> list:
+        def route(suffix: str, view, name: str):
+            wrapped = self.admin_site.admin_view(view)
+            return path(f"<int:pk>/{suffix}", wrapped, name=f"{self.opts.app_label}_{self.opts.model_name}_{name}")
+
+        return [
+            route("preview/", self.preview_view, "preview"),
+            route("progress/", self.progress_view, "progress"),
+            route("progress.json", self.progress_json_view, "progress_json"),
+            route("action/<slug:action>/", self.action_view, "action"),
+            *super().get_urls(),
+        ]
+
+    def _broadcast(self, request: HttpRequest, pk: int) -> Broadcast:
+        broadcast = Broadcast.objects.select_related("bot", "template").filter(pk=pk).first()
+        if broadcast is None:
+            raise Http404("No such broadcast.")
+        if not self.has_change_permission(request, broadcast):
+            raise PermissionDenied
+        return broadcast
+
+    def _context(self, request: HttpRequest, broadcast: Broadcast, title: str) -> dict:
+        return {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "opts": self.opts,
+            "original": broadcast,
+            "broadcast": broadcast,
+            "change_url": self._url("change", broadcast.pk),
+            "progress_url": self._url("progress", broadcast.pk),
+        }
+
+    def preview_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        broadcast = self._broadcast(request, pk)
+        if request.method == "POST":
+            return self._send_or_schedule(request, broadcast)
+        context = {
+            **self._context(request, broadcast, f"Preview of {broadcast}"),
+            "preview": Preview.of(broadcast),
+            "unknown_hashtags": unknown_hashtags(broadcast.body),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/broadcasts/broadcast/preview.html", context)
+
+    def _send_or_schedule(self, request: HttpRequest, broadcast: Broadcast) -> HttpResponse:
+        if "_schedule" in request.POST:
+            if broadcast.schedule():
+                when = timezone.localtime(broadcast.scheduled_at).strftime("%Y-%m-%d %H:%M %Z")
+                self.message_user(request, f"Scheduled for {when}.", messages.SUCCESS)
+                return HttpResponseRedirect(self._url("changelist"))
+            self.message_user(request, "Only a draft with a schedule time can be scheduled.", messages.ERROR)
+            return HttpResponseRedirect(self._url("preview", broadcast.pk))
+        if "_send" in request.POST:
+            if self._start(broadcast):
+                self.message_user(request, "Sending has started.", messages.SUCCESS)
+            else:
+                self.message_user(request, "This broadcast has been started already: not sent again.", messages.ERROR)
+            return HttpResponseRedirect(self._url("progress", broadcast.pk))
+        return HttpResponseRedirect(self._url("preview", broadcast.pk))
+
+    def _start(self, broadcast: Broadcast) -> bool:
+        """Enqueue start_broadcast once: a second click waits for the first one's row lock, then
+        finds its job still waiting or running, or the broadcast already sending."""
+        with transaction.atomic():
+            locked = Broadcast.objects.select_for_update().get(pk=broadcast.pk)
+            started = JobRecord.objects.exclude(status__in=JobRecord.FINISHED).filter(
+                kind=start_broadcast.kind, args=[broadcast.pk]
+            )
+            if not locked.is_editable or started.exists():
+                return False
+            start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: start")
+        return True
+
+    def progress_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        broadcast = self._broadcast(request, pk)
+        context = {
+            **self._context(request, broadcast, f"Progress of {broadcast}"),
+            "progress": broadcast.progress(),
+            "json_url": self._url("progress_json", broadcast.pk),
+            "deliveries_url": reverse(f"{self.admin_site.name}:broadcasts_delivery_changelist")
+            + f"?broadcast__id__exact={broadcast.pk}",
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/broadcasts/broadcast/progress.html", context)
+
+    def progress_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
+        return JsonResponse(self._broadcast(request, pk).progress())
+
+    def action_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        broadcast = self._broadcast(request, pk)
+        handler = {
+            "pause": self._pause,
+            "resume": self._resume,
+            "cancel": self._cancel,
+            "retry-failed": self._retry_failed,
+        }.get(action)
+        if handler is None:
+            raise Http404("No such action.")
+        handler(request, broadcast)
+        return HttpResponseRedirect(self._url("progress", broadcast.pk))
+
+    def _pause(self, request: HttpRequest, broadcast: Broadcast) -> None:
+        if broadcast.pause():
+            self.message_user(request, "Paused: chunks stop before their next send.", messages.SUCCESS)
+        else:
+            self.message_user(
+                request, f"Only a sending broadcast can be paused; this one is {broadcast.status}.", messages.ERROR
+            )
+
+    def _resume(self, request: HttpRequest, broadcast: Broadcast) -> None:
+        if broadcast.resume():
+            start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: resume")
+            self.message_user(request, "Resumed.", messages.SUCCESS)
+        else:
+            self.message_user(
+                request, f"Only a paused broadcast can be resumed; this one is {broadcast.status}.", messages.ERROR
+            )
+
+    def _cancel(self, request: HttpRequest, broadcast: Broadcast) -> None:
+        cancelled = broadcast.cancel()
+        if cancelled is None:
+            self.message_user(request, f"This broadcast is {broadcast.status} already.", messages.ERROR)
+        else:
+            self.message_user(request, f"Cancelled; {cancelled} waiting deliveries will not be sent.", messages.SUCCESS)
+
+    def _retry_failed(self, request: HttpRequest, broadcast: Broadcast) -> None:
+        retried = broadcast.retry_failed()
+        if not retried:
+            self.message_user(
+                request, "No failed delivery to retry (members who blocked the bot are not retried).", messages.WARNING
+            )
+            return
+        if broadcast.status == Broadcast.Status.SENDING:
+            start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: retry failed")
+        self.message_user(request, f"Retrying {retried} failed deliveries.", messages.SUCCESS)
+
+
+@admin.register(Delivery)
+class DeliveryAdmin(admin.ModelAdmin):
+    list_display = ["id", "broadcast", "member", "status", "attempts", "error_class", "error", "sent_at"]
+    list_filter = ["status", "error_class", "broadcast"]
+    search_fields = ["=member__telegram_id", "member__first_name", "member__last_name", "member__username"]
+    search_help_text = "Searches the member's Telegram id, name and username."
+    list_select_related = ["broadcast", "member"]
+    show_full_result_count = False
+    list_per_page = 100
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Delivery | None = None) -> bool:
+        return False

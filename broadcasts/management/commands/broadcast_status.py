@@ -1,0 +1,32 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+
+from broadcasts.models import Broadcast
+
+
+class Command(BaseCommand):
+    help = "A broadcast's state and delivery counts."
+
+    def add_arguments(self, parser):
+        parser.add_argument("id", type=int, help="The broadcast's id (send_broadcast prints it).")
+        parser.add_argument("--json", action="store_true", help="Print JSON instead of text.")
+
+    def handle(self, *args, **options):
+        broadcast = Broadcast.objects.filter(pk=options["id"]).first()
+        if broadcast is None:
+            raise CommandError(f"No broadcast with id {options['id']}.")
+        progress = broadcast.progress()
+        if options["json"]:
+            self.stdout.write(json.dumps({"title": str(broadcast), **progress}))
+            return
+        counts = progress["counts"]
+        self.stdout.write(f"{broadcast} ({broadcast.get_audience_display()}): {broadcast.status}")
+        self.stdout.write(f"{progress['finished']} of {counts['total']} finished ({progress['percent']}%)")
+        self.stdout.write("  ".join(f"{status} {n}" for status, n in counts.items() if status != "total"))
+        if broadcast.status == Broadcast.Status.SENDING:
+            eta = progress["eta_seconds"]
+            left = f"{eta} s left" if eta is not None else "time left unknown"
+            self.stdout.write(f"{progress['rate']} messages/s; {left}")
+        if broadcast.scheduled_at and broadcast.status == Broadcast.Status.SCHEDULED:
+            self.stdout.write(f"Scheduled for {broadcast.scheduled_at.isoformat()}")

@@ -1,0 +1,268 @@
+from collections.abc import Iterable
+from datetime import date, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models, transaction
+from django.utils import timezone
+
+from bots.models import Bot, TelegramUser
+
+
+class PledgeQuerySet(models.QuerySet):
+    def attach_to(self, member: TelegramUser) -> int:
+        """Pledges imported for this Telegram id before the member pressed /start."""
+        return self.filter(bot=member.bot, telegram_id=member.telegram_id, member__isnull=True).update(member=member)
+
+
+class Pledge(models.Model):
+    """What a member promised to give, and how much of it is paid."""
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="pledges")
+    member = models.ForeignKey(TelegramUser, null=True, blank=True, on_delete=models.SET_NULL, related_name="pledges")
+    telegram_id = models.BigIntegerField(help_text="The member's Telegram id; the pledge attaches when they /start.")
+    amount = models.DecimalField(max_digits=14, decimal_places=2)
+    paid_amount = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
+    currency = models.CharField(max_length=8, default=settings.PLEDGE_DEFAULT_CURRENCY)
+    due_date = models.DateField(null=True, blank=True)
+    campaign = models.CharField(max_length=100, blank=True)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = PledgeQuerySet.as_manager()
+
+    class Meta:
+        indexes = [models.Index(fields=["bot", "telegram_id"])]
+
+    def __str__(self) -> str:
+        return f"{self.format(self.amount)} by {self.member or self.telegram_id}"
+
+    @property
+    def balance(self) -> Decimal:
+        return max(self.amount - self.paid_amount, Decimal("0"))
+
+    @property
+    def days_remaining(self) -> int | None:
+        if self.due_date is None:
+            return None
+        return max((self.due_date - date.today()).days, 0)
+
+    @property
+    def is_overdue(self) -> bool:
+        return bool(self.due_date and self.due_date < date.today() and self.balance > 0)
+
+    def format(self, value: Decimal) -> str:
+        """1234.5 USD -> "1,234.50 USD"; whole amounts drop the cents."""
+        text = f"{value:,.0f}" if value == value.to_integral_value() else f"{value:,.2f}"
+        return f"{text} {self.currency}"
+
+
+class ParseMode(models.TextChoices):
+    PLAIN = "", "Plain text"
+    HTML = "HTML", "HTML"
+    MARKDOWN_V2 = "MarkdownV2", "MarkdownV2"
+
+
+class MessageTemplate(models.Model):
+    """Reusable text with placeholders (#name, #balance, ...)."""
+
+    name = models.CharField(max_length=100, unique=True)
+    text = models.TextField()
+    parse_mode = models.CharField(max_length=16, choices=ParseMode.choices, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Audience(models.TextChoices):
+    SUBSCRIBERS = "subscribers", "All subscribers"
+    BALANCE_DUE = "balance_due", "With a balance due"
+    OVERDUE = "overdue", "Overdue"
+    FULLY_PAID = "fully_paid", "Fully paid"
+    NO_PLEDGE = "no_pledge", "With no pledge"
+    CAMPAIGN = "campaign", "By campaign"
+    LANGUAGE = "language", "By language"
+    HAND_PICKED = "hand_picked", "Hand-picked members"
+    STAFF = "staff", "Staff only (test send)"
+
+
+class Broadcast(models.Model):
+    """One message to many members, personalised for each."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft"
+        SCHEDULED = "scheduled"
+        SENDING = "sending"
+        PAUSED = "paused"
+        DONE = "done"
+        CANCELLED = "cancelled"
+
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="broadcasts")
+    title = models.CharField(max_length=200, blank=True, help_text="For operators; members never see it.")
+    template = models.ForeignKey(MessageTemplate, null=True, blank=True, on_delete=models.SET_NULL)
+    text = models.TextField(blank=True, help_text="Placeholders: #name #first_name #pledge #balance ...")
+    parse_mode = models.CharField(max_length=16, choices=ParseMode.choices, blank=True)
+    photo = models.FileField(upload_to="broadcasts/", blank=True)
+    document = models.FileField(upload_to="broadcasts/", blank=True)
+    buttons = models.JSONField(
+        default=list, blank=True, help_text='URL buttons: [{"text": "Pay", "url": "https://..."}]'
+    )
+    audience = models.CharField(max_length=16, choices=Audience.choices, default=Audience.SUBSCRIBERS)
+    audience_value = models.CharField(
+        max_length=200, blank=True, help_text="The campaign or language code, for those audiences."
+    )
+    members = models.ManyToManyField(TelegramUser, blank=True, help_text="For the hand-picked audience.")
+    no_pledge_fallback = models.CharField(
+        max_length=100, default="-", help_text="Shown for pledge placeholders of members without a pledge."
+    )
+    allow_paid_broadcast = models.BooleanField(
+        default=False, help_text="Telegram's paid broadcasts: up to 1000 messages/s, charged in Stars."
+    )
+    scheduled_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.DRAFT)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "scheduled_at"])]
+
+    def __str__(self) -> str:
+        return self.title or f"Broadcast #{self.pk}"
+
+    @property
+    def body(self) -> str:
+        return self.text or (self.template.text if self.template else "")
+
+    @property
+    def effective_parse_mode(self) -> str:
+        return self.parse_mode or (self.template.parse_mode if self.template and not self.text else "")
+
+    def counts(self) -> dict[str, int]:
+        found = dict(self.deliveries.values_list("status").annotate(n=models.Count("id")).order_by())
+        counts = {status: found.get(status, 0) for status in Delivery.Status.values}
+        counts["total"] = sum(found.values())
+        return counts
+
+    def progress(self, window: int = 30) -> dict:
+        """Counts, the share finished, the send rate over the last `window` seconds (or since
+        the start, if sooner) and the time left at that rate."""
+        counts = self.counts()
+        unfinished = counts["pending"] + counts["sending"] + counts["retrying"]
+        total = counts["total"]
+        now = timezone.now()
+        since = max(now - timedelta(seconds=window), self.started_at or now)
+        seconds = max((now - since).total_seconds(), 1.0)
+        recent = self.deliveries.filter(status=Delivery.Status.SENT, sent_at__gte=since).count()
+        rate = recent / seconds if self.status == self.Status.SENDING else 0.0
+        return {
+            "id": self.pk,
+            "status": self.status,
+            "counts": counts,
+            "finished": total - unfinished,
+            "percent": round(100 * (total - unfinished) / total, 1) if total else (100.0 if self.is_over else 0.0),
+            "rate": round(rate, 1),
+            "eta_seconds": round(unfinished / rate) if rate and unfinished else None,
+            "is_over": self.is_over,
+        }
+
+    @property
+    def is_over(self) -> bool:
+        return self.status in (self.Status.DONE, self.Status.CANCELLED)
+
+    @property
+    def is_editable(self) -> bool:
+        return self.status in (self.Status.DRAFT, self.Status.SCHEDULED)
+
+    def _move(self, from_statuses: Iterable[str], to: str, **fields) -> bool:
+        """A conditional UPDATE: True when this call made the change, False when the broadcast
+        was not in one of `from_statuses` (another operator or a worker got there first)."""
+        changed = Broadcast.objects.filter(pk=self.pk, status__in=list(from_statuses)).update(status=to, **fields)
+        if changed:
+            self.status = to
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return bool(changed)
+
+    def schedule(self) -> bool:
+        """draft -> scheduled; start_due_broadcasts starts it when scheduled_at comes."""
+        return self.scheduled_at is not None and self._move([self.Status.DRAFT], self.Status.SCHEDULED)
+
+    def pause(self) -> bool:
+        """sending -> paused; chunks stop before their next send and leave the rest pending."""
+        return self._move([self.Status.SENDING], self.Status.PAUSED)
+
+    def resume(self) -> bool:
+        """paused -> sending; the caller enqueues start_broadcast for what is left."""
+        return self._move([self.Status.PAUSED], self.Status.SENDING)
+
+    def cancel(self) -> int | None:
+        """-> cancelled, and every delivery still waiting with it. None when it had already
+        finished or been cancelled; otherwise the number of deliveries cancelled."""
+        with transaction.atomic():
+            unfinished = [self.Status.DRAFT, self.Status.SCHEDULED, self.Status.SENDING, self.Status.PAUSED]
+            if not self._move(unfinished, self.Status.CANCELLED, finished_at=timezone.now()):
+                return None
+            return self.deliveries.filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING]).update(
+                status=Delivery.Status.CANCELLED
+            )
+
+    def retry_failed(self) -> int:
+        """Failed deliveries go back to pending, except those of members who blocked the bot
+        (Telegram would refuse them again); a finished broadcast goes back to sending. The
+        caller enqueues start_broadcast when the broadcast is sending."""
+        with transaction.atomic():
+            locked = Broadcast.objects.select_for_update().get(pk=self.pk)
+            if locked.status == self.Status.CANCELLED:
+                return 0
+            retried = (
+                self.deliveries.filter(status=Delivery.Status.FAILED)
+                .exclude(error__startswith="blocked: ")
+                .exclude(member__is_blocked=True)
+                .update(status=Delivery.Status.PENDING, attempts=0, error="", error_class="")
+            )
+            self.status = locked.status
+            if retried:
+                self._move([self.Status.DONE], self.Status.SENDING, finished_at=None)
+            return retried
+
+
+class DeliveryQuerySet(models.QuerySet):
+    def pending(self) -> "DeliveryQuerySet":
+        return self.filter(status=Delivery.Status.PENDING)
+
+
+class Delivery(models.Model):
+    """One broadcast to one member: sent at most once."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENDING = "sending"
+        SENT = "sent"
+        RETRYING = "retrying"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+        UNKNOWN = "unknown", "unknown (worker died mid-send)"
+        CANCELLED = "cancelled"
+
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="deliveries")
+    member = models.ForeignKey(TelegramUser, on_delete=models.CASCADE, related_name="deliveries")
+    chat_id = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    error_class = models.CharField(max_length=16, blank=True)
+    message_id = models.BigIntegerField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DeliveryQuerySet.as_manager()
+
+    class Meta:
+        verbose_name_plural = "deliveries"
+        constraints = [models.UniqueConstraint(fields=["broadcast", "member"], name="one_delivery_per_member")]
+        indexes = [models.Index(fields=["broadcast", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.broadcast} → {self.member} ({self.status})"
