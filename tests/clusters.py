@@ -1,0 +1,82 @@
+"""Real `manage.py qcluster` processes for end-to-end tests and benchmarks."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url() -> str:
+    """The URL of the database this process uses now (the test database under pytest)."""
+    s = connection.settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"postgres://{auth}@{s['HOST'] or 'localhost'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+def cluster_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DJANGO_SETTINGS_MODULE=os.environ.get("DJANGO_SETTINGS_MODULE", "tests.settings"),
+        DATABASE_URL=database_url(),
+        QUEUE_LOG_LEVEL="INFO",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+class ClusterProcess:
+    """One qcluster for one queue, in its own process group so a test can kill all of it."""
+
+    def __init__(self, queue: str, log_dir: Path, **env: str):
+        self.queue = queue
+        self.log_path = log_dir / f"qcluster-{queue}-{time.monotonic_ns()}.log"
+        self.env = cluster_env(Q_CLUSTER_NAME=queue, **env)
+        self.process: subprocess.Popen | None = None
+
+    def start(self, wait: float = 30) -> "ClusterProcess":
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if b"running." in self.log_path.read_bytes():
+                return self
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        raise RuntimeError(f"qcluster {self.queue} did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, wait: float = 30) -> int | None:
+        """SIGTERM, as supervisor stops it: running jobs finish first."""
+        if not self.process or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(wait)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeError(f"qcluster {self.queue} ignored SIGTERM for {wait} s:\n{self.log()}") from None
+
+    def kill(self) -> None:
+        """SIGKILL to every process of the cluster at once, like a machine losing power."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)

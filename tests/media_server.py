@@ -1,0 +1,129 @@
+"""A media server on loopback for download tests and the benchmark: serves a real MP4, counts
+requests per path, and misbehaves on demand.
+
+    /clip.mp4              the fixture video
+    /slow/clip.mp4         the same, a few kilobytes at a time with pauses (`slow_seconds` in all)
+    /missing.mp4           404
+    /error.mp4             503
+    /page.html             an HTML page with no media in it
+    /drop.mp4              promises the whole file, sends a little, drops the connection
+    /redirect?to=URL       302 to URL
+"""
+
+import contextlib
+import socket
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Self
+from urllib.parse import parse_qs, urlsplit
+
+CLIP = Path(__file__).resolve().parent / "fixtures" / "clip.mp4"
+
+PAGE = b"<!doctype html><html><head><title>Our news</title></head><body><p>Nothing to watch here.</p></body></html>"
+
+
+class MediaServer:
+    def __init__(self, host: str = "127.0.0.1", media: bytes | None = None, slow_seconds: float = 2.0):
+        self.host = host
+        self.media = media if media is not None else CLIP.read_bytes()
+        self.slow_seconds = slow_seconds
+        self.requests: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def start(self) -> Self:
+        self._server = ThreadingHTTPServer((self.host, 0), _handler(self))
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="media-server", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return self._server.server_address[1]
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}:{self.port}{path}"
+
+    def count(self, path: str) -> int:
+        with self._lock:
+            return self.requests[path]
+
+    def _record(self, path: str) -> None:
+        with self._lock:
+            self.requests[path] += 1
+
+
+def _handler(server: MediaServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args) -> None:
+            pass
+
+        def do_HEAD(self) -> None:
+            self.do_GET(head=True)
+
+        def do_GET(self, head: bool = False) -> None:
+            parts = urlsplit(self.path)
+            server._record(parts.path)
+            if parts.path == "/clip.mp4":
+                self._send(200, server.media, "video/mp4", head)
+            elif parts.path == "/slow/clip.mp4":
+                self._send(200, server.media, "video/mp4", head, pause=True)
+            elif parts.path == "/page.html":
+                self._send(200, PAGE, "text/html; charset=utf-8", head)
+            elif parts.path == "/error.mp4":
+                self._send(503, b"Service Unavailable", "text/plain", head)
+            elif parts.path == "/drop.mp4":
+                self._drop(head)
+            elif parts.path == "/redirect":
+                self.send_response(302)
+                self.send_header("Location", parse_qs(parts.query)["to"][0])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            else:
+                self._send(404, b"Not Found", "text/plain", head)
+
+        def _send(self, status: int, body: bytes, content_type: str, head: bool, pause: bool = False) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if head:
+                return
+            if not pause:
+                # yt-dlp's extractor reads the start of a file and hangs up: not an error.
+                with contextlib.suppress(OSError):
+                    self.wfile.write(body)
+                return
+            chunks = [body[i : i + 2048] for i in range(0, len(body), 2048)]
+            for chunk in chunks:
+                try:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(server.slow_seconds / len(chunks))
+
+        def _drop(self, head: bool) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Content-Length", str(len(server.media)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(server.media[:1000])
+                self.wfile.flush()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+
+    return Handler

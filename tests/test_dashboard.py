@@ -1,0 +1,165 @@
+"""The queue dashboard and its JSON endpoint: who may see them, and that they show what the
+queues hold, with real qcluster processes where workers matter."""
+
+from datetime import timedelta
+
+import pytest
+from django.contrib.auth.models import User
+from django.urls import reverse
+from django.utils import timezone
+
+from queueing.models import ClusterHeartbeat, JobRecord
+from queueing.queues import queue_names
+from tests import jobs
+from tests.waiting import wait_for
+
+DASHBOARD = "queueing:dashboard"
+JSON = "queueing:dashboard_json"
+
+
+@pytest.fixture(autouse=True)
+def static_files_without_a_manifest(settings):
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+def data(client, hours: int = 1) -> dict:
+    response = client.get(reverse(JSON), {"hours": hours})
+    assert response.status_code == 200
+    return response.json()
+
+
+def queue(body: dict, name: str) -> dict:
+    return next(q for q in body["queues"] if q["queue"] == name)
+
+
+def beat(queue: str, age: timedelta = timedelta(0), pid: int = 1) -> ClusterHeartbeat:
+    seen = timezone.now() - age
+    return ClusterHeartbeat.objects.create(
+        queue=queue, host="worker-1", pid=pid, workers=2, started_at=seen - timedelta(minutes=10), last_seen=seen
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", [DASHBOARD, JSON])
+def test_only_staff_see_the_dashboard(client, name):
+    url = reverse(name)
+    assert client.get(url).status_code == 302
+    client.force_login(User.objects.create_user("member", password="x"))
+    response = client.get(url)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    client.force_login(User.objects.create_user("operator", password="x", is_staff=True))
+    assert client.get(url).status_code == 200
+
+
+@pytest.mark.django_db
+def test_the_admin_index_links_to_the_dashboard(admin_client):
+    assert reverse(DASHBOARD) in admin_client.get(reverse("admin:index")).content.decode()
+
+
+@pytest.mark.django_db
+def test_the_numbers_of_the_queues(admin_client):
+    now = timezone.now()
+    for _ in range(3):
+        JobRecord.objects.create(queue="telegram", kind="tests.jobs.echo", dispatched_at=now - timedelta(seconds=90))
+    JobRecord.objects.create(queue="downloads", kind="tests.jobs.sleep_for", status="running", started_at=now)
+    timings = {"dispatched_at": now - timedelta(seconds=3), "started_at": now - timedelta(seconds=2)}
+    for _ in range(4):
+        JobRecord.objects.create(
+            queue="telegram", kind="tests.jobs.echo", status="succeeded", finished_at=now, **timings
+        )
+    failed = JobRecord.objects.create(
+        queue="telegram",
+        kind="tests.jobs.fail_permanently",
+        status="failed",
+        error_class="permanent",
+        last_error="PermanentError: chat not found",
+        finished_at=now,
+        **timings,
+    )
+    beat("telegram")
+    beat("downloads", age=timedelta(minutes=5), pid=2)
+
+    body = data(admin_client)
+
+    telegram = queue(body, "telegram")
+    assert (telegram["depth"], telegram["running"], telegram["clusters_alive"], telegram["workers_alive"]) == (
+        3,
+        0,
+        1,
+        2,
+    )
+    assert 90 <= telegram["oldest_wait_seconds"] < 150
+    assert (telegram["failed_last_hour"], telegram["finished_last_hour"]) == (1, 5)
+    assert queue(body, "downloads")["running"] == 1
+    assert queue(body, "downloads")["clusters_alive"] == 0
+    assert body["finished"] == 5
+    echo = next(k for k in body["by_kind"] if k["kind"] == "tests.jobs.echo")
+    assert echo["jobs"] == 4
+    assert 0.5 <= echo["wait_p50"] <= 1 and 1 <= echo["run_p95"] <= 2.5
+    assert sum(point["finished_per_minute"] for point in body["throughput"]) == 5
+    assert sum(point["failed_per_minute"] for point in body["throughput"]) == 1
+    [by_class] = body["failures_by_class"]
+    assert (by_class["error_class"], by_class["jobs"]) == ("permanent", 1)
+    assert by_class["url"].endswith("?queue=telegram&status=failed&error_class=permanent")
+    [recent] = body["recent_failures"]
+    assert recent["id"] == failed.pk and recent["error_class"] == "permanent"
+    assert {alert["name"] for alert in body["alerts"]} == {"cluster:broadcasts", "cluster:downloads"}
+    assert {w["queue"]: w["alive"] for w in body["workers"]} == {"telegram": True, "downloads": False}
+
+    page = admin_client.get(reverse(DASHBOARD)).content.decode()
+    assert '<svg id="throughput-chart"' in page
+    assert 'data-alert="cluster:downloads"' in page
+    assert by_class["url"].replace("&", "&amp;") in page
+
+
+@pytest.mark.django_db
+def test_thresholds_raise_banners(admin_client, settings):
+    for name in queue_names():
+        beat(name, pid=hash(name) % 10000)
+    settings.ALERT_QUEUE_DEPTH = 1
+    settings.ALERT_OLDEST_WAIT = 30
+    assert data(admin_client)["alerts"] == []
+
+    for _ in range(2):
+        JobRecord.objects.create(
+            queue="broadcasts", kind="tests.jobs.echo", dispatched_at=timezone.now() - timedelta(minutes=1)
+        )
+
+    assert {alert["name"] for alert in data(admin_client)["alerts"]} == {"depth:broadcasts", "wait:broadcasts"}
+
+
+@pytest.mark.django_db
+def test_the_window_is_one_six_or_twenty_four_hours(admin_client):
+    JobRecord.objects.create(
+        queue="telegram", kind="tests.jobs.echo", status="succeeded", finished_at=timezone.now() - timedelta(hours=3)
+    )
+    assert data(admin_client, hours=1)["finished"] == 0
+    assert data(admin_client, hours=6)["finished"] == 1
+    assert data(admin_client, hours=24)["finished"] == 1
+    assert data(admin_client, hours=7)["hours"] == 1
+
+
+@pytest.mark.e2e
+def test_the_dashboard_follows_a_running_cluster(clusters, admin_client):
+    cluster = clusters.start("telegram", QUEUE_TELEGRAM_WORKERS="1")
+    wait_for(lambda: queue(data(admin_client), "telegram")["clusters_alive"] == 1, what="the cluster's heartbeat")
+    [worker] = [w for w in data(admin_client)["workers"] if w["queue"] == "telegram"]
+    assert (worker["pid"], worker["workers"], worker["alive"]) == (cluster.process.pid, 1, True)
+
+    records = [jobs.sleep_for.enqueue(1.5) for _ in range(3)]
+
+    telegram = wait_for(
+        lambda: (q := queue(data(admin_client), "telegram"))["running"] == 1 and q, what="a job running"
+    )
+    assert telegram["depth"] == 2
+    wait_for(lambda: data(admin_client)["finished"] == 3, timeout=30, what="three finished jobs on the dashboard")
+    assert all(r.status == "succeeded" for r in JobRecord.objects.filter(pk__in=[r.pk for r in records]))
+    assert queue(data(admin_client), "telegram")["depth"] == 0
+
+    cluster.stop()
+    body = data(admin_client)
+    assert queue(body, "telegram")["clusters_alive"] == 0
+    assert "cluster:telegram" in {alert["name"] for alert in body["alerts"]}

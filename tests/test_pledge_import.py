@@ -1,0 +1,666 @@
+"""Pledges come in from a CSV file: every row checked, errors reported by line, nothing
+half-imported, and importing again never duplicates."""
+
+import io
+from datetime import date, timedelta
+from decimal import Decimal
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import CommandError, call_command
+
+from bots.models import Bot, TelegramUser
+from broadcasts.importing import import_pledges
+from broadcasts.models import Pledge
+
+HEADER = "telegram_id,amount,paid_amount,due_date,name,currency,campaign\n"
+GOOD = HEADER + "42,1250,250,2030-03-01,Ann Lee,USD,Roof\n43,99.50,0,,Bob,,\n"
+
+
+@pytest.fixture
+def bot(db):
+    return Bot.objects.create(token="123456:AAE-secret")
+
+
+def run(bot, text, dry_run=False, skip_errors=False):
+    return import_pledges(bot, io.StringIO(text), dry_run=dry_run, skip_errors=skip_errors)
+
+
+def pledges():
+    return sorted(
+        Pledge.objects.values_list("telegram_id", "amount", "paid_amount", "due_date", "currency", "campaign"),
+        key=lambda p: (p[0], p[5]),
+    )
+
+
+GOOD_PLEDGES = [
+    (42, Decimal("1250"), Decimal("250"), date(2030, 3, 1), "USD", "Roof"),
+    (43, Decimal("99.50"), Decimal("0"), None, "USD", ""),
+]
+
+
+def test_a_good_file_creates_its_pledges(bot):
+    result = run(bot, GOOD)
+
+    assert (result.created, result.updated, result.unchanged, result.errors) == (2, 0, 0, [])
+    assert result.applied
+    assert pledges() == GOOD_PLEDGES
+    assert set(Pledge.objects.values_list("bot", flat=True)) == {bot.pk}
+
+
+def test_only_the_required_columns_are_needed_and_currency_defaults(bot, settings):
+    result = run(bot, "telegram_id,amount,paid_amount,due_date\n42,10,5,2030-01-01\n")
+
+    assert result.created == 1
+    pledge = Pledge.objects.get()
+    assert (pledge.currency, pledge.campaign, pledge.note) == (settings.PLEDGE_DEFAULT_CURRENCY, "", "")
+
+
+def test_header_names_are_case_insensitive_and_trimmed_in_any_order(bot):
+    result = run(bot, " Campaign ,DUE_DATE, Paid_Amount ,AMOUNT,Telegram_ID \nRoof,2030-03-01,250,1250,42\n")
+
+    assert result.errors == []
+    assert pledges() == [GOOD_PLEDGES[0]]
+
+
+def test_an_unknown_column_is_an_error_and_nothing_is_imported(bot):
+    result = run(bot, "telegram_id,amount,paid_amount,due_date,colour\n42,1,0,\n")
+
+    assert result.errors == [
+        (
+            1,
+            "Unknown column: colour. The columns are "
+            "telegram_id, amount, paid_amount, due_date, name, currency, campaign.",
+        )
+    ]
+    assert not result.applied
+    assert Pledge.objects.count() == 0
+
+
+@pytest.mark.parametrize("missing", ["telegram_id", "amount", "paid_amount", "due_date"])
+def test_a_missing_required_column_is_named(bot, missing):
+    columns = [c for c in ("telegram_id", "amount", "paid_amount", "due_date") if c != missing]
+
+    result = run(bot, ",".join(columns) + "\n" + ",".join("1" for _ in columns) + "\n", skip_errors=True)
+
+    assert result.errors == [(1, f"Missing required column: {missing}.")]
+    assert Pledge.objects.count() == 0
+
+
+def test_a_column_named_twice_is_an_error(bot):
+    result = run(bot, "telegram_id,amount,paid_amount,due_date,Amount\n42,1,0,,2\n")
+
+    assert result.errors == [(1, "Column named twice: amount.")]
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ("abc,10,0,2030-01-01", "telegram_id 'abc' is not a number"),
+        ("-42,10,0,2030-01-01", "telegram_id '-42' is not a number"),
+        ("4.2,10,0,2030-01-01", "telegram_id '4.2' is not a number"),
+        (",10,0,2030-01-01", "telegram_id is empty"),
+        ("0,10,0,2030-01-01", "telegram_id '0' is out of range"),
+        ("99999999999999999999,10,0,", "telegram_id '99999999999999999999' is out of range"),
+        ("42,ten,0,2030-01-01", "amount 'ten' is not a number"),
+        ("42,,0,2030-01-01", "amount is empty"),
+        ("42,1e3,0,2030-01-01", "amount '1e3' is not a number"),
+        ("42,NaN,0,", "amount 'NaN' is not a number"),
+        ("42,-10,0,2030-01-01", "amount must not be negative (-10)"),
+        ("42,10,-1,2030-01-01", "paid_amount must not be negative (-1)"),
+        ("42,10,x,2030-01-01", "paid_amount 'x' is not a number"),
+        ("42,10.005,0,", "amount '10.005' has more than 2 decimal places"),
+        ("42,1000000000000,0,", "amount '1000000000000' is too large"),
+        ("42,10,10.01,2030-01-01", "paid_amount exceeds amount (10.01 > 10)"),
+        ("42,10,0,01/03/2030", "due_date '01/03/2030' is not a date (YYYY-MM-DD)"),
+        ("42,10,0,2030-02-30", "due_date '2030-02-30' is not a date (YYYY-MM-DD)"),
+        ("42,10,0,20300101", "due_date '20300101' is not a date (YYYY-MM-DD)"),
+        ("42,10,0", "expected 4 fields, found 3"),
+        ("42,10,0,2030-01-01,extra", "expected 4 fields, found 5"),
+    ],
+)
+def test_a_bad_row_is_reported_with_its_line_and_reason(bot, row, reason):
+    text = "telegram_id,amount,paid_amount,due_date\n1,5,0,2030-01-01\n" + row + "\n"
+
+    result = run(bot, text)
+
+    assert result.errors == [(3, reason)]
+    assert not result.applied
+    assert Pledge.objects.count() == 0
+
+
+def test_bad_currency_and_campaign_are_reported(bot):
+    text = HEADER + "42,1,0,,,US Dollar,\n43,1,0,,,,{}\n".format("x" * 101)
+
+    result = run(bot, text)
+
+    assert result.errors == [
+        (2, "currency 'US Dollar' is not a currency code like USD"),
+        (3, "campaign is longer than 100 characters"),
+    ]
+
+
+def test_paying_exactly_the_amount_and_a_lower_case_currency_are_fine(bot):
+    result = run(bot, HEADER + "42,10,10,,,eur,\n")
+
+    assert result.errors == []
+    assert Pledge.objects.get().currency == "EUR"
+
+
+def test_amounts_with_thousands_separators_or_a_decimal_comma(bot):
+    text = 'telegram_id;amount;paid_amount;due_date;campaign\n1;"1,250.50";0;;a\n2;1250,5;1,25;;b\n3;1.250;0;;c\n'
+
+    result = run(bot, text)
+
+    assert result.errors == []
+    amounts = dict(Pledge.objects.values_list("campaign", "amount"))
+    assert amounts == {"a": Decimal("1250.50"), "b": Decimal("1250.50"), "c": Decimal("1.25")}
+    assert Pledge.objects.get(campaign="b").paid_amount == Decimal("1.25")
+
+
+def test_every_error_is_listed_in_line_order_and_nothing_is_imported(bot):
+    text = HEADER + "42,1,0,,,,\nx,1,0,,,,\n43,1,5,,,,\n\n44,1,0,soon,,,\n45,1,0,,,,\n"
+
+    result = run(bot, text)
+
+    assert result.errors == [
+        (3, "telegram_id 'x' is not a number"),
+        (4, "paid_amount exceeds amount (5 > 1)"),
+        (6, "due_date 'soon' is not a date (YYYY-MM-DD)"),
+    ]
+    assert result.created == 2  # what the good rows would have done
+    assert not result.applied
+    assert Pledge.objects.count() == 0
+    assert result.summary() == "Nothing imported: 3 errors."
+
+
+def test_skip_errors_imports_the_good_rows_and_reports_the_bad(bot):
+    text = HEADER + "42,1,0,,,,\nx,1,0,,,,\n43,1,5,,,,\n45,2,0,,,,\n"
+
+    result = run(bot, text, skip_errors=True)
+
+    assert result.errors == [(3, "telegram_id 'x' is not a number"), (4, "paid_amount exceeds amount (5 > 1)")]
+    assert result.applied
+    assert sorted(Pledge.objects.values_list("telegram_id", flat=True)) == [42, 45]
+    assert result.summary() == "Imported: 2 created, 0 updated, 0 unchanged. Skipped 2 lines with errors."
+
+
+def test_skip_errors_with_only_bad_rows_imports_nothing(bot):
+    result = run(bot, HEADER + "x,1,0,,,,\n", skip_errors=True)
+
+    assert not result.applied
+    assert result.summary() == "Nothing imported: 1 error."
+
+
+def test_a_dry_run_changes_nothing_and_says_what_would_happen(bot):
+    Pledge.objects.create(bot=bot, telegram_id=42, campaign="Roof", amount=Decimal("1000"))
+
+    result = run(bot, GOOD, dry_run=True)
+
+    assert (result.created, result.updated, result.unchanged) == (1, 1, 0)
+    assert not result.applied
+    assert [(r.line, r.action, r.changes) for r in result.rows] == [
+        (2, "updated", ["amount", "paid_amount", "due_date", "note"]),
+        (3, "created", []),
+    ]
+    assert pledges() == [(42, Decimal("1000"), Decimal("0"), None, "USD", "Roof")]
+    assert (
+        result.summary()
+        == "Dry run, nothing changed. The import would give: 1 created, 1 updated, 0 unchanged; 0 errors."
+    )
+
+
+def test_a_dry_run_of_a_file_with_errors_still_lists_every_error(bot):
+    result = run(bot, HEADER + "x,1,0,,,,\n42,1,0,,,,\n", dry_run=True, skip_errors=True)
+
+    assert result.errors == [(2, "telegram_id 'x' is not a number")]
+    assert result.created == 1
+    assert Pledge.objects.count() == 0
+
+
+def test_importing_the_same_file_again_changes_nothing(bot):
+    run(bot, GOOD)
+    ids = set(Pledge.objects.values_list("pk", flat=True))
+
+    result = run(bot, GOOD)
+
+    assert (result.created, result.updated, result.unchanged) == (0, 0, 2)
+    assert set(Pledge.objects.values_list("pk", flat=True)) == ids
+    assert pledges() == GOOD_PLEDGES
+
+
+def test_a_changed_file_updates_the_pledges_it_names(bot):
+    run(bot, GOOD)
+
+    result = run(bot, HEADER + "42,1250,1250,2030-04-01,Ann Lee,EUR,Roof\n43,99.5,0,,Bob,,\n42,5,0,,,,Organ\n")
+
+    assert (result.created, result.updated, result.unchanged) == (1, 1, 1)
+    assert [(r.line, r.action, r.changes) for r in result.rows] == [
+        (2, "updated", ["paid_amount", "due_date", "currency"]),
+        (3, "unchanged", []),
+        (4, "created", []),
+    ]
+    assert pledges() == [
+        (42, Decimal("5"), Decimal("0"), None, "USD", "Organ"),
+        (42, Decimal("1250"), Decimal("1250"), date(2030, 4, 1), "EUR", "Roof"),
+        GOOD_PLEDGES[1],
+    ]
+
+
+def test_pledges_of_another_bot_are_never_touched(bot):
+    other = Bot.objects.create(token="654321:AAE-other")
+    Pledge.objects.create(bot=other, telegram_id=42, campaign="Roof", amount=Decimal("7"))
+
+    result = run(bot, GOOD)
+
+    assert result.created == 2
+    assert Pledge.objects.get(bot=other).amount == Decimal("7")
+
+
+def test_the_same_member_and_campaign_twice_in_one_file_is_an_error(bot):
+    result = run(bot, HEADER + "42,1,0,,,,Roof\n42,2,0,,,,roof\n42,3,0,,,,Roof\n")
+
+    assert result.errors == [(4, "telegram_id 42 with campaign 'Roof' is already on line 2")]
+
+
+def test_several_existing_pledges_for_the_same_campaign_are_not_guessed_between(bot):
+    for amount in ("10", "20"):
+        Pledge.objects.create(bot=bot, telegram_id=42, amount=Decimal(amount))
+
+    result = run(bot, HEADER + "42,30,0,,,,\n")
+
+    assert result.errors == [
+        (
+            2,
+            "telegram_id 42 already has 2 pledges with no campaign; "
+            "give this row a campaign or merge them in the admin",
+        )
+    ]
+    assert sorted(Pledge.objects.values_list("amount", flat=True)) == [Decimal("10"), Decimal("20")]
+
+
+def test_a_pledge_attaches_to_a_member_who_has_started(bot):
+    ann = TelegramUser.objects.create(bot=bot, telegram_id=42, first_name="Ann")
+    TelegramUser.objects.create(bot=Bot.objects.create(token="654321:AAE-other"), telegram_id=43)
+
+    run(bot, GOOD)
+
+    assert Pledge.objects.get(telegram_id=42).member == ann
+    assert Pledge.objects.get(telegram_id=43).member is None
+
+
+def test_a_re_import_attaches_a_member_who_started_since(bot):
+    run(bot, GOOD)
+    ann = TelegramUser.objects.create(bot=bot, telegram_id=42, first_name="Ann")
+
+    result = run(bot, GOOD)
+
+    assert [(r.telegram_id, r.action, r.changes) for r in result.rows] == [
+        (42, "updated", ["member"]),
+        (43, "unchanged", []),
+    ]
+    assert Pledge.objects.get(telegram_id=42).member == ann
+
+
+def test_the_name_is_kept_in_the_note_only_for_someone_not_yet_started(bot):
+    TelegramUser.objects.create(bot=bot, telegram_id=42, first_name="Ann")
+
+    run(bot, GOOD)
+
+    assert Pledge.objects.get(telegram_id=42).note == ""
+    assert Pledge.objects.get(telegram_id=43).note == "name: Bob"
+
+
+def test_an_operators_note_is_never_overwritten(bot):
+    Pledge.objects.create(bot=bot, telegram_id=43, amount=Decimal("99.50"), note="Pays in cash")
+
+    result = run(bot, GOOD)
+
+    assert Pledge.objects.get(telegram_id=43).note == "Pays in cash"
+    assert result.unchanged == 1
+
+
+def test_a_bom_crlf_blank_lines_and_semicolons(bot):
+    text = (
+        "\ufefftelegram_id;amount;paid_amount;due_date;campaign\r\n\r\n42;1250;250;2030-03-01;Roof\r\n\r\n43;x;0;;\r\n"
+    )
+
+    result = run(bot, text)
+
+    assert result.errors == [(5, "amount 'x' is not a number")]
+    result = run(bot, text.replace("43;x", "43;99.50"))
+    assert result.errors == []
+    assert pledges() == GOOD_PLEDGES
+
+
+def test_tab_separated_with_a_quoted_name_containing_the_other_delimiters(bot):
+    text = 'telegram_id\tamount\tpaid_amount\tdue_date\tname\n42\t10\t0\t\t"Lee, Ann; Jr"\n'
+
+    result = run(bot, text)
+
+    assert result.errors == []
+    assert Pledge.objects.get().note == "name: Lee, Ann; Jr"
+
+
+def test_spreadsheet_padding_cells_are_ignored(bot):
+    result = run(bot, "telegram_id;amount;paid_amount;due_date;;\n42;10;0;;;\n43;10;0;\n")
+
+    assert (result.created, result.errors) == (2, [])
+
+
+def test_padding_with_something_in_it_is_not_ignored(bot):
+    result = run(bot, "telegram_id;amount;paid_amount;due_date;;\n42;10;0;;;x\n")
+
+    assert result.errors == [(2, "expected 4 fields, found 6")]
+
+
+def test_a_column_without_a_name_is_an_error(bot):
+    result = run(bot, "telegram_id;amount;;paid_amount;due_date\n42;10;;0;\n")
+
+    assert result.errors == [(1, "Column 3 has no name.")]
+
+
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("", "The file is empty."),
+        ("\n\n  \n", "The file is empty."),
+        ('{"pledges": [{"telegram_id": 42}]}', "This does not look like a pledge CSV"),
+        ("%PDF-1.4\n%\x00\x01binary", "This is not a CSV file: it contains binary data."),
+        ("Dear team,\nplease find the pledges attached.\n", "This does not look like a pledge CSV"),
+    ],
+)
+def test_a_file_that_is_not_a_pledge_csv_is_a_clear_error(bot, text, error):
+    result = run(bot, text, skip_errors=True)
+
+    assert len(result.errors) == 1
+    assert result.errors[0][0] == 1
+    assert result.errors[0][1].startswith(error)
+    assert not result.applied
+    assert Pledge.objects.count() == 0
+
+
+def test_a_header_only_file_imports_nothing_without_error(bot):
+    result = run(bot, HEADER)
+
+    assert (result.errors, result.applied) == ([], False)
+    assert result.summary() == "Nothing imported: the file has no pledges."
+
+
+def test_a_failure_while_writing_leaves_nothing_behind(bot, monkeypatch):
+    Pledge.objects.create(bot=bot, telegram_id=43, amount=Decimal("1"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Pledge.objects, "bulk_update", broken)
+    with pytest.raises(RuntimeError):
+        run(bot, GOOD)
+
+    assert list(Pledge.objects.values_list("telegram_id", "amount")) == [(43, Decimal("1"))]
+
+
+# The management command
+
+
+@pytest.fixture
+def csv_file(tmp_path):
+    def write(text: str, encoding: str = "utf-8"):
+        path = tmp_path / "pledges.csv"
+        path.write_bytes(text.encode(encoding))
+        return str(path)
+
+    return write
+
+
+def command(*args):
+    out, err = io.StringIO(), io.StringIO()
+    call_command("import_pledges", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_the_command_imports_and_prints_a_summary(bot, csv_file):
+    out, err = command(csv_file(GOOD), "--bot", "123456")
+
+    assert out == "Imported: 2 created, 0 updated, 0 unchanged.\n"
+    assert err == ""
+    assert pledges() == GOOD_PLEDGES
+
+
+def test_the_command_reads_a_bom_and_windows_line_endings(bot, csv_file):
+    out, _ = command(csv_file("\ufeff" + GOOD.replace("\n", "\r\n")), "--bot", "123456")
+
+    assert out == "Imported: 2 created, 0 updated, 0 unchanged.\n"
+    assert pledges() == GOOD_PLEDGES
+
+
+def test_the_command_with_errors_prints_each_and_fails(bot, csv_file):
+    path = csv_file(HEADER + "42,1,0,,,,\nx,1,0,,,,\n43,1,0,2030-13-01,,,\n")
+
+    with pytest.raises(CommandError, match=r"^Nothing imported: 2 errors\.$"):
+        command(path, "--bot", "123456")
+
+    assert Pledge.objects.count() == 0
+
+
+def test_the_command_error_lines(bot, csv_file, capsys):
+    path = csv_file(HEADER + "x,1,0,,,,\n")
+    err = io.StringIO()
+
+    with pytest.raises(CommandError):
+        call_command("import_pledges", path, "--bot", "123456", stderr=err)
+
+    assert err.getvalue() == "line 2: telegram_id 'x' is not a number\n"
+
+
+def test_the_command_skips_errors_when_asked_and_succeeds(bot, csv_file):
+    out, err = command(csv_file(HEADER + "42,1,0,,,,\nx,1,0,,,,\n"), "--bot", "123456", "--skip-errors")
+
+    assert out == "Imported: 1 created, 0 updated, 0 unchanged. Skipped 1 line with errors.\n"
+    assert err == "line 3: telegram_id 'x' is not a number\n"
+    assert Pledge.objects.count() == 1
+
+
+def test_the_command_dry_run_changes_nothing(bot, csv_file):
+    out, _ = command(csv_file(GOOD), "--bot", "123456", "--dry-run", "-v", "2")
+
+    assert out.splitlines() == [
+        "line 2: created 42 Roof",
+        "line 3: created 43",
+        "Dry run, nothing changed. The import would give: 2 created, 0 updated, 0 unchanged; 0 errors.",
+    ]
+    assert Pledge.objects.count() == 0
+
+
+def test_the_command_dry_run_with_errors_fails(bot, csv_file):
+    with pytest.raises(CommandError, match="Dry run"):
+        command(csv_file(HEADER + "x,1,0,,,,\n"), "--bot", "123456", "--dry-run")
+
+
+def test_the_command_re_import_reports_unchanged(bot, csv_file):
+    path = csv_file(GOOD)
+    command(path, "--bot", "123456")
+
+    out, _ = command(path, "--bot", "123456")
+
+    assert out == "Imported: 0 created, 0 updated, 2 unchanged.\n"
+    assert Pledge.objects.count() == 2
+
+
+def test_the_command_chooses_the_bot(bot, csv_file):
+    other = Bot.objects.create(token="654321:AAE-other")
+
+    with pytest.raises(CommandError, match="Several bots are active"):
+        command(csv_file(GOOD))
+    command(csv_file(GOOD), "--bot", "654321")
+
+    assert set(Pledge.objects.values_list("bot", flat=True)) == {other.pk}
+
+
+def test_the_command_explains_a_missing_or_non_utf8_file(bot, csv_file, tmp_path):
+    with pytest.raises(CommandError, match="No such file"):
+        command(str(tmp_path / "nope.csv"), "--bot", "123456")
+    with pytest.raises(CommandError, match="not UTF-8"):
+        command(csv_file(HEADER + "42,1,0,,Zoë,,\n", encoding="latin-1"), "--bot", "123456")
+
+
+def test_the_command_reports_a_missing_column(bot, csv_file):
+    err = io.StringIO()
+
+    with pytest.raises(CommandError):
+        call_command("import_pledges", csv_file("telegram_id,amount,due_date\n"), "--bot", "123456", stderr=err)
+
+    assert err.getvalue() == "line 1: Missing required column: paid_amount.\n"
+
+
+# The admin
+
+IMPORT_URL = "/admin/broadcasts/pledge/import/"
+
+
+def upload(client, text, dry_run=False, skip_errors=False, bot=None, encoding="utf-8"):
+    data = {"file": SimpleUploadedFile("pledges.csv", text.encode(encoding), content_type="text/csv")}
+    data |= {"bot": bot.pk} if bot else {}
+    data |= {"dry_run": "on"} if dry_run else {}
+    data |= {"skip_errors": "on"} if skip_errors else {}
+    return client.post(IMPORT_URL, data)
+
+
+def test_the_changelist_links_to_the_import_page(admin_client, bot):
+    response = admin_client.get("/admin/broadcasts/pledge/")
+
+    assert response.status_code == 200
+    assert f'href="{IMPORT_URL}"' in response.content.decode()
+
+
+def test_the_import_page_offers_the_file_and_both_checkboxes(admin_client, bot):
+    response = admin_client.get(IMPORT_URL)
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert 'type="file" name="file"' in html
+    assert 'type="checkbox" name="dry_run"' in html and "checked" in html
+    assert 'type="checkbox" name="skip_errors"' in html
+    assert f'<option value="{bot.pk}" selected>' in html
+    assert "telegram_id, amount, paid_amount, due_date" in html
+
+
+def test_an_admin_dry_run_shows_the_rows_and_changes_nothing(admin_client, bot):
+    response = upload(admin_client, GOOD, dry_run=True, bot=bot)
+
+    html = response.content.decode()
+    assert response.status_code == 200
+    assert "Dry run, nothing changed. The import would give: 2 created, 0 updated, 0 unchanged; 0 errors." in html
+    assert "Rows that would be imported" in html
+    assert "<td>2</td><td>42</td><td>Roof</td><td>created</td>" in html
+    assert Pledge.objects.count() == 0
+
+
+def test_an_admin_import_writes_and_says_so(admin_client, bot):
+    response = upload(admin_client, GOOD, bot=bot)
+
+    html = response.content.decode()
+    assert "Imported: 2 created, 0 updated, 0 unchanged." in html
+    assert pledges() == GOOD_PLEDGES
+
+    response = upload(admin_client, GOOD, bot=bot)
+    assert "Imported: 0 created, 0 updated, 2 unchanged." in response.content.decode()
+    assert Pledge.objects.count() == 2
+
+
+def test_an_admin_import_with_errors_lists_them_by_line_and_changes_nothing(admin_client, bot):
+    response = upload(admin_client, HEADER + "42,1,0,,,,\n43,5,6,,,,\n", bot=bot)
+
+    html = response.content.decode()
+    assert "Nothing imported: 1 error." in html
+    assert "<tr><td>3</td><td>paid_amount exceeds amount (6 &gt; 5)</td></tr>" in html
+    assert Pledge.objects.count() == 0
+
+
+def test_an_admin_import_can_skip_errors(admin_client, bot):
+    response = upload(admin_client, HEADER + "42,1,0,,,,\n43,5,6,,,,\n", skip_errors=True, bot=bot)
+
+    assert "Skipped 1 line with errors." in response.content.decode()
+    assert list(Pledge.objects.values_list("telegram_id", flat=True)) == [42]
+
+
+def test_an_admin_upload_that_is_not_utf8_or_not_csv(admin_client, bot):
+    latin = upload(admin_client, HEADER + "42,1,0,,Zoë,,\n", bot=bot, encoding="latin-1")
+    binary = admin_client.post(
+        IMPORT_URL, {"bot": bot.pk, "file": SimpleUploadedFile("x.xlsx", b"PK\x03\x04\x00\x00binary")}
+    )
+
+    assert "The file is not UTF-8 text." in latin.content.decode()
+    assert "This is not a CSV file: it contains binary data." in binary.content.decode()
+    assert Pledge.objects.count() == 0
+
+
+def test_the_import_needs_a_bot_and_a_file(admin_client, bot):
+    response = admin_client.post(IMPORT_URL, {})
+
+    assert response.status_code == 200
+    assert response.context["form"].errors.keys() == {"bot", "file"}
+    assert response.context["result"] is None
+
+
+@pytest.fixture
+def staff_client(client, db):
+    staff = User.objects.create_user("clerk", password="x", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_pledge"))
+    client.force_login(staff)
+    return client, staff
+
+
+def test_the_import_needs_add_and_change_permission(staff_client, bot):
+    client, staff = staff_client
+
+    assert client.get(IMPORT_URL).status_code == 403
+    assert upload(client, GOOD, bot=bot).status_code == 403
+    assert IMPORT_URL not in client.get("/admin/broadcasts/pledge/").content.decode()
+    assert Pledge.objects.count() == 0
+
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["add_pledge", "change_pledge"]))
+    assert client.get(IMPORT_URL).status_code == 200
+
+
+def test_anonymous_visitors_are_sent_to_the_login_page(client, db):
+    response = client.get(IMPORT_URL)
+
+    assert response.status_code == 302
+    assert response.url.startswith("/admin/login/")
+
+
+def test_the_changelist_filters_overdue_and_searches_names(admin_client, bot):
+    ann = TelegramUser.objects.create(bot=bot, telegram_id=42, first_name="Ann", username="annie")
+    past = date.today() - timedelta(days=3)
+    Pledge.objects.create(bot=bot, member=ann, telegram_id=42, amount=Decimal("10"), due_date=past, campaign="Roof")
+    Pledge.objects.create(bot=bot, telegram_id=43, amount=Decimal("10"), paid_amount=Decimal("10"), due_date=past)
+    Pledge.objects.create(bot=bot, telegram_id=44, amount=Decimal("1250"), due_date=date.today() + timedelta(days=9))
+
+    def listed(query):
+        response = admin_client.get("/admin/broadcasts/pledge/" + query)
+        assert response.status_code == 200
+        return sorted(p.telegram_id for p in response.context["cl"].result_list)
+
+    assert listed("?overdue=yes") == [42]
+    assert listed("?overdue=no") == [43, 44]
+    assert listed("?q=annie") == [42]
+    assert listed("?q=44") == [44]
+    assert listed("?q=roof") == [42]
+    assert listed("?campaign=Roof") == [42]
+    html = admin_client.get("/admin/broadcasts/pledge/").content.decode()
+    assert "1,250 USD" in html
+    assert "44 (not started)" in html
+    assert "0 (overdue)" in html
+
+
+def test_the_message_template_admin_lists_placeholders_and_warns(admin_client, db):
+    from broadcasts.models import MessageTemplate
+
+    template = MessageTemplate.objects.create(name="Reminder", text="Hi #name, #balnce left #news")
+
+    html = admin_client.get(f"/admin/broadcasts/messagetemplate/{template.pk}/change/").content.decode()
+
+    assert "<code>#days_remain</code>" in html
+    assert "Not placeholders, sent as written: #balnce" in html
