@@ -1,0 +1,72 @@
+"""The two backends every benchmark measures, and their throwaway databases: SQLite in a
+temporary folder, or a PostgreSQL database named bench* and a Redis database of its own."""
+
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+
+def backend_env(
+    name: str, var_dir: Path, postgres_url: str, redis_url: str, settings: str = "config.settings", **extra: str
+) -> dict[str, str]:
+    """The process environment wins over a developer's .env, so every setting that matters is set."""
+    env = dict(os.environ)
+    env.pop("Q_CLUSTER_NAME", None)
+    env.update(DJANGO_SETTINGS_MODULE=settings, VAR_DIR=str(var_dir), DEBUG="0", PYTHONUNBUFFERED="1", **extra)
+    if name == "sqlite":
+        env.update(DATABASE_URL=f"sqlite:///{var_dir / 'db.sqlite3'}", REDIS_URL="")
+    else:
+        env.update(DATABASE_URL=postgres_url, REDIS_URL=redis_url)
+    return env
+
+
+def _postgres_target(url: str) -> tuple[str, str]:
+    """(database name, URL of the maintenance database) -- refusing anything not named bench*."""
+    parts = urlsplit(url)
+    database = parts.path.lstrip("/")
+    if not database.startswith("bench"):
+        raise SystemExit(f"Refusing to drop database {database!r}: the benchmark's database name starts with 'bench'")
+    return database, urlunsplit(parts._replace(path="/postgres"))
+
+
+def recreate_postgres(url: str) -> None:
+    from psycopg import sql
+
+    drop_postgres(url)
+    database, maintenance = _postgres_target(url)
+    _postgres_admin(maintenance, sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+def drop_postgres(url: str) -> None:
+    from psycopg import sql
+
+    database, maintenance = _postgres_target(url)
+    _postgres_admin(maintenance, sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
+
+
+def _postgres_admin(url: str, statement: Any) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def flush_redis(url: str, forbidden_dbs: set[str], check_others: bool = True) -> None:
+    """Empty the benchmark's Redis database -- never one in `forbidden_dbs` (the developer's,
+    the tests', other benchmarks'), and not while another program is connected to it."""
+    import redis
+
+    if urlsplit(url).path.strip("/") in forbidden_dbs:
+        raise SystemExit(f"Refusing to flush {url}: give the benchmark a Redis database of its own")
+    client = redis.from_url(url)
+    if check_others:
+        me, db = client.client_id(), client.connection_pool.connection_kwargs.get("db", 0)
+        others = [c for c in client.client_list() if int(c["db"]) == db and int(c["id"]) != me]
+        if others:
+            raise RuntimeError(
+                f"{len(others)} other clients are connected to {url} (commands: "
+                f"{', '.join(sorted({c['cmd'] for c in others}))}): it is not the benchmark's own. "
+                "Pass another --redis-url"
+            )
+    client.flushdb()

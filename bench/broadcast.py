@@ -1,0 +1,431 @@
+"""Broadcast sending: fan-out time, top speed with the limit lifted, pacing at 30/s, worker memory.
+
+For each backend -- the embedded default (SQLite in WAL mode + django-q2's ORM broker) and
+PostgreSQL + Redis -- it measures:
+
+  fan-out       seconds for `fan_out(broadcast)` (one INSERT ... SELECT) over --fanout-members
+                subscribed members (100,000 by default, made with bulk_create beforehand), and for
+                `chunk_bounds(broadcast)` on the result;
+  one process   one `send_chunk` job (1,000 deliveries) run in this process, no cluster, with
+                TELEGRAM_RATE_LIMIT=100000: what one process achieves;
+  top speed     a real broadcast to --members members (20,000 by default), enqueued as the admin
+                does (`start_broadcast.enqueue`), run by real `telegram` and `broadcasts` clusters
+                (the broadcasts queue's default 2 workers) with TELEGRAM_RATE_LIMIT=100000, against
+                a zero-latency fake Telegram in a process of its own (`--record counts`). Rates:
+                deliveries / (last sent_at - first sent_at), and deliveries / (enqueue -> finished_at);
+  memory        peak VmRSS of the broadcasts cluster's processes (its process group, sampled every
+                0.5 s) during the top-speed run: the largest single process and the group's sum;
+  30/s pacing   (not with --skip-slow) a broadcast to --slow-members members (3,000: ~100 s) at the
+                default TELEGRAM_RATE_LIMIT=30, the fake enforcing 30/s per bot: achieved rate,
+                its ratio to 30, and the 429s the fake answered.
+
+Delivery.sent_at is stamped when a batch of answers is recorded (ChunkSender._record), so rates
+from sent_at carry up to one recording interval (~a quarter second) of granularity.
+
+Each backend runs in its own subprocess with its own environment on throwaway storage: a
+/tmp/bench-bc-* folder (VAR_DIR; SQLite's database) and, for PostgreSQL + Redis, the database
+bench_broadcast (dropped and recreated, dropped at the end) and Redis database 8 (flushed before
+and after; refused if another client is connected to it).
+
+Run from the project folder (about 3 minutes per backend at the defaults, 1.5 with --skip-slow):
+
+    .venv/bin/python -m bench.broadcast [--backend sqlite|postgres|all] [--members 20000] [--skip-slow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+from bench import backends
+from bench.backends import drop_postgres, recreate_postgres
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = {"sqlite": "sqlite+orm", "postgres": "postgres+redis"}
+DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/bench_broadcast"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"
+FORBIDDEN_REDIS_DBS = {"", "0", "13", "14", "15"}  # the developer's, the other benchmarks' and the tests'
+LIFTED = "100000"
+SLOW_RATE = 30
+
+Result = dict[str, Any]
+
+
+# --- The parent: one throwaway environment and one subprocess per backend -------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.measure:
+        Path(args.result_file).write_text(json.dumps(measure(args)))
+        return 0
+    names = list(BACKENDS) if args.backend == "all" else [args.backend]
+    results: list[Result] = []
+    failed = False
+    for name in names:
+        print(f"=== {BACKENDS[name]}", flush=True)
+        try:
+            results.append(run_backend(name, args))
+        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+            print(f"!!! {BACKENDS[name]} failed: {exc}", file=sys.stderr, flush=True)
+            failed = True
+    if results:
+        print_table(results, args)
+    return 1 if failed else 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.broadcast", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser.add_argument("--members", type=int, default=20_000, help="members of the top-speed broadcast")
+    parser.add_argument("--fanout-members", type=int, default=100_000, help="members for the fan-out timing")
+    parser.add_argument("--slow-members", type=int, default=3000, help="members of the 30/s broadcast")
+    parser.add_argument("--skip-slow", action="store_true", help="skip the ~100 s broadcast at 30/s")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database named bench*; it is dropped")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a Redis database of its own; it is flushed")
+    parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if min(args.members, args.fanout_members, args.slow_members) < 1:
+        parser.error("member counts must be at least 1")
+    return args
+
+
+def run_backend(name: str, args: argparse.Namespace) -> Result:
+    with tempfile.TemporaryDirectory(prefix=f"bench-bc-{name}-", dir="/tmp") as tmp:
+        env = backend_env(name, Path(tmp), args)
+        if name == "postgres":
+            flush_redis(args.redis_url)
+            recreate_postgres(args.postgres_url)
+        try:
+            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+            result_file = Path(tmp) / "result.json"
+            command = [
+                *(sys.executable, "-m", "bench.broadcast", "--measure", name, "--result-file", str(result_file)),
+                *("--members", str(args.members), "--fanout-members", str(args.fanout_members)),
+                *("--slow-members", str(args.slow_members)),
+                *(["--skip-slow"] if args.skip_slow else []),
+            ]
+            subprocess.run(command, cwd=ROOT, env=env, check=True)
+            return json.loads(result_file.read_text())
+        finally:
+            if name == "postgres":
+                drop_postgres(args.postgres_url)
+                flush_redis(args.redis_url, check_others=False)
+
+
+def backend_env(name: str, var_dir: Path, args: argparse.Namespace) -> dict[str, str]:
+    return backends.backend_env(name, var_dir, args.postgres_url, args.redis_url, TELEGRAM_RATE_LIMIT=LIFTED)
+
+
+def flush_redis(url: str, check_others: bool = True) -> None:
+    backends.flush_redis(url, FORBIDDEN_REDIS_DBS, check_others)
+
+
+def print_table(results: list[Result], args: argparse.Namespace) -> None:
+    def fmt(value: Any, spec: str) -> str:
+        return "-" if value is None else format(value, spec)
+
+    rows: list[tuple[str, ...]] = [("", *(r["backend"] for r in results))]
+
+    def row(label: str, key: str, spec: str) -> None:
+        rows.append((label, *(fmt(r.get(key), spec) for r in results)))
+
+    row(f"fan_out of {args.fanout_members:,} deliveries (s)", "fanout_s", ".2f")
+    row("chunk_bounds (s)", "chunk_bounds_s", ".3f")
+    row("one send_chunk in-process, no cluster (msg/s)", "inprocess_per_s", ",.0f")
+    row(f"cluster, limit lifted: {args.members:,} msgs, sent_at span (msg/s)", "top_per_s", ",.0f")
+    row("  same, wall: enqueue -> done (msg/s)", "top_wall_per_s", ",.0f")
+    row("  wall time enqueue -> done (s)", "top_wall_s", ".1f")
+    row("  peak RSS, largest cluster process (MB)", "peak_rss_mb", ".0f")
+    row("  peak RSS, whole broadcasts cluster (MB)", "peak_group_rss_mb", ".0f")
+    if not args.skip_slow:
+        row(f"limit {SLOW_RATE}/s: {args.slow_members:,} msgs, achieved (msg/s)", "slow_per_s", ".2f")
+        row(f"  ratio to {SLOW_RATE}/s (goal >= 0.98)", "slow_ratio", ".3f")
+        row("  429s answered by the fake (goal 0)", "slow_429", "d")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    for i, cells in enumerate(rows):
+        print("  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(
+        f"\n{os.cpu_count()} CPUs; broadcasts cluster with {'/'.join(str(r['workers']) for r in results)} workers; "
+        f"1-min load average {os.getloadavg()[0]:.1f} at end. Goals: >= 1,000 msg/s with the limit lifted, "
+        f">= 29.4 msg/s at 30/s with no 429, < 200 MB per worker."
+    )
+    for r in results:
+        for note in r["notes"]:
+            print(f"  note ({r['backend']}): {note}")
+
+
+# --- The child: one backend, settings loaded from this process's environment ----------------
+
+
+def measure(args: argparse.Namespace) -> Result:
+    import django
+
+    django.setup()
+
+    from django.conf import settings
+
+    from bots.models import Bot
+    from tests.fake_telegram import make_token
+
+    notes: list[str] = []
+    result: Result = {"backend": BACKENDS[args.measure], "workers": settings.QUEUES["broadcasts"]["workers"]}
+    var_dir = Path(settings.VAR_DIR)
+
+    # (a) fan-out
+    fan_bot = Bot.objects.create(token=make_token(700001))
+    make_members(fan_bot, args.fanout_members)
+    result.update(time_fan_out(fan_bot))
+    print(f"  fan_out {args.fanout_members:,}: {result['fanout_s']:.2f} s", flush=True)
+    print(f"  chunk_bounds: {result['chunk_bounds_s']:.3f} s ({result['chunks']} chunks)", flush=True)
+
+    with ExitStack() as stack:
+        fake = stack.enter_context(FakeTelegramProcess(var_dir))
+        print(f"  fake Telegram at {fake.base_url}", flush=True)
+
+        # (b1) one send_chunk in this process
+        solo_bot = Bot.objects.create(token=make_token(700002), api_base_url=fake.base_url)
+        make_members(solo_bot, 1000)
+        result["inprocess_per_s"] = in_process_chunk(solo_bot, notes)
+        print(f"  one send_chunk in-process: {result['inprocess_per_s']:,.0f} msg/s", flush=True)
+
+        # (b2) a real broadcast through real clusters, the limit lifted
+        top_bot = Bot.objects.create(token=make_token(700003), api_base_url=fake.base_url)
+        make_members(top_bot, args.members)
+        result.update(cluster_broadcast(top_bot, var_dir, {"TELEGRAM_RATE_LIMIT": LIFTED}, args.members, notes))
+        span = result.pop("span_s")
+        result["top_per_s"], result["top_wall_s"] = result.pop("sent") / span, result.pop("wall_s")
+        result["top_wall_per_s"] = args.members / result["top_wall_s"]
+        print(
+            f"  cluster, limit lifted: {result['top_per_s']:,.0f} msg/s over sent_at, "
+            f"{result['top_wall_per_s']:,.0f} msg/s wall ({result['top_wall_s']:.1f} s); "
+            f"peak RSS {result['peak_rss_mb']:.0f} MB (cluster {result['peak_group_rss_mb']:.0f} MB)",
+            flush=True,
+        )
+
+        # (c) 30/s, enforced by the fake
+        if not args.skip_slow:
+            slow_bot = Bot.objects.create(token=make_token(700004), api_base_url=fake.base_url)
+            make_members(slow_bot, args.slow_members)
+            fake.control.enforce_limits(per_second=SLOW_RATE)
+            limited_before = fake.control.rate_limited_count
+            env = {"TELEGRAM_RATE_LIMIT": str(SLOW_RATE)}
+            slow = cluster_broadcast(slow_bot, var_dir, env, args.slow_members, notes, sample_memory=False)
+            result["slow_per_s"] = slow["sent"] / slow["span_s"]
+            result["slow_ratio"] = result["slow_per_s"] / SLOW_RATE
+            result["slow_429"] = fake.control.rate_limited_count - limited_before
+            fake.control.disable_limits()
+            print(
+                f"  limit {SLOW_RATE}/s: {result['slow_per_s']:.2f} msg/s (x{result['slow_ratio']:.3f}), "
+                f"{result['slow_429']} x 429",
+                flush=True,
+            )
+        result["fake_stats"] = fake.control.stats()
+    result["notes"] = notes
+    return result
+
+
+def make_members(bot: Any, count: int, first_id: int = 10_000_000) -> None:
+    from bots.models import TelegramUser
+
+    TelegramUser.objects.bulk_create(
+        (
+            TelegramUser(bot=bot, telegram_id=first_id + n, first_name=f"Member{n}", is_subscribed=True)
+            for n in range(count)
+        ),
+        batch_size=5000,
+    )
+
+
+def time_fan_out(bot: Any) -> Result:
+    from django.db import transaction
+
+    from broadcasts.models import Broadcast
+    from broadcasts.sending import chunk_bounds, fan_out
+
+    broadcast = Broadcast.objects.create(bot=bot, text="Hello #first_name", status=Broadcast.Status.SENDING)
+    with transaction.atomic():  # as start_broadcast runs it
+        started = time.perf_counter()
+        created = fan_out(broadcast)
+        fanout_s = time.perf_counter() - started
+    started = time.perf_counter()
+    chunks = chunk_bounds(broadcast)
+    chunk_bounds_s = time.perf_counter() - started
+    if created != bot.members.count():
+        raise RuntimeError(f"fan_out created {created} deliveries for {bot.members.count()} members")
+    broadcast.deliveries.all()._raw_delete(broadcast.deliveries.db)
+    broadcast.delete()
+    return {"fanout_s": fanout_s, "chunk_bounds_s": chunk_bounds_s, "chunks": len(chunks)}
+
+
+def in_process_chunk(bot: Any, notes: list[str]) -> float:
+    """One send_chunk job, run here: the first chunk of a broadcast to `bot`'s members."""
+    from django.db import transaction
+    from django.utils import timezone
+
+    from broadcasts.models import Broadcast
+    from broadcasts.sending import chunk_bounds, fan_out
+    from broadcasts.tasks import send_chunk
+
+    broadcast = Broadcast.objects.create(
+        bot=bot, text="Hello #first_name", status=Broadcast.Status.SENDING, started_at=timezone.now()
+    )
+    with transaction.atomic():
+        fan_out(broadcast)
+    first_id, last_id = chunk_bounds(broadcast)[0]
+    started = time.perf_counter()
+    outcome = send_chunk(broadcast.pk, first_id, last_id)
+    elapsed = time.perf_counter() - started
+    if outcome.get("sent") != last_id - first_id + 1:
+        notes.append(f"in-process send_chunk: {outcome}")
+    return outcome.get("sent", 0) / elapsed
+
+
+def cluster_broadcast(
+    bot: Any, var_dir: Path, env: dict[str, str], members: int, notes: list[str], sample_memory: bool = True
+) -> Result:
+    """start_broadcast enqueued as the admin does, run by fresh telegram and broadcasts clusters."""
+    from django.db.models import Max, Min
+    from django.utils import timezone
+
+    from broadcasts.models import Broadcast, Delivery
+    from broadcasts.tasks import start_broadcast
+    from tests.clusters import ClusterProcess
+
+    clusters = [ClusterProcess("telegram", var_dir, **env), ClusterProcess("broadcasts", var_dir, **env)]
+    try:
+        for cluster in clusters:
+            cluster.start()
+        sampler = RssSampler(clusters[1].process.pid) if sample_memory else None
+        broadcast = Broadcast.objects.create(bot=bot, text="Hello #first_name, thank you for your support!")
+        enqueued = timezone.now()
+        start_broadcast.enqueue(broadcast.pk)
+        deadline = time.monotonic() + 120 + members / 10
+        while True:
+            broadcast.refresh_from_db()
+            if broadcast.status == Broadcast.Status.DONE:
+                break
+            for cluster in clusters:
+                if cluster.process.poll() is not None:
+                    raise RuntimeError(f"qcluster {cluster.queue} exited:\n{cluster.log()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"broadcast not done in time: {broadcast.counts()}")
+            time.sleep(0.2)
+        if sampler:
+            sampler.stop()
+    except Exception:
+        for cluster in clusters:
+            print(f"--- qcluster {cluster.queue} log (tail) ---\n{cluster.log()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        for cluster in reversed(clusters):
+            try:
+                cluster.stop()
+            except RuntimeError:
+                cluster.kill()
+    counts = broadcast.counts()
+    if counts.get("sent") != members:
+        notes.append(f"broadcast to {members}: {counts}")
+    sent = Delivery.objects.filter(broadcast=broadcast, status=Delivery.Status.SENT)
+    bounds = sent.aggregate(first=Min("sent_at"), last=Max("sent_at"))
+    out: Result = {
+        "sent": sent.count(),
+        "span_s": max((bounds["last"] - bounds["first"]).total_seconds(), 1e-6),
+        "wall_s": (broadcast.finished_at - enqueued).total_seconds(),
+    }
+    if sampler:
+        out.update(peak_rss_mb=sampler.peak_process / 1024, peak_group_rss_mb=sampler.peak_group / 1024)
+    return out
+
+
+class RssSampler:
+    """Every 0.5 s, VmRSS of every process in a process group: the largest one and the sum."""
+
+    def __init__(self, pgid: int, interval: float = 0.5):
+        self.pgid, self.interval = pgid, interval
+        self.peak_process = self.peak_group = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for pid in (p for p in os.listdir("/proc") if p.isdigit()):
+                try:
+                    if os.getpgid(int(pid)) != self.pgid:
+                        continue
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except (OSError, ProcessLookupError):
+                    continue
+                kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+                total += kb
+                self.peak_process = max(self.peak_process, kb)
+            self.peak_group = max(self.peak_group, total)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class FakeTelegramProcess:
+    """`python -m tests.fake_telegram --port 0 --record counts` in a process of its own."""
+
+    def __init__(self, log_dir: Path):
+        self.log_path = log_dir / "fake-telegram.log"
+        self.process: subprocess.Popen | None = None
+        self.base_url = ""
+
+    def __enter__(self) -> FakeTelegramProcess:
+        from tests.fake_telegram import FakeTelegramControl
+
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "tests.fake_telegram", "--port", "0", "--record", "counts"],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and self.process.poll() is None:
+            first = self.log_path.read_text(errors="replace").partition("\n")
+            if first[1] and first[0].startswith("http"):
+                self.base_url = first[0].strip()
+                self.control = FakeTelegramControl(self.base_url)
+                self.control.wait_until_up()
+                return self
+            time.sleep(0.05)
+        self.__exit__()
+        raise RuntimeError(f"the fake Telegram did not start:\n{self.log_path.read_text(errors='replace')}")
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+
+
+if __name__ == "__main__":
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    sys.exit(main())
