@@ -169,11 +169,12 @@ class Update(models.Model):
         PROCESSED = "processed"
         FAILED = "failed"
 
-    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="updates")
+    # No index of its own: the unique (bot, update_id) constraint leads with bot.
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="updates", db_index=False)
     update_id = models.BigIntegerField()
     payload = models.JSONField()
     chat_id = models.BigIntegerField(null=True, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ENQUEUED)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
     received_at = models.DateTimeField(default=timezone.now)
