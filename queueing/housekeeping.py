@@ -106,17 +106,31 @@ def _worker_is_dead(worker: str) -> bool:
     return False
 
 
+Duty = Callable[[str], int]
+
+# Duties other apps hang on a cluster (registered in their AppConfig.ready): cluster name ->
+# [(interval in seconds, duty)]. A duty is called with the cluster's name.
+_app_duties: dict[str, list[tuple[float, Duty]]] = {}
+
+
+def register_duty(cluster: str, interval: float, duty: Duty) -> None:
+    """Run `duty` every `interval` seconds in the main process of every `cluster` qcluster
+    ("default" is the schedules' cluster). Duties that must run in one place at a time
+    take a lock (queueing.locks.try_lock) themselves."""
+    _app_duties.setdefault(cluster, []).append((interval, duty))
+
+
 class Housekeeper:
     """Runs each duty at its own interval; a failing duty (broker or database briefly
     away) is logged and tried again next time, never ends the loop. The default cluster
-    (schedules, no queue of its own) only beats."""
+    (schedules, no queue of its own) runs only its heartbeat and the duties apps register."""
 
     TICK = 0.25
 
     def __init__(self, queue: str):
         self.queue = queue
         self.heartbeat = Heartbeat()
-        self.duties: list[tuple[float, Callable[[str], int]]] = [(Heartbeat.INTERVAL, self.heartbeat.beat)]
+        self.duties: list[tuple[float, Duty]] = [(Heartbeat.INTERVAL, self.heartbeat.beat)]
         if queue in settings.QUEUES:
             self.duties += [
                 (0.5, promote_due_retries),
@@ -125,6 +139,8 @@ class Housekeeper:
                 (10.0, recover_lost_jobs),
                 (10.0, roll_up),
             ]
+        self.duties += _app_duties.get(queue, [])
+        self.tick_seconds = min([self.TICK, *(interval for interval, _ in self.duties)])
         self.next_run = {duty: 0.0 for _, duty in self.duties}
 
     def tick(self) -> None:
@@ -143,6 +159,6 @@ class Housekeeper:
         try:
             while keep_going():
                 self.tick()
-                time.sleep(self.TICK)
+                time.sleep(self.tick_seconds)
         finally:
             self.heartbeat.stop()
