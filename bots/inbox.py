@@ -1,26 +1,72 @@
-"""Taking an update in: stored once, handed to the telegram queue, nothing else."""
+"""The inbox: updates are taken in with one INSERT, then handed to the telegram queue.
 
-from django.db import IntegrityError, transaction
+The webhook is the hottest path of the product, so it only stores the update (status
+`received`). The telegram cluster's dispatcher claims received rows in batches and enqueues
+their handling: one job per chat per batch, since a job drains its chat in update_id order.
+Nothing is lost when the broker is down (the job record waits for housekeeping to dispatch
+it) and a redelivered update_id is ignored by the unique constraint."""
+
+from django.db import transaction
+from django.utils import timezone
 
 from bots.models import Update
 from bots.updates import chat_id_of, update_id_of
+from queueing.locks import try_lock
+
+DISPATCH_BATCH = 500
+# How often the telegram cluster looks for received updates: the most a reply waits for it.
+DISPATCH_INTERVAL = 0.05
 
 
-def accept_update(bot_pk: int, payload: dict) -> bool:
-    """Store the update and enqueue its handling in one commit. False if Telegram had
-    delivered this update_id before (it is then neither stored nor handled again)."""
+def accept_update(bot_pk: int, payload: object) -> None:
+    """Store the update as received. A redelivered update_id changes nothing.
+    Raises MalformedUpdate (a ValueError) for a payload that is not an update."""
+    update = Update(
+        bot_id=bot_pk,
+        update_id=update_id_of(payload),
+        payload=payload,
+        chat_id=chat_id_of(payload),
+        received_at=timezone.now(),
+    )
+    Update.objects.bulk_create([update], ignore_conflicts=True)
+
+
+def dispatch_received(_cluster: str = "telegram") -> int:
+    """Enqueue the handling of received updates; returns how many were claimed. One process
+    at a time dispatches, so every update is claimed exactly once."""
     from bots.tasks import handle_update
 
-    update_id = update_id_of(payload)
-    chat_id = chat_id_of(payload)
-    try:
+    with try_lock("bots:inbox-dispatch") as held:
+        if not held:
+            return 0
+        received = list(
+            Update.objects.filter(status=Update.Status.RECEIVED)
+            .order_by("status", "received_at")
+            .values_list("pk", "bot_id", "update_id", "chat_id")[:DISPATCH_BATCH]
+        )
+        if not received:
+            return 0
         with transaction.atomic():
-            update = Update.objects.create(bot_id=bot_pk, update_id=update_id, payload=payload, chat_id=chat_id)
-            handle_update.enqueue_with(
-                args=[update.pk],
-                label=f"update {update_id}" + (f" chat {chat_id}" if chat_id is not None else ""),
-                on_dispatch_failure=lambda: Update.objects.filter(pk=update.pk).update(status=Update.Status.RECEIVED),
+            # Conditional: a worker draining a chat may have handled some of them meanwhile.
+            Update.objects.filter(pk__in=[pk for pk, *_ in received], status=Update.Status.RECEIVED).update(
+                status=Update.Status.ENQUEUED
             )
-    except IntegrityError:
-        return False
-    return True
+            for pk, label in _one_per_chat(received):
+                handle_update.enqueue_with(args=[pk], label=label)
+        return len(received)
+
+
+def _one_per_chat(received: list[tuple[int, int, int, int | None]]) -> list[tuple[int, str]]:
+    """(update pk to start from, job label) per chat; updates without a chat each get a job."""
+    chats: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    jobs = []
+    for pk, bot_id, update_id, chat_id in received:
+        if chat_id is None:
+            jobs.append((pk, f"update {update_id}"))
+        else:
+            chats.setdefault((bot_id, chat_id), []).append((update_id, pk))
+    for (_, chat_id), updates in chats.items():
+        first_update_id, first_pk = min(updates)
+        more = f" and {len(updates) - 1} more" if len(updates) > 1 else ""
+        jobs.append((first_pk, f"update {first_update_id}{more} chat {chat_id}"))
+    return jobs
