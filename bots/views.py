@@ -1,5 +1,4 @@
 import hmac
-import json
 import time
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -48,7 +47,7 @@ def webhook(request: HttpRequest, telegram_id: int) -> HttpResponse:
     if len(body) > MAX_BODY:
         return _error(413, "update larger than 1 MiB")
     try:
-        accept_update(bot_pk, json.loads(body))
+        accept_update(bot_pk, body)
     except MalformedUpdate as exc:
         return _error(400, str(exc))
     except ValueError:

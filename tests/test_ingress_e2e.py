@@ -6,8 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from django.conf import settings
 
+from bots.inbox import dispatch_received
 from bots.models import TelegramUser, Update
 from broadcasts.models import Pledge
+from queueing.models import JobRecord
 from tests.fake_telegram import make_user, updates
 from tests.waiting import wait_for
 
@@ -154,18 +156,20 @@ def test_a_reply_that_hits_a_server_error_is_retried(webhook_bot, fake_telegram,
 
 
 @pytest.mark.skipif(not settings.REDIS_URL, reason="with the ORM broker, broker down means database down")
-def test_an_update_received_while_redis_is_down_is_kept_and_handled_later(
+def test_an_update_dispatched_while_redis_is_down_is_kept_and_handled_later(
     webhook_bot, fake_telegram, clusters, live_server, monkeypatch
 ):
     from queueing import jobs as queue_jobs
     from tests.test_queue_traps import _UnreachableRedis
 
-    monkeypatch.setattr(queue_jobs, "broker_for", lambda queue: _UnreachableRedis(queue))
     update = updates.text_message(webhook_bot.token, "/help", user=make_user(507))
     url = live_server.url + webhook_bot.webhook_path()
-
     assert fake_telegram.post_update(url, update, webhook_bot.webhook_secret) == 200
-    assert Update.objects.get().status == Update.Status.RECEIVED
+
+    monkeypatch.setattr(queue_jobs, "broker_for", lambda queue: _UnreachableRedis(queue))
+    assert dispatch_received() == 1
+    job = JobRecord.objects.get()
+    assert job.dispatched_at is None, "the push failed, so the job waits for housekeeping"
     monkeypatch.undo()
     clusters.start("telegram")
 

@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 
 from bots import views
+from bots.inbox import dispatch_received
 from bots.models import Bot, Update
 from queueing.models import JobRecord
 
@@ -44,18 +45,45 @@ def test_the_url_is_named_by_the_digits_before_the_colon(bot):
     assert reverse("bots:webhook", args=[123456]) == "/telegram/123456/webhook/" == bot.webhook_path()
 
 
-def test_a_valid_update_is_stored_enqueued_and_answered_200(client, bot):
+def test_a_valid_update_is_stored_as_received_and_answered_200(client, bot):
     response = post(client, 123456, message(update_id=10, chat_id=42))
 
     assert response.status_code == 200
     update = Update.objects.get()
-    assert (update.update_id, update.chat_id, update.status) == (10, 42, Update.Status.ENQUEUED)
+    assert (update.update_id, update.chat_id, update.status) == (10, 42, Update.Status.RECEIVED)
     assert update.payload == message(update_id=10, chat_id=42)
+    assert not JobRecord.objects.exists(), "enqueueing is the dispatcher's work, not the request's"
+
+
+def test_the_dispatcher_enqueues_received_updates_once(client, bot):
+    post(client, 123456, message(update_id=10, chat_id=42))
+    update = Update.objects.get()
+
+    assert dispatch_received() == 1
+    assert dispatch_received() == 0
+
+    update.refresh_from_db()
+    assert update.status == Update.Status.ENQUEUED
     job = JobRecord.objects.get()
-    assert job.kind == "bots.tasks.handle_update"
-    assert job.args == [update.pk]
-    assert job.queue == "telegram"
+    assert (job.kind, job.queue, job.args) == ("bots.tasks.handle_update", "telegram", [update.pk])
     assert job.label == "update 10 chat 42"
+
+
+def test_the_dispatcher_enqueues_one_job_per_chat_starting_at_its_oldest_update(client, bot):
+    for update_id, chat_id in [(21, 42), (20, 42), (22, 43), (23, 42)]:
+        post(client, 123456, message(update_id=update_id, chat_id=chat_id))
+    post(client, 123456, {"update_id": 24, "poll": {"id": "p", "question": "?", "options": []}})
+
+    assert dispatch_received() == 5
+
+    pks = dict(Update.objects.values_list("update_id", "pk"))
+    jobs = {job.label: job.args for job in JobRecord.objects.all()}
+    assert jobs == {
+        "update 20 and 2 more chat 42": [pks[20]],
+        "update 22 chat 43": [pks[22]],
+        "update 24": [pks[24]],
+    }
+    assert set(Update.objects.values_list("status", flat=True)) == {Update.Status.ENQUEUED}
 
 
 def test_a_redelivered_update_is_answered_200_and_stored_once(client, bot):
@@ -63,6 +91,7 @@ def test_a_redelivered_update_is_answered_200_and_stored_once(client, bot):
         assert post(client, 123456, message(update_id=11)).status_code == 200
 
     assert Update.objects.count() == 1
+    dispatch_received()
     assert JobRecord.objects.count() == 1
 
 
@@ -134,5 +163,5 @@ def test_updates_without_a_chat_are_stored_with_none(client, bot):
 
 def test_the_webhook_makes_no_bot_api_call_and_few_queries(client, bot, django_assert_max_num_queries):
     post(client, 123456, message(update_id=1))  # warms the bot cache
-    with django_assert_max_num_queries(6):
+    with django_assert_max_num_queries(1):
         assert post(client, 123456, message(update_id=2)).status_code == 200

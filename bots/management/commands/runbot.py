@@ -1,3 +1,4 @@
+import json
 import time
 
 import telegram
@@ -35,7 +36,7 @@ class Command(BaseCommand):
                     time.sleep(3)
                     continue
                 for update in updates:
-                    accept_update(bot.pk, update.to_dict())
+                    accept_update(bot.pk, json.dumps(update.to_dict()))
                     offset = update.update_id + 1
         except KeyboardInterrupt:
             self.stdout.write("Stopped.")
