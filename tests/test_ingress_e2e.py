@@ -1,6 +1,9 @@
 """Members talking to the bot: the fake Telegram posts updates to the webhook of a live
 server, a real `telegram` qcluster handles them, replies arrive at the fake Telegram."""
 
+import signal
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -10,6 +13,7 @@ from bots.inbox import dispatch_received
 from bots.models import TelegramUser, Update
 from broadcasts.models import Pledge
 from queueing.models import JobRecord
+from tests.clusters import ROOT, cluster_env
 from tests.fake_telegram import make_user, updates
 from tests.waiting import wait_for
 
@@ -175,3 +179,31 @@ def test_an_update_dispatched_while_redis_is_down_is_kept_and_handled_later(
 
     replies_to(fake_telegram, 507, 1)
     wait_for(all_handled, what="the kept update to be handled")
+
+
+def test_runbot_polling_feeds_the_same_inbox_and_queue(telegram_bot, fake_telegram, clusters, tmp_path):
+    clusters.start("telegram")
+    log = (tmp_path / "runbot.log").open("wb")
+    runbot = subprocess.Popen(
+        [sys.executable, "manage.py", "runbot", "--polling", "--timeout", "1", "--bot", str(telegram_bot.telegram_id)],
+        cwd=ROOT,
+        env=cluster_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ann = make_user(508, first_name="Ann")
+        for text in ["/start", "/pledge 40", "/pledge"]:
+            fake_telegram.push_update(telegram_bot.token, updates.text_message(telegram_bot.token, text, user=ann))
+
+        replies = replies_to(fake_telegram, 508, 3)
+        wait_for(lambda: not fake_telegram.pending_updates(telegram_bot.token), what="getUpdates to confirm")
+    finally:
+        runbot.send_signal(signal.SIGINT)
+        runbot.wait(10)
+    assert replies[0].startswith("Hi Ann!")
+    assert replies[1] == "Thank you! I recorded your pledge of 40 USD."
+    assert replies[2] == "Pledge: 40 USD\nPaid: 0 USD\nBalance: 40 USD"
+    assert Update.objects.count() == 3
+    assert fake_telegram.count("deleteWebhook") == 1
+    assert "Stopped." in (tmp_path / "runbot.log").read_text()
