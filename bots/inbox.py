@@ -46,19 +46,16 @@ _INSERT = (
 
 def dispatch_received(_cluster: str = "telegram") -> int:
     """Enqueue the handling of received updates; returns how many were claimed. One process
-    at a time dispatches, so every update is claimed exactly once."""
+    at a time dispatches, so every update is claimed exactly once. Polled every 50 ms by
+    every telegram cluster, so an idle inbox costs one indexed query and no lock."""
     from bots.tasks import handle_update
 
+    if not _received().exists():
+        return 0
     with try_lock("bots:inbox-dispatch") as held:
         if not held:
             return 0
-        received = list(
-            Update.objects.filter(status=Update.Status.RECEIVED)
-            .order_by("status", "received_at")
-            .values_list("pk", "bot_id", "update_id", "chat_id")[:DISPATCH_BATCH]
-        )
-        if not received:
-            return 0
+        received = list(_received().values_list("pk", "bot_id", "update_id", "chat_id")[:DISPATCH_BATCH])
         with transaction.atomic():
             # Conditional: a worker draining a chat may have handled some of them meanwhile.
             Update.objects.filter(pk__in=[pk for pk, *_ in received], status=Update.Status.RECEIVED).update(
@@ -67,6 +64,10 @@ def dispatch_received(_cluster: str = "telegram") -> int:
             for pk, label in _one_per_chat(received):
                 handle_update.enqueue_with(args=[pk], label=label)
         return len(received)
+
+
+def _received():
+    return Update.objects.filter(status=Update.Status.RECEIVED).order_by("status", "received_at")
 
 
 def _one_per_chat(received: list[tuple[int, int, int, int | None]]) -> list[tuple[int, str]]:
