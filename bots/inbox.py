@@ -67,7 +67,7 @@ def dispatch_received(_cluster: str = "telegram") -> int:
 
 
 def _received():
-    return Update.objects.filter(status=Update.Status.RECEIVED).order_by("status", "received_at")
+    return Update.objects.filter(status=Update.Status.RECEIVED).order_by("id")
 
 
 def _one_per_chat(received: list[tuple[int, int, int, int | None]]) -> list[tuple[int, str]]:

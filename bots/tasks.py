@@ -34,7 +34,7 @@ def drain_chat(bot, chat_id: int) -> int:
         with try_lock(f"chat:{bot.pk}:{chat_id}") as held:
             if not held:
                 return handled
-            while update := Update.objects.unhandled_in_chat(bot.pk, chat_id).first():
+            while update := Update.objects.next_in_chat(bot.pk, chat_id):
                 update.bot = bot
                 handle_one(update)
                 handled += 1
