@@ -19,6 +19,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.text import smart_split, unescape_string_literal
 
+from queueing.jobs import job_kinds
 from queueing.models import JobQuerySet, JobRecord
 from queueing.queues import queue_names
 
@@ -34,6 +35,19 @@ class QueueFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         return queryset.filter(queue=self.value()) if self.value() else queryset
+
+
+class KindFilter(admin.SimpleListFilter):
+    """The kinds come from the declared jobs, not a DISTINCT over the whole history."""
+
+    title = "kind"
+    parameter_name = "kind"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(kind, kind) for kind in job_kinds()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(kind=self.value()) if self.value() else queryset
 
 
 class EnqueuedWithinFilter(admin.SimpleListFilter):
@@ -74,7 +88,7 @@ class JobRecordAdmin(admin.ModelAdmin):
         "enqueued_at",
         "runtime_display",
     ]
-    list_filter = [QueueFilter, "kind", "status", "error_class", EnqueuedWithinFilter]
+    list_filter = [QueueFilter, KindFilter, "status", "error_class", EnqueuedWithinFilter]
     search_fields = ["label", "kind", "last_error", "args", "kwargs"]  # as get_search_results does it
     search_help_text = "Searches the label, kind, last error and arguments."
     show_full_result_count = False

@@ -72,6 +72,17 @@ def get_job(kind: str) -> Job:
         raise LookupError(f"{kind!r} is not a @job") from None
 
 
+def job_kinds() -> list[str]:
+    """Every declared job's kind, importing each app's tasks module that exists."""
+    for module in _job_modules():
+        try:
+            import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return sorted(_registry)
+
+
 def _job_modules() -> set[str]:
     from django.apps import apps
 
