@@ -142,6 +142,9 @@ class Housekeeper:
         self.duties += _app_duties.get(queue, [])
         self.tick_seconds = min([self.TICK, *(interval for interval, _ in self.duties)])
         self.next_run = {duty: 0.0 for _, duty in self.duties}
+        # Duties that failed last time: a database that is down for a minute must not
+        # log a traceback from every 50 ms duty.
+        self.failing: set[Duty] = set()
 
     def tick(self) -> None:
         now = time.monotonic()
@@ -153,7 +156,17 @@ class Housekeeper:
             try:
                 duty(self.queue)
             except Exception:
-                logger.exception("Housekeeping %s for queue %s failed", duty.__name__, self.queue)
+                if duty not in self.failing:
+                    self.failing.add(duty)
+                    logger.exception(
+                        "Housekeeping %s for queue %s failed; retrying quietly until it works",
+                        duty.__name__,
+                        self.queue,
+                    )
+                continue
+            if duty in self.failing:
+                self.failing.discard(duty)
+                logger.warning("Housekeeping %s for queue %s works again", duty.__name__, self.queue)
 
     def run(self, keep_going: Callable[[], bool]) -> None:
         try:
