@@ -7,9 +7,10 @@ class BotsConfig(AppConfig):
     verbose_name = "Telegram bots"
 
     def ready(self) -> None:
-        from bots import inbox
+        from bots import download_folders, inbox
         from bots.signals import sync_settings_bot
         from queueing.housekeeping import register_duty
 
         post_migrate.connect(sync_settings_bot, sender=self)
         register_duty("telegram", inbox.DISPATCH_INTERVAL, inbox.dispatch_received)
+        register_duty("downloads", download_folders.SWEEP_INTERVAL, download_folders.sweep_stale_folders)

@@ -1,13 +1,20 @@
-"""A media server on loopback for download tests and the benchmark: serves a real MP4, counts
-requests per path, and misbehaves on demand.
+"""A media server on loopback for download tests and the benchmark: serves real media files,
+counts requests per path, and misbehaves on demand.
 
     /clip.mp4              the fixture video
     /slow/clip.mp4         the same, a few kilobytes at a time with pauses (`slow_seconds` in all)
+    /track.mp3             a second of silence (MPEG-1 Layer III frames), as audio/mpeg
+    /photo.png             a 96x64 picture, as image/png
+    /sound.wav             a second of a tone (PCM), as audio/wav: audio Telegram does not play
     /missing.mp4           404
     /error.mp4             503
     /page.html             an HTML page with no media in it
     /drop.mp4              promises the whole file, sends a little, drops the connection
     /redirect?to=URL       302 to URL
+
+Any path in `gone` is answered 404 until it is taken out again. The fixtures other than
+clip.mp4 were written by a few lines of Python (zlib for the PNG, wave for the WAV, silent
+frames for the MP3), so no media tool is needed.
 """
 
 import contextlib
@@ -20,7 +27,9 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
-CLIP = Path(__file__).resolve().parent / "fixtures" / "clip.mp4"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CLIP = FIXTURES / "clip.mp4"
+FILES = {"/track.mp3": "audio/mpeg", "/photo.png": "image/png", "/sound.wav": "audio/wav"}
 
 PAGE = b"<!doctype html><html><head><title>Our news</title></head><body><p>Nothing to watch here.</p></body></html>"
 
@@ -30,6 +39,8 @@ class MediaServer:
         self.host = host
         self.media = media if media is not None else CLIP.read_bytes()
         self.slow_seconds = slow_seconds
+        self.files = {path: ((FIXTURES / path.lstrip("/")).read_bytes(), kind) for path, kind in FILES.items()}
+        self.gone: set[str] = set()
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -75,10 +86,14 @@ def _handler(server: MediaServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self, head: bool = False) -> None:
             parts = urlsplit(self.path)
             server._record(parts.path)
-            if parts.path == "/clip.mp4":
+            if parts.path in server.gone:
+                self._send(404, b"Not Found", "text/plain", head)
+            elif parts.path == "/clip.mp4":
                 self._send(200, server.media, "video/mp4", head)
             elif parts.path == "/slow/clip.mp4":
                 self._send(200, server.media, "video/mp4", head, pause=True)
+            elif parts.path in server.files:
+                self._send(200, *server.files[parts.path], head)
             elif parts.path == "/page.html":
                 self._send(200, PAGE, "text/html; charset=utf-8", head)
             elif parts.path == "/error.mp4":

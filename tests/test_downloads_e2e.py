@@ -1,12 +1,17 @@
 """Members sending links: real `telegram` and `downloads` qclusters, yt-dlp against a media
 server on loopback, the fake Telegram receiving the uploads."""
 
+import os
 import time
+from datetime import timedelta
 
 import pytest
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.urls import reverse
+from django.utils import timezone
 
 from bots import downloads
-from bots.models import Download, MediaCache
+from bots.models import Download, MediaCache, TelegramUser
 from bots.tasks import download_media
 from queueing.models import JobRecord
 from tests.fake_telegram import make_user, updates
@@ -92,6 +97,8 @@ def test_a_link_comes_back_as_a_video_and_again_from_the_cache(webhook_bot, fake
     assert deleted.received_at > upload.received_at
     job = wait_for(lambda: JobRecord.objects.filter(kind=download_media.kind, status="succeeded").first())
     assert job.result["url"] == url and job.result["member"] == 601 and job.result["size"] == len(media.media)
+    assert 0 < job.result["download_seconds"] < job.result["seconds"]
+    assert 0 < job.result["upload_seconds"] < job.result["seconds"]
     assert url in job.label and "601" in job.label
     requests_before = media.count("/slow/clip.mp4")
 
@@ -204,6 +211,105 @@ def test_a_worker_killed_mid_download_leaves_no_folder_behind(webhook_bot, fake_
     job = JobRecord.objects.get(kind=download_media.kind)
     wait_for(lambda: finished(job))
     assert (job.status, job.attempts) == ("succeeded", 2)
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "kind"),
+    [
+        ("/track.mp3", "sendAudio", MediaCache.Kind.AUDIO),
+        ("/photo.png", "sendPhoto", MediaCache.Kind.PHOTO),
+        # Telegram plays only MP3 and M4A as audio: other sound goes as a file.
+        ("/sound.wav", "sendDocument", MediaCache.Kind.DOCUMENT),
+    ],
+)
+def test_a_track_a_picture_and_other_files_go_as_what_they_are(
+    webhook_bot, fake_telegram, media, start, path, method, kind
+):
+    start()
+    url, name = media.url(path), path.lstrip("/")
+
+    send(fake_telegram, webhook_bot, url, 608)
+
+    upload = fake_telegram.wait_for_calls(1, method=method, chat_id=608, timeout=20)[0]
+    assert (upload.files[0].field, upload.files[0].filename) == (kind, name)
+    assert upload.files[0].size == len(media.files[path][0])
+    assert upload.params["caption"] == f"{name.partition('.')[0]}\n{url}"
+    assert not fake_telegram.calls("sendVideo")
+    cached = wait_for(lambda: MediaCache.objects.filter(url=url).first(), what="the cache row")
+    assert cached.kind == kind
+    sent = upload.result[kind][-1] if kind == MediaCache.Kind.PHOTO else upload.result[kind]
+    assert cached.file_id == sent["file_id"]
+    requests_before = media.count(path)
+
+    send(fake_telegram, webhook_bot, url, 608)
+
+    again = fake_telegram.wait_for_calls(2, method=method, chat_id=608)[1]
+    assert again.params[kind] == cached.file_id and not again.files
+    assert media.count(path) == requests_before
+
+
+def test_a_member_may_ask_for_a_few_downloads_a_day(webhook_bot, fake_telegram, media, start):
+    member = TelegramUser.objects.create(bot=webhook_bot, telegram_id=609)
+    yesterday = timezone.now() - timedelta(hours=25)
+    Download.objects.create(bot=webhook_bot, member=member, url="https://a.example/", chat_id=609, created_at=yesterday)
+    start(DOWNLOADS_PER_MEMBER_DAILY="2")
+    first, second, third = (media.url(f"/clip.mp4?n={n}") for n in range(3))
+
+    for n, link in enumerate((first, second), start=1):
+        send(fake_telegram, webhook_bot, link, 609)
+        fake_telegram.wait_for_calls(n, method="sendVideo", chat_id=609, timeout=20)
+    send(fake_telegram, webhook_bot, third, 609)
+
+    refusal = "You've reached the limit of 2 downloads a day. Please try again tomorrow."
+    wait_for(lambda: refusal in texts(fake_telegram, 609), what="the refusal")
+    assert len(download_jobs()) == 2
+    assert not Download.objects.filter(url=third).exists()
+
+    send(fake_telegram, webhook_bot, first, 609)
+
+    again = fake_telegram.wait_for_calls(3, method="sendVideo", chat_id=609)[2]
+    assert not again.files, "a link already sent is answered from the cache, limit or not"
+    assert len(download_jobs()) == 2
+
+
+def test_an_operator_retry_takes_the_download_over(webhook_bot, fake_telegram, media, start, admin_client):
+    start()
+    media.gone.add("/clip.mp4")
+    url = media.url("/clip.mp4")
+    send(fake_telegram, webhook_bot, url, 610)
+    failed = wait_for(lambda: (jobs := download_jobs()) and finished(jobs[0]) and jobs[0], what="the download to end")
+    assert failed.status == "failed"
+    assert edits(fake_telegram, 610)[-1] == downloads.NOT_FOUND
+    media.gone.clear()
+
+    changelist = reverse("admin:queueing_jobrecord_changelist")
+    admin_client.post(changelist, {"action": "retry_selected", ACTION_CHECKBOX_NAME: [failed.pk], "index": "0"})
+
+    fake_telegram.wait_for_calls(1, method="sendVideo", chat_id=610, timeout=20)
+    retry = JobRecord.objects.get(retry_of=failed)
+    wait_for(lambda: finished(retry))
+    assert retry.status == "succeeded"
+    download = Download.objects.get()
+    assert (download.job_id, download.status, download.error) == (retry.pk, Download.Status.SENT, "")
+    assert downloads.STARTING in edits(fake_telegram, 610)[1:], "the failure message says it is on again"
+    fake_telegram.wait_for_calls(1, method="deleteMessage", chat_id=610)
+
+
+def test_the_downloads_cluster_sweeps_stale_folders_with_no_download(clusters, root):
+    stale, fresh = root / "stale", root / "fresh"
+    for folder in (stale, fresh):
+        folder.mkdir()
+        (folder / "part.mp4.part").write_bytes(b"half a video")
+    an_hour_ago = time.time() - 3600
+    os.utime(stale, (an_hour_ago, an_hour_ago))
+
+    clusters.start("downloads", DOWNLOADS_ROOT=str(root), QUEUE_DOWNLOADS_TIMEOUT="600")
+
+    wait_for(lambda: not stale.exists(), timeout=10, what="the sweep to remove the stale folder")
+    assert fresh.exists(), "a folder younger than the queue's timeout may be a live download's"
+    assert not JobRecord.objects.exists()
+    (fresh / "part.mp4.part").unlink()
+    fresh.rmdir()
 
 
 def _grace():
