@@ -2,8 +2,8 @@
 
 Fills the job history with --jobs records (default 1,000,000) spread over the last 7 days
 (6 kinds on the 3 queues; 94 % succeeded, 5 % failed, 1 % cancelled; a few hundred queued
-and running), rolls the last 24 hours up into per-minute statistics as the housekeepers
-would, then times the dashboard page, its JSON endpoint, /metrics and /healthz.
+and running), rolls the last 24 hours up into per-minute and hourly statistics as the
+housekeepers would, then times the dashboard page, its JSON endpoint, /metrics and /healthz.
 
     .venv/bin/python -m bench.dashboard                        # both backends
     .venv/bin/python -m bench.dashboard --backend sqlite --jobs 200000
@@ -109,7 +109,12 @@ def measure(args: argparse.Namespace) -> dict:
     for queue in queue_names():
         roll_up(queue)
     rollup_seconds = time.perf_counter() - started
-    print(f"first roll-up of 24 h in {rollup_seconds:.1f} s", flush=True)
+    from queueing.models import JobHour, JobMinute
+
+    rows = {"minute": JobMinute.objects.count(), "hour": JobHour.objects.count()}
+    print(
+        f"first roll-up of 24 h in {rollup_seconds:.1f} s: {rows['minute']:,} minute rows, {rows['hour']:,} hour rows"
+    )
 
     client = Client()
     client.force_login(User.objects.create_superuser("bench", "bench@example.com", "bench"))
@@ -135,6 +140,7 @@ def measure(args: argparse.Namespace) -> dict:
         "jobs": args.jobs,
         "fill_s": fill_seconds,
         "rollup_s": rollup_seconds,
+        "rows": rows,
         "timings": timings,
     }
 

@@ -179,6 +179,15 @@ ALERT_FAILURE_RATE = env_float("ALERT_FAILURE_RATE", 0.2)
 # Below this many finished jobs in the hour, a failure rate says little.
 ALERT_FAILURE_MIN_JOBS = env_int("ALERT_FAILURE_MIN_JOBS", 20)
 ALERT_DISK_FREE_MB = env_int("ALERT_DISK_FREE_MB", 1024)
+# Operators' Telegram chats (numeric ids: people, groups, channels) told of alerts by the bot, through the
+# telegram queue: when a threshold has been crossed ALERT_RAISE_AFTER seconds, again every
+# ALERT_REPEAT_MINUTES while it lasts (0: never), and once it has been clear ALERT_RESOLVE_AFTER
+# seconds. The default cluster evaluates the thresholds every ALERT_EVALUATE_SECONDS.
+ALERT_CHAT_IDS = [int(i) for i in env_list("ALERT_CHAT_IDS")]
+ALERT_RAISE_AFTER = env_float("ALERT_RAISE_AFTER", 30)
+ALERT_REPEAT_MINUTES = env_float("ALERT_REPEAT_MINUTES", 60)
+ALERT_RESOLVE_AFTER = env_float("ALERT_RESOLVE_AFTER", 60)
+ALERT_EVALUATE_SECONDS = env_float("ALERT_EVALUATE_SECONDS", 10)
 
 # Queues: one django-q2 cluster each (ALT_CLUSTERS), started by `Q_CLUSTER_NAME=<queue> manage.py qcluster`.
 # `retries` counts runs after the first; the n-th retry waits backoff * 3**(n-1) seconds, +-10% jitter.

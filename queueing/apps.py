@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.conf import settings
 
 
 class QueueingConfig(AppConfig):
@@ -6,6 +7,12 @@ class QueueingConfig(AppConfig):
     verbose_name = "Queues and jobs"
 
     def ready(self) -> None:
-        from queueing import jobs
+        from queueing import alerts, jobs
+        from queueing.housekeeping import register_duty
+        from queueing.stats import roll_up_lagging
 
         jobs.connect_worker_signals()
+        # The default cluster always runs (schedules): it tells operators of crossed
+        # thresholds, and rolls up the statistics of queues whose cluster is stopped.
+        register_duty("default", getattr(settings, "ALERT_EVALUATE_SECONDS", 10.0), alerts.evaluate_duty)
+        register_duty("default", 30.0, roll_up_lagging)

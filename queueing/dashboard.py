@@ -17,9 +17,9 @@ from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
 from queueing import health
-from queueing.models import ClusterHeartbeat, JobRecord
+from queueing.models import Alert, ClusterHeartbeat, JobRecord
 from queueing.queues import broker_for, queue_names
-from queueing.stats import Tally, failure_rates, queues_now, unrolled, window_by, window_start
+from queueing.stats import binned_counts, failure_rates, queues_now, unrolled, window_by, window_start
 
 logger = logging.getLogger(__name__)
 
@@ -82,17 +82,16 @@ def _history_url(**filters: str) -> str:
     return f"{reverse('admin:queueing_jobrecord_changelist')}?{urlencode(filters)}"
 
 
-def throughput(since: datetime, hours: int, by_minute: dict[tuple, Tally]) -> list[Point]:
+def throughput(since: datetime, hours: int, tail: dict | None = None) -> list[Point]:
     """Finished and failed jobs per minute, in CHART_BINS bins of the window."""
     bin_minutes = hours * 60 // CHART_BINS
     points = [Point(since + timedelta(minutes=i * bin_minutes), 0.0, 0.0) for i in range(CHART_BINS)]
-    for (minute, status), tally in by_minute.items():
-        index = int((minute - since).total_seconds() // 60) // bin_minutes
+    for (index, status), jobs in binned_counts(since, bin_minutes, tail).items():
         if not 0 <= index < CHART_BINS:
             continue
-        points[index].finished += tally.count / bin_minutes
+        points[index].finished += jobs / bin_minutes
         if status == JobRecord.Status.FAILED:
-            points[index].failed += tally.count / bin_minutes
+            points[index].failed += jobs / bin_minutes
     return points
 
 
@@ -180,7 +179,7 @@ def dashboard_data(hours: int) -> dict:
         for beat in beats
     ]
 
-    points = throughput(since, hours, window_by(since, "minute", "status", tail=tail))
+    points = throughput(since, hours, tail)
     by_kind = []
     for (queue, kind), tally in sorted(window_by(since, "queue", "kind", tail=tail, timings=True).items()):
         by_kind.append(
@@ -215,7 +214,7 @@ def dashboard_data(hours: int) -> dict:
         "generated_at": now.isoformat(),
         "hours": hours,
         "status": report.status,
-        "alerts": [{"name": c.name, "level": c.status, "detail": c.detail} for c in report.problems],
+        "alerts": _alerts(report.problems),
         "queues": queues,
         "workers": workers,
         "throughput": [
@@ -241,6 +240,31 @@ def dashboard_data(hours: int) -> dict:
         "panels": _panel_data(),
         "_points": points,
     }
+
+
+def _alerts(problems: list) -> list[dict]:
+    """The crossed thresholds, with when each was first seen and whether the operators'
+    chats have been told (queueing.alerts keeps that in Alert rows)."""
+    active = {alert.key: alert for alert in Alert.objects.active()}
+    result = []
+    for check in problems:
+        alert = active.get(check.name)
+        note = ""
+        if alert:
+            note = f"since {timezone.localtime(alert.raised_at):%H:%M}"
+            if alert.last_notified_at:
+                note += ", operators told"
+        result.append(
+            {
+                "name": check.name,
+                "level": check.status,
+                "detail": check.detail,
+                "since": alert.raised_at.isoformat() if alert else None,
+                "notified_at": alert.last_notified_at.isoformat() if alert and alert.last_notified_at else None,
+                "note": note,
+            }
+        )
+    return result
 
 
 def dashboard_view(request: HttpRequest) -> HttpResponse:

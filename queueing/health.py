@@ -3,6 +3,7 @@ queue has a live cluster: cheap enough for a load balancer to poll every second.
 adds what degrades service without stopping it: disk space, failures, backlog. Reports name
 components only, never a URL, host or credential."""
 
+import logging
 import shutil
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -13,6 +14,8 @@ from django.db import connection
 
 from queueing.heartbeat import alive_clusters
 from queueing.queues import broker_for, queue_names
+
+logger = logging.getLogger(__name__)
 
 OK, DEGRADED, DOWN = "ok", "degraded", "down"
 SEVERITY = {OK: 0, DEGRADED: 1, DOWN: 2}
@@ -132,3 +135,32 @@ def detailed(tail: dict | None = None) -> Report:
     if report.checks[0].ok:
         report.checks += [*check_backlog(), *check_failures(tail)]
     return report
+
+
+# The last liveness state this process saw; the cache holds the last one any web process logged.
+_seen: dict[str, tuple[str, ...]] = {}
+STATE_CACHE_KEY = "queueing:healthz:state"
+
+
+def log_change(report: Report) -> bool:
+    """Log the liveness state when it changes (up -> down with the reasons, other reasons,
+    and back up), once for all the web processes as far as the shared cache allows, rather
+    than an error for every 503 of a probe polling each second. Returns whether it logged."""
+    state = (report.status, *sorted(check.name for check in report.problems))
+    if _seen.get("state") == state:
+        return False
+    _seen["state"] = state
+    from django.core.cache import cache
+
+    try:
+        if cache.get(STATE_CACHE_KEY) == list(state):
+            return False
+        cache.set(STATE_CACHE_KEY, list(state), timeout=None)
+    except Exception:  # the cache (Redis) is away: log from this process regardless
+        pass
+    if report.status == DOWN:
+        reasons = "; ".join(f"{check.name}: {check.detail}" for check in report.problems)
+        logger.error("Health: down (%s)", reasons)
+    else:
+        logger.warning("Health: up (database, brokers and clusters alive)")
+    return True

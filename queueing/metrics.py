@@ -3,7 +3,9 @@
 Two sources, both correct however many web and worker processes there are:
 - Queue and job numbers are read from the database when /metrics is scraped
   (`DatabaseCollector`): depth, oldest wait, workers, unfinished jobs, finished-job
-  counters and the run time histogram from the rolled-up totals, deliveries by state.
+  counters and the run time histogram from the rolled-up totals, deliveries by state,
+  and Telegram's 429s from the shared rate limiter (queueing.ratelimit counts each in the
+  database or Redis as it pauses the key).
   No process keeps them in memory, so no process can disagree.
 - Request counts and latency are observed in the web process that served the request.
   gunicorn forks several workers, so prometheus_client runs in multiprocess mode: each
@@ -11,6 +13,7 @@ Two sources, both correct however many web and worker processes there are:
   before prometheus_client is first imported), and the scrape sums them. An observation
   is a write to shared memory, never to the database: metrics add no query to the webhook."""
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 
@@ -23,6 +26,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from queueing.models import TIMING_BUCKETS
+
+logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -99,6 +104,7 @@ class DatabaseCollector(Collector):
         for queue, jobs in rate_limited_waits().items():
             rate_limited.add_metric([queue], jobs)
         yield rate_limited
+        yield from _throttled()
 
         finished = CounterMetricFamily(
             "queueing_jobs_finished", "Jobs that finished, by final status.", labels=["queue", "kind", "status"]
@@ -120,6 +126,24 @@ class DatabaseCollector(Collector):
         yield from (finished, runtime)
 
         yield from _delivery_metrics()
+
+
+def _throttled() -> Iterator[Metric]:
+    from queueing.ratelimit import get_limiter
+
+    try:
+        counts = get_limiter().throttled()
+    except Exception:  # Redis away: the database's series still answer
+        logger.exception("Could not read the 429 counts from the rate limiter")
+        return
+    family = CounterMetricFamily(
+        "queueing_telegram_429s",
+        "Telegram's 429 (Too Many Requests) answers, by rate-limit key (bot:<id>).",
+        labels=["key"],
+    )
+    for key, n in sorted(counts.items()):
+        family.add_metric([key], n)
+    yield family
 
 
 def _delivery_metrics() -> Iterator[Metric]:

@@ -239,13 +239,11 @@ def bucket_fields(prefix: str) -> list[str]:
     return [f"{prefix}_b{i}" for i in range(len(TIMING_BUCKETS))]
 
 
-class JobMinute(models.Model):
-    """Finished jobs of one minute, queue, kind, status and error class, with histograms of
+class JobSeries(models.Model):
+    """Finished jobs of one period, queue, kind, status and error class, with histograms of
     their wait and run times (`wait_b<i>`, `run_b<i>`: jobs in bucket i of TIMING_BUCKETS,
-    not cumulative). The dashboard, metrics and reports sum these in the database instead
-    of reading the history; a bucket is a column so that the sum is one SQL aggregate."""
+    not cumulative). A bucket is a column so that summing rows is one SQL aggregate."""
 
-    minute = models.DateTimeField()
     queue = models.CharField(max_length=32)
     kind = models.CharField(max_length=200)
     status = models.CharField(max_length=16)
@@ -256,10 +254,34 @@ class JobMinute(models.Model):
     run_sum = models.FloatField(default=0)
 
     class Meta:
+        abstract = True
+
+
+class JobMinute(JobSeries):
+    """One minute of finished jobs. The dashboard, metrics and reports sum these in the
+    database instead of reading the history; kept for queueing.stats.MINUTE_ROWS_KEPT."""
+
+    minute = models.DateTimeField()
+
+    class Meta:
         indexes = [models.Index(fields=["minute", "queue"])]
 
     def __str__(self) -> str:
         return f"{self.minute:%Y-%m-%d %H:%M} {self.queue} {self.kind} {self.status}: {self.count}"
+
+
+class JobHour(JobSeries):
+    """One whole hour of finished jobs, summed from its JobMinute rows once the roll-up has
+    passed the hour: a 24-hour window reads 24 of these per series instead of 1,440.
+    Kept for queueing.stats.HOUR_ROWS_KEPT."""
+
+    hour = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["hour", "queue"])]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.queue} {self.kind} {self.status}: {self.count}"
 
 
 class JobTotal(models.Model):
@@ -282,12 +304,14 @@ class JobTotal(models.Model):
 
 for _name in bucket_fields("wait") + bucket_fields("run"):
     JobMinute.add_to_class(_name, models.PositiveIntegerField(default=0))
+    JobHour.add_to_class(_name, models.PositiveIntegerField(default=0))
 for _name in bucket_fields("run"):
     JobTotal.add_to_class(_name, models.PositiveBigIntegerField(default=0))
 
 
 class RollupCursor(models.Model):
-    """Jobs of a queue that finished before `rolled_until` are counted in JobMinute and JobTotal."""
+    """Jobs of a queue that finished before `rolled_until` are counted in JobMinute and JobTotal;
+    the whole hours before it in JobHour."""
 
     queue = models.CharField(max_length=32, primary_key=True)
     rolled_until = models.DateTimeField()
@@ -301,6 +325,43 @@ class RateLimitBucket(models.Model):
 
     key = models.CharField(max_length=200, primary_key=True)
     tat = models.FloatField(default=0.0, help_text="When the key's next free send slot starts (Unix time).")
+    throttled = models.PositiveBigIntegerField(default=0, help_text="Telegram's 429 answers for this key so far.")
 
     def __str__(self) -> str:
         return self.key
+
+
+class AlertQuerySet(models.QuerySet):
+    def active(self) -> "AlertQuerySet":
+        return self.filter(resolved_at__isnull=True)
+
+
+class Alert(models.Model):
+    """One episode of a crossed threshold (a red banner of the dashboard), from when it was
+    first seen until it cleared: what queueing.alerts has told the operators about it. The
+    database is the one place every evaluating process agrees on, so nothing is sent twice."""
+
+    key = models.CharField(max_length=100, help_text="The health check's name, e.g. cluster:telegram.")
+    level = models.CharField(max_length=16, help_text="degraded or down.")
+    detail = models.CharField(max_length=300, blank=True)
+    raised_at = models.DateTimeField(help_text="When the problem was first seen.")
+    last_notified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When operators were last told; empty while it is pending."
+    )
+    notifications = models.PositiveIntegerField(default=0, help_text="Messages sent about it, reminders included.")
+    clear_since = models.DateTimeField(null=True, blank=True, help_text="Seen clear since; it resolves after a while.")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    objects = AlertQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-raised_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["key"], condition=models.Q(resolved_at__isnull=True), name="one_active_alert_per_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        state = "resolved" if self.resolved_at else "active"
+        return f"{self.key} ({state}, raised {self.raised_at:%Y-%m-%d %H:%M})"

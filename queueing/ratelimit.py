@@ -9,7 +9,8 @@ Replies take one slot with no horizon: they always get the next free slot. Broad
 chunks claim only slots that start within a short horizon, so they never hold more
 than a fraction of a second of future capacity: a reply waits at most that long, and a
 broadcast uses whatever replies leave. A 429 pushes the key's timeline past
-`retry_after`, for every process at once."""
+`retry_after`, for every process at once, and is counted where every process counts it
+(the key's row, or a Redis hash) for /metrics."""
 
 import math
 import time
@@ -33,6 +34,11 @@ class RateLimiter:
         raise NotImplementedError
 
     def pause(self, key: str, seconds: float) -> None:
+        """Telegram answered 429 (Too Many Requests): no slot of `key` starts within `seconds`."""
+        raise NotImplementedError
+
+    def throttled(self) -> dict[str, int]:
+        """key -> 429s paused for so far, by every process."""
         raise NotImplementedError
 
 
@@ -61,7 +67,11 @@ class DatabaseRateLimiter(RateLimiter):
         with transaction.atomic():
             bucket = self._locked(key)
             bucket.tat = max(bucket.tat, time.time() + seconds)
-            bucket.save(update_fields=["tat"])
+            bucket.throttled += 1
+            bucket.save(update_fields=["tat", "throttled"])
+
+    def throttled(self) -> dict[str, int]:
+        return dict(RateLimitBucket.objects.filter(throttled__gt=0).values_list("key", "throttled"))
 
     @staticmethod
     def _locked(key: str) -> RateLimitBucket:
@@ -93,16 +103,19 @@ local t = redis.call('TIME')
 local until_ = tonumber(t[1]) + tonumber(t[2]) / 1000000 + tonumber(ARGV[1])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 redis.call('SET', KEYS[1], tostring(math.max(tat, until_)), 'EX', 3600)
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 """
 
 
 class RedisRateLimiter(RateLimiter):
     PREFIX = "ratelimit:"
+    THROTTLED = "ratelimit-429s"  # hash: key -> 429s; no expiry, as a counter must not drop
 
     def __init__(self, url: str):
         import redis
 
         client = redis.Redis.from_url(url)
+        self._client = client
         self._take = client.register_script(_TAKE)
         self._pause = client.register_script(_PAUSE)
 
@@ -111,7 +124,10 @@ class RedisRateLimiter(RateLimiter):
         return Grant(int(slots), float(delay))
 
     def pause(self, key: str, seconds: float) -> None:
-        self._pause(keys=[self.PREFIX + key], args=[seconds])
+        self._pause(keys=[self.PREFIX + key, self.THROTTLED], args=[seconds, key])
+
+    def throttled(self) -> dict[str, int]:
+        return {key.decode(): int(n) for key, n in self._client.hgetall(self.THROTTLED).items()}
 
 
 @cache

@@ -1,8 +1,10 @@
 """The numbers behind `manage.py queue_report`: what the queues did in the last hours.
 
-Every job number comes from queueing.stats (per-minute rows plus the not yet rolled-up
-tail). Other apps add sections with `register_report_section` (broadcasts adds its
-outcomes), so queueing imports none of them."""
+Every job number comes from queueing.stats (hour and minute rows plus the not yet
+rolled-up tail). A window longer than the per-minute statistics are kept starts on a whole
+hour, and its busiest minute is that of the minutes still kept. Other apps add sections
+with `register_report_section` (broadcasts adds its outcomes), so queueing imports none
+of them."""
 
 from collections import defaultdict
 from collections.abc import Callable
@@ -11,7 +13,18 @@ from datetime import datetime, timedelta
 from django.utils import timezone
 
 from queueing.models import JobRecord
-from queueing.stats import queues_now, unrolled, window_by, window_start
+from queueing.stats import (
+    HOUR_ROWS_KEPT,
+    MINUTE_ROWS_KEPT,
+    floor_hour,
+    floor_minute,
+    queues_now,
+    unrolled,
+    window_by,
+    window_start,
+)
+
+LONGEST_HOURS = int(HOUR_ROWS_KEPT.total_seconds() // 3600)
 
 # name -> provider(since, until) returning something JSON can hold.
 ReportSection = Callable[[datetime, datetime], object]
@@ -30,7 +43,9 @@ def _seconds(value: float | None) -> float | None:
 def build_report(hours: int, now: datetime | None = None) -> dict:
     now = now or timezone.now()
     since = window_start(now, timedelta(hours=hours))
-    minutes = hours * 60
+    if since < now - MINUTE_ROWS_KEPT + timedelta(hours=1):
+        since = floor_hour(since)  # the minutes before its first whole hour are pruned
+    minutes = int((floor_minute(now) - since).total_seconds() // 60) + 1
     tail = unrolled()
     current = queues_now()
 

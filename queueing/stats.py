@@ -1,10 +1,16 @@
 """Queue statistics that stay cheap with millions of finished jobs.
 
 Finished jobs are rolled up by each queue's housekeeper into per-minute rows (JobMinute)
-and running totals (JobTotal), a minute at least ROLLUP_LAG old at a time. Readers sum
-the per-minute rows in the database and add the few jobs finished since the queue's
-cursor from the history itself (an indexed range on status and finished_at), so numbers
-are exact up to the second and no query reads more than the window's minutes."""
+and running totals (JobTotal), a minute at least ROLLUP_LAG old at a time; once the
+roll-up has passed an hour, that hour's minute rows are summed into hour rows (JobHour).
+Readers sum hour rows for the window's whole hours, minute rows for the minutes around
+them, and add the few jobs finished since the queue's cursor from the history itself (an
+indexed range on status and finished_at): numbers are exact up to the second, and a
+24-hour window reads about 24 + 60 rows per series instead of 1,440.
+
+Minute rows are kept for MINUTE_ROWS_KEPT (the dashboard's longest window, 24 h, and a
+day's margin), hour rows for HOUR_ROWS_KEPT (the longest report); the roll-up prunes
+older ones as it goes."""
 
 import math
 from bisect import bisect_left
@@ -14,11 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import Count, F, Min, Q, Sum
+from django.db.models import Count, DateTimeField, F, Func, IntegerField, Min, Q, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from queueing.models import TIMING_BUCKETS, JobMinute, JobRecord, JobTotal, RollupCursor, bucket_fields
+from queueing.models import TIMING_BUCKETS, JobHour, JobMinute, JobRecord, JobTotal, RollupCursor, bucket_fields
 from queueing.queues import queue_names
 
 # A job's finishing UPDATE commits a moment after it reads the clock (SQLite may wait for
@@ -27,12 +33,32 @@ ROLLUP_LAG = timedelta(seconds=30)
 ROLLUP_STEP = timedelta(hours=1)
 # How far back a queue's first roll-up reaches.
 ROLLUP_START = timedelta(hours=24)
+# A queue whose cursor is further behind than this has no housekeeper rolling it up (its
+# cluster is stopped): the default cluster's housekeeper does it instead.
+ROLLUP_ADOPT_AFTER = timedelta(minutes=2)
+# The dashboard's longest window is 24 hours; a day more lets a 24-hour report run any time.
+MINUTE_ROWS_KEPT = timedelta(hours=48)
+# The longest window of a report (queue_report --hours).
+HOUR_ROWS_KEPT = timedelta(days=90)
+# Rows deleted per query, and at most per roll-up, when pruning old statistics.
+PRUNE_BATCH = 2000
+PRUNE_BATCHES = 10
 WAIT_FIELDS = bucket_fields("wait")
 RUN_FIELDS = bucket_fields("run")
 
 
 def floor_minute(moment: datetime) -> datetime:
     return moment.replace(second=0, microsecond=0)
+
+
+def floor_hour(moment: datetime) -> datetime:
+    """Hours are whole hours of UTC (every time here is), so they are the same everywhere."""
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def ceil_hour(moment: datetime) -> datetime:
+    start = floor_hour(moment)
+    return start if start == moment else start + timedelta(hours=1)
 
 
 def window_start(now: datetime, period: timedelta) -> datetime:
@@ -137,10 +163,13 @@ def roll_up(queue: str, max_steps: int = 30) -> int:
 
     1. read the finished jobs of [cursor, cursor + step) from the history;
     2. in one transaction, move the cursor on only if it is still where it was read (another
-       housekeeper of the same queue may have done this step already), then write the rows.
+       housekeeper of the same queue may have done this step already), then write the rows,
+       and sum every hour the cursor has now passed into JobHour.
 
-    Returns how many per-minute rows were written."""
+    Then prune the queue's statistics past their keeping time. Returns how many per-minute
+    rows were written."""
     written = 0
+    moved = False
     for _ in range(max_steps):
         now = timezone.now()
         limit = floor_minute(now - ROLLUP_LAG)
@@ -157,8 +186,74 @@ def roll_up(queue: str, max_steps: int = 30) -> int:
                 break
             JobMinute.objects.bulk_create(_minute_rows(tallies), batch_size=500)
             _add_to_totals(tallies)
+            _sum_hours(queue, floor_hour(start), floor_hour(end))
         written += len(tallies)
+        moved = True
+    if moved:
+        prune_statistics(queue)
     return written
+
+
+def roll_up_lagging(cluster: str = "") -> int:
+    """Roll up the queues no housekeeper of their own is rolling up (their cluster is
+    stopped, or never ran), so readers never have hours of history to read: a duty of the
+    default cluster. Harmless next to a queue's own housekeeper: the cursor decides."""
+    written = 0
+    lagging_before = timezone.now() - ROLLUP_ADOPT_AFTER
+    cursors = _cursors()
+    for queue in queue_names():
+        if queue not in cursors or cursors[queue] < lagging_before:
+            written += roll_up(queue)
+    return written
+
+
+_SERIES = ("kind", "status", "error_class")
+
+
+def _sum_hours(queue: str, first: datetime, end: datetime) -> None:
+    """Hour rows for the hours [first, end) of `queue`, whose minutes are all rolled up."""
+    hour = first
+    while hour < end:
+        rows = (
+            JobMinute.objects.filter(queue=queue, minute__gte=hour, minute__lt=hour + timedelta(hours=1))
+            .values(*_SERIES)
+            .order_by()
+            .annotate(**_sums(WAIT_FIELDS + RUN_FIELDS))
+        )
+        JobHour.objects.bulk_create(
+            [JobHour(queue=queue, hour=hour, **row) for row in rows if row["count"]], batch_size=500
+        )
+        hour += timedelta(hours=1)
+
+
+def prune_statistics(queue: str, now: datetime | None = None) -> int:
+    """Delete the queue's minute rows older than MINUTE_ROWS_KEPT and hour rows older than
+    HOUR_ROWS_KEPT, a bounded number of batches at a time (a first run on a long history
+    finishes over the next roll-ups). Totals are never pruned. Returns rows deleted."""
+    now = now or timezone.now()
+    deleted = 0
+    for model, period, kept in ((JobMinute, "minute", MINUTE_ROWS_KEPT), (JobHour, "hour", HOUR_ROWS_KEPT)):
+        old = model.objects.filter(queue=queue, **{f"{period}__lt": now - kept})
+        for _ in range(PRUNE_BATCHES):
+            batch = list(old.values_list("pk", flat=True)[:PRUNE_BATCH])
+            if not batch:
+                break
+            deleted += model.objects.filter(pk__in=batch).delete()[0]
+    return deleted
+
+
+def counted(finished_before: datetime) -> Q:
+    """Finished jobs that finished before `finished_before` and that the roll-up has already
+    counted (before their queue's cursor): the ones that may leave the history without the
+    statistics missing them. A queue with no cursor yet starts ROLLUP_START back when it first
+    rolls up: anything older than that it will never count."""
+    cursors = _cursors()
+    uncounted_start = timezone.now() - ROLLUP_START
+    condition = Q(pk__in=[])
+    for queue, rolled_until in cursors.items():
+        condition |= Q(queue=queue, finished_at__lt=min(finished_before, rolled_until))
+    condition |= ~Q(queue__in=list(cursors)) & Q(finished_at__lt=min(finished_before, uncounted_start))
+    return Q(status__in=JobRecord.FINISHED) & condition
 
 
 def _minute_rows(tallies: dict[SeriesKey, Tally]) -> Iterable[JobMinute]:
@@ -210,23 +305,89 @@ def _sums(prefix_fields: list[str]) -> dict:
     return {name: Sum(name) for name in ["count", "timed", "wait_sum", "run_sum", *prefix_fields]}
 
 
+def _split_window(since: datetime) -> tuple[Q, Q]:
+    """Which hour rows and which minute rows make up the window from `since` (a whole
+    minute) on, without counting a job twice: hour rows for each queue's whole hours that
+    its cursor has passed, minute rows before the first whole hour and after the last."""
+    first_hour = ceil_hour(since)
+    hours = Q(pk__in=[])
+    minutes = Q(minute__gte=since, minute__lt=first_hour)
+    for queue, rolled_until in _cursors().items():
+        hours_end = floor_hour(rolled_until)
+        if hours_end > first_hour:
+            hours |= Q(queue=queue, hour__gte=first_hour, hour__lt=hours_end)
+        minutes |= Q(queue=queue, minute__gte=max(first_hour, hours_end))
+    return hours, minutes
+
+
 def window_by(
     since: datetime, *group_by: str, tail: dict[SeriesKey, Tally] | None = None, timings: bool = False
 ) -> dict[tuple, Tally]:
-    """Finished jobs since `since` (a whole minute), summed per `group_by` (fields of JobMinute:
-    minute, queue, kind, status, error_class); with `timings`, their histograms too (32 more
-    sums). `tail` is `unrolled()`, when the caller has it."""
+    """Finished jobs since `since` (a whole minute), summed per `group_by` (queue, kind,
+    status, error_class, or minute, which reads minute rows only); with `timings`, their
+    histograms too (32 more sums). `tail` is `unrolled()`, when the caller has it."""
     sums = _sums(WAIT_FIELDS + RUN_FIELDS) if timings else {"count": Sum("count")}
-    rows = JobMinute.objects.filter(minute__gte=since).values(*group_by).order_by().annotate(**sums)
+    if "minute" in group_by:
+        sources = [JobMinute.objects.filter(minute__gte=since)]
+    else:
+        hours, minutes = _split_window(since)
+        sources = [JobHour.objects.filter(hours), JobMinute.objects.filter(minutes)]
     result: dict[tuple, Tally] = defaultdict(Tally)
-    for row in rows:
-        result[tuple(row[name] for name in group_by)].merge(Tally.from_sums(row))
+    for rows in sources:
+        for row in rows.values(*group_by).order_by().annotate(**sums):
+            result[tuple(row[name] for name in group_by)].merge(Tally.from_sums(row))
     names = ["minute", "queue", "kind", "status", "error_class"]
     for key, tally in (unrolled() if tail is None else tail).items():
         if key[0] < since:
             continue
         series = dict(zip(names, key, strict=True))
         result[tuple(series[name] for name in group_by)].merge(tally)
+    return result
+
+
+class _MinuteBin(Func):
+    """Which bin of `size` minutes after `origin` a minute falls in, computed by the
+    database, so a chart of a day reads 60 bins instead of 1,440 minutes of rows."""
+
+    output_field = IntegerField()
+
+    def __init__(self, field: str, origin: datetime, size: int):
+        super().__init__(F(field), Value(origin, output_field=DateTimeField()))
+        self.size = int(size)
+
+    def _operands(self, compiler, connection) -> tuple[str, str, list]:
+        (moment, moment_params), (origin, origin_params) = (
+            compiler.compile(expression) for expression in self.get_source_expressions()
+        )
+        return moment, origin, [*moment_params, *origin_params]
+
+    def as_sqlite(self, compiler, connection, **extra):
+        moment, origin, params = self._operands(compiler, connection)
+        minutes = f"CAST(ROUND((julianday({moment}) - julianday({origin})) * 1440) AS INTEGER)"
+        return f"({minutes} / {self.size})", params
+
+    def as_sql(self, compiler, connection, **extra):
+        moment, origin, params = self._operands(compiler, connection)
+        return f"CAST(FLOOR(EXTRACT(EPOCH FROM ({moment} - {origin})) / {60 * self.size}) AS INTEGER)", params
+
+
+def binned_counts(
+    since: datetime, bin_minutes: int, tail: dict[SeriesKey, Tally] | None = None
+) -> dict[tuple[int, str], int]:
+    """(bin, status) -> jobs finished in that bin of `bin_minutes` minutes from `since`."""
+    rows = (
+        JobMinute.objects.filter(minute__gte=since)
+        .annotate(bin=_MinuteBin("minute", since, bin_minutes))
+        .values_list("bin", "status")
+        .order_by()
+        .annotate(jobs=Sum("count"))
+    )
+    result: dict[tuple[int, str], int] = defaultdict(int)
+    for index, status, jobs in rows:
+        result[(index, status)] += jobs
+    for (minute, _, _, status, _), tally in (unrolled() if tail is None else tail).items():
+        if minute >= since:
+            result[(int((minute - since).total_seconds() // 60) // bin_minutes, status)] += tally.count
     return result
 
 

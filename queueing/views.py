@@ -14,7 +14,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
     """200 when the database, every queue's broker and every queue's cluster are alive;
     503 naming what is not. For load balancers and uptime checks: no login, no secrets."""
     report = health.liveness()
-    return JsonResponse(report.as_dict(), status=503 if report.status == health.DOWN else 200)
+    health.log_change(report)
+    response = JsonResponse(report.as_dict(), status=503 if report.status == health.DOWN else 200)
+    # Django's request logger would log every 503 as an error; log_change logs each change once.
+    response._has_been_logged = True
+    return response
 
 
 @never_cache

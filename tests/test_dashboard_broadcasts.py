@@ -92,7 +92,8 @@ def test_queueing_does_not_import_broadcasts():
         "import sys, django; from django.conf import settings; "
         "settings.configure(INSTALLED_APPS=['django.contrib.contenttypes', 'django.contrib.auth', "
         "'django.contrib.admin', 'django.contrib.sessions', 'django.contrib.messages', 'django_q', 'queueing'], "
-        "DATABASES={'default': {'ENGINE': 'django.db.backends.sqlite3', 'NAME': ':memory:'}}); django.setup(); "
+        "DATABASES={'default': {'ENGINE': 'django.db.backends.sqlite3', 'NAME': ':memory:'}}, "
+        "QUEUES={'telegram': {'workers': 1, 'timeout': 30, 'retries': 0, 'backoff': 1}}); django.setup(); "
         "import queueing.dashboard, queueing.report, queueing.runner, queueing.stats; "
         "print(any(m == 'broadcasts' or m.startswith('broadcasts.') for m in sys.modules))"
     )

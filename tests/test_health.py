@@ -202,3 +202,45 @@ def test_queue_health_is_degraded_by_failures_backlog_and_long_waits(settings):
 
     assert report.status == health.DEGRADED
     assert {check.name for check in report.problems} == {"failures:telegram", "depth:downloads", "wait:broadcasts"}
+
+
+@pytest.mark.django_db
+def test_healthz_logs_each_change_of_state_once_not_every_503(client, caplog):
+    from django.core.cache import cache
+
+    cache.delete(health.STATE_CACHE_KEY)
+    health._seen.clear()
+    fake_beats("telegram", "broadcasts")  # downloads has no cluster
+
+    with caplog.at_level("INFO"):
+        for _ in range(5):
+            assert healthz(client)[0] == 503
+        now = timezone.now()
+        ClusterHeartbeat.objects.create(queue="downloads", host="h", pid=9, workers=1, started_at=now, last_seen=now)
+        for _ in range(3):
+            assert healthz(client)[0] == 200
+        ClusterHeartbeat.objects.filter(queue="downloads").delete()
+        assert healthz(client)[0] == 503
+
+    assert not [r for r in caplog.records if r.name == "django.request"]
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "queueing.health"]
+    assert logged == [
+        ("ERROR", "Health: down (cluster:downloads: no cluster has beaten in 15 s)"),
+        ("WARNING", "Health: up (database, brokers and clusters alive)"),
+        ("ERROR", "Health: down (cluster:downloads: no cluster has beaten in 15 s)"),
+    ]
+
+
+@pytest.mark.django_db
+def test_another_web_process_does_not_log_a_change_already_logged(client, caplog):
+    from django.core.cache import cache
+
+    cache.delete(health.STATE_CACHE_KEY)
+    health._seen.clear()
+    fake_beats("telegram", "broadcasts")
+    with caplog.at_level("INFO"):
+        healthz(client)
+        health._seen.clear()  # as a second gunicorn worker, which shares only the cache
+        healthz(client)
+
+    assert len([r for r in caplog.records if r.name == "queueing.health"]) == 1

@@ -150,3 +150,31 @@ def test_deliveries_by_state_when_broadcasts_has_deliveries(client):
             client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).content.decode()
         )
     }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_telegram_429s_are_counted_over_every_process(client):
+    """Each 429 pauses the bot's key in the shared rate limiter, which counts it there: a
+    scrape by any web worker sees the 429s of every worker and cluster process."""
+    import uuid
+
+    from queueing.ratelimit import get_limiter
+
+    key = f"bot:{uuid.uuid4().hex[:8]}"
+    assert (("key", key),) not in scrape(client).get("queueing_telegram_429s_total", {})
+    get_limiter().pause(key, 0.01)
+    pause_twice = f"from queueing.ratelimit import get_limiter; [get_limiter().pause({key!r}, 0.01) for _ in '12']"
+    for _ in range(2):
+        subprocess.run(
+            [sys.executable, "-c", f"import django; django.setup(); {pause_twice}"],
+            cwd=ROOT,
+            env=cluster_env(),
+            check=True,
+            timeout=60,
+        )
+    try:
+        assert value(scrape(client), "queueing_telegram_429s_total", key=key) == 5
+    finally:
+        limiter = get_limiter()
+        if hasattr(limiter, "_client"):
+            limiter._client.hdel(limiter.THROTTLED, key)

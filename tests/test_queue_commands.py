@@ -236,6 +236,32 @@ def test_prune_jobs_deletes_in_batches():
     assert not JobRecord.objects.exists()
 
 
+def test_prune_jobs_keeps_finished_jobs_the_statistics_have_not_counted_yet():
+    from queueing.models import JobTotal, RollupCursor
+    from queueing.stats import roll_up
+
+    now = timezone.now()
+    # The telegram queue's roll-up stopped three days ago (its cluster was down).
+    RollupCursor.objects.create(queue="telegram", rolled_until=now - timedelta(days=3))
+    counted = make_job(status=Status.SUCCEEDED, finished_at=now - timedelta(days=4))
+    uncounted = make_job(status=Status.SUCCEEDED, finished_at=now - timedelta(days=2, hours=12))
+    # A queue never rolled up: its first roll-up reaches a day back, so older jobs go.
+    never = make_job(queue="downloads", status=Status.FAILED, finished_at=now - timedelta(days=5))
+    recent_never = make_job(queue="downloads", status=Status.FAILED, finished_at=now - timedelta(hours=2))
+
+    assert "Would delete 2 jobs" in run("prune_jobs", "--days", "0", "--dry-run")
+    output = run("prune_jobs", "--days", "2")
+
+    assert output.startswith("Deleted 2 jobs that finished before ")
+    assert "Kept 1 jobs the statistics have not counted yet" in output
+    assert set(JobRecord.objects.values_list("pk", flat=True)) == {uncounted.pk, recent_never.pk}
+    assert {counted.pk, never.pk}.isdisjoint(JobRecord.objects.values_list("pk", flat=True))
+
+    roll_up("telegram")  # the cluster is back and counts it...
+    assert JobTotal.objects.get(queue="telegram").count == 1
+    assert run("prune_jobs", "--days", "2").startswith("Deleted 1 jobs")  # ...then it may go
+
+
 @pytest.mark.parametrize(("options", "message"), [([], "--days"), (["--days", "-1"], "--days must be 0 or more")])
 def test_prune_jobs_needs_a_number_of_days(options, message):
     with pytest.raises(CommandError, match=message):

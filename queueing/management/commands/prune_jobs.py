@@ -4,12 +4,15 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from queueing.models import JobRecord
+from queueing.stats import counted
 
 
 class Command(BaseCommand):
     help = (
         "Deletes finished jobs (succeeded, failed or cancelled) that finished more than --days days ago, "
-        "in batches. Queued, running and retrying jobs are never touched."
+        "in batches. Queued, running and retrying jobs are never touched, nor finished jobs the statistics "
+        "have not counted yet (their queue's roll-up has not reached them). Statistics are not affected: "
+        "the roll-up prunes its own per-minute and hourly rows."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -20,9 +23,12 @@ class Command(BaseCommand):
         if days < 0:
             raise CommandError("--days must be 0 or more.")
         cutoff = timezone.now() - timedelta(days=days)
-        old = JobRecord.objects.finished().filter(finished_at__lt=cutoff)
+        old = JobRecord.objects.filter(counted(finished_before=cutoff))
+        uncounted = JobRecord.objects.finished().filter(finished_at__lt=cutoff).exclude(counted(cutoff))
         if dry_run:
             self.stdout.write(f"Would delete {old.count()} jobs that finished before {cutoff:%Y-%m-%d %H:%M %Z}.")
-            return
-        deleted = old.delete_in_batches()
-        self.stdout.write(f"Deleted {deleted} jobs that finished before {cutoff:%Y-%m-%d %H:%M %Z}.")
+        else:
+            deleted = old.delete_in_batches()
+            self.stdout.write(f"Deleted {deleted} jobs that finished before {cutoff:%Y-%m-%d %H:%M %Z}.")
+        if waiting := uncounted.count():
+            self.stdout.write(f"Kept {waiting} jobs the statistics have not counted yet; they go in a later run.")

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from queueing.report import build_report, render_table
+from queueing.report import LONGEST_HOURS, build_report, render_table
 
 
 class Command(BaseCommand):
@@ -12,15 +12,17 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--hours", type=int, default=24, help="The window, in hours (default 24).")
+        parser.add_argument(
+            "--hours", type=int, default=24, help=f"The window, in hours (default 24, at most {LONGEST_HOURS})."
+        )
         parser.add_argument("--output", help="Write the report as JSON to this file.")
         parser.add_argument(
             "--format", choices=["json", "table"], help="json or table (default: table, or json with --output)."
         )
 
     def handle(self, *args, hours: int, output: str | None, format: str | None, **options) -> None:
-        if hours < 1:
-            raise CommandError("--hours must be at least 1.")
+        if not 1 <= hours <= LONGEST_HOURS:
+            raise CommandError(f"--hours must be from 1 to {LONGEST_HOURS} (hourly statistics are kept that long).")
         report = build_report(hours)
         text = json.dumps(report, indent=2) + "\n" if (format or ("json" if output else "table")) == "json" else None
         if output:

@@ -1,0 +1,260 @@
+"""Alerts to people: a crossed threshold reaches each operators' chat once, however often and
+by however many processes it is evaluated, reminders come once per period, and "resolved"
+once when it clears; with a real telegram qcluster and the fake Telegram end to end."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from queueing import alerts
+from queueing.health import DEGRADED, DOWN, Check
+from queueing.housekeeping import Housekeeper
+from queueing.models import Alert, ClusterHeartbeat, JobRecord
+from tests.waiting import wait_for
+
+CHATS = [5001, -1005002]
+SEND_ALERT = "queueing.alerts.send_alert"
+
+
+@pytest.fixture
+def alert_settings(settings):
+    settings.ALERT_CHAT_IDS = CHATS
+    settings.ALERT_RAISE_AFTER = 30
+    settings.ALERT_REPEAT_MINUTES = 60
+    settings.ALERT_RESOLVE_AFTER = 60
+    settings.PUBLIC_URL = "https://ops.example.org"
+    # No bot of the settings: alerts go from the first active bot, the test's own. (One set
+    # here would also be created again by the database flush after a transactional test.)
+    settings.TELEGRAM_BOT_TOKEN = ""
+    return settings
+
+
+def telegram_cluster_alive() -> None:
+    now = timezone.now()
+    ClusterHeartbeat.objects.create(
+        queue="telegram", host="elsewhere", pid=1, workers=1, started_at=now, last_seen=now + timedelta(hours=1)
+    )
+
+
+def sent() -> list[tuple[int, str]]:
+    """(chat, text) of every alert message enqueued, in order."""
+    return [
+        tuple(args) for args in JobRecord.objects.filter(kind=SEND_ALERT).order_by("pk").values_list("args", flat=True)
+    ]
+
+
+DEPTH = Check("depth:broadcasts", DEGRADED, "1500 queued, over 1000")
+
+
+@pytest.mark.django_db
+def test_an_alert_waits_its_raise_delay_then_is_told_once_to_every_chat(alert_settings):
+    telegram_cluster_alive()
+    t0 = timezone.now()
+
+    for seconds in (0, 10, 29):
+        assert alerts.evaluate({DEPTH.name: DEPTH}, now=t0 + timedelta(seconds=seconds)) == 0
+    for seconds in (30, 31, 40, 600):
+        alerts.evaluate({DEPTH.name: DEPTH}, now=t0 + timedelta(seconds=seconds))
+
+    assert [chat for chat, _ in sent()] == CHATS
+    text = sent()[0][1]
+    assert text.startswith("🔴 DEGRADED: depth:broadcasts\n1500 queued, over 1000")
+    assert text.endswith("https://ops.example.org/admin/queues/")
+    alert = Alert.objects.get()
+    assert (alert.raised_at, alert.last_notified_at, alert.notifications) == (t0, t0 + timedelta(seconds=30), 1)
+
+
+@pytest.mark.django_db
+def test_a_reminder_every_period_while_it_lasts(alert_settings):
+    telegram_cluster_alive()
+    alert_settings.ALERT_RAISE_AFTER = 0
+    t0 = timezone.now()
+    crossed = {DEPTH.name: DEPTH}
+
+    for minutes in (0, 1, 59, 60, 61, 119, 120):
+        alerts.evaluate(crossed, now=t0 + timedelta(minutes=minutes))
+
+    texts = [text for chat, text in sent() if chat == CHATS[0]]
+    assert len(texts) == 3
+    assert texts[1].startswith("🔴 Still degraded: depth:broadcasts, for 1 h (since ")
+    assert texts[2].startswith("🔴 Still degraded: depth:broadcasts, for 2 h (since ")
+
+
+@pytest.mark.django_db
+def test_resolved_once_after_it_stays_clear_and_a_flap_is_no_new_alert(alert_settings):
+    telegram_cluster_alive()
+    alert_settings.ALERT_RAISE_AFTER = 0
+    t0 = timezone.now()
+    alerts.evaluate({DEPTH.name: DEPTH}, now=t0)
+    assert len(sent()) == 2
+
+    alerts.evaluate({}, now=t0 + timedelta(minutes=5))  # clear...
+    alerts.evaluate({DEPTH.name: DEPTH}, now=t0 + timedelta(minutes=5, seconds=30))  # ...and back: the same alert
+    for seconds in (0, 30, 59):
+        alerts.evaluate({}, now=t0 + timedelta(minutes=6, seconds=seconds))
+    assert len(sent()) == 2 and Alert.objects.get().resolved_at is None
+
+    for minutes in (7, 8, 30):
+        alerts.evaluate({}, now=t0 + timedelta(minutes=minutes))
+
+    assert [text for _, text in sent()[2:]] == [
+        "✅ Resolved: depth:broadcasts, after 7 min\nhttps://ops.example.org/admin/queues/"
+    ] * 2
+    alert = Alert.objects.get()
+    assert alert.resolved_at == t0 + timedelta(minutes=7)
+
+    alerts.evaluate({DEPTH.name: DEPTH}, now=t0 + timedelta(minutes=31))  # crossed again: a new episode
+    assert Alert.objects.count() == 2 and Alert.objects.active().get().raised_at == t0 + timedelta(minutes=31)
+
+
+@pytest.mark.django_db
+def test_a_problem_gone_before_anyone_was_told_goes_quietly(alert_settings):
+    telegram_cluster_alive()
+    t0 = timezone.now()
+    alerts.evaluate({DEPTH.name: DEPTH}, now=t0)
+    alerts.evaluate({}, now=t0 + timedelta(seconds=10))
+    alerts.evaluate({}, now=t0 + timedelta(minutes=10))
+
+    assert sent() == []
+    assert Alert.objects.get().resolved_at == t0 + timedelta(seconds=10)
+
+
+@pytest.mark.django_db
+def test_processes_with_stale_views_of_an_alert_send_nothing_twice(alert_settings):
+    """Two evaluators that read the alert before either acted: only the first one's update
+    changes the row, so only it enqueues."""
+    telegram_cluster_alive()
+    alert_settings.ALERT_RAISE_AFTER = 0
+    alert_settings.ALERT_RESOLVE_AFTER = 0
+    t0 = timezone.now()
+    assert alerts._open(DEPTH, t0) is not None
+    assert alerts._open(DEPTH, t0) is None  # one active alert per key, by the database's constraint
+
+    first, second = Alert.objects.get(), Alert.objects.get()
+    assert alerts._crossed(first, DEPTH, t0) == 2
+    assert alerts._crossed(second, DEPTH, t0) == 0
+
+    first, second = Alert.objects.get(), Alert.objects.get()
+    assert alerts._clear(first, t0 + timedelta(seconds=1)) == 2
+    assert alerts._clear(second, t0 + timedelta(seconds=1)) == 0
+    assert len(sent()) == 4
+
+
+@pytest.mark.django_db
+def test_the_alerts_are_the_dashboards_banners(alert_settings, admin_client):
+    alert_settings.ALERT_QUEUE_DEPTH = 1
+    alert_settings.ALERT_DISK_FREE_MB = 0
+    now = timezone.now()
+    for pid, queue in enumerate(["telegram", "broadcasts"], start=1):
+        ClusterHeartbeat.objects.create(queue=queue, host="h", pid=pid, workers=1, started_at=now, last_seen=now)
+    for _ in range(2):
+        JobRecord.objects.create(queue="broadcasts", kind="tests.jobs.echo")
+
+    banners = {alert["name"] for alert in admin_client.get("/admin/queues/data.json").json()["alerts"]}
+    assert banners == {"cluster:downloads", "depth:broadcasts"}
+    assert set(alerts.current_problems()) == banners
+
+
+@pytest.mark.django_db
+def test_the_default_cluster_evaluates_the_alerts():
+    duties = [duty for _, duty in Housekeeper("default").duties]
+    assert alerts.evaluate_duty in duties
+
+
+@pytest.mark.django_db
+def test_no_chats_no_messages_but_the_state_is_kept(alert_settings):
+    alert_settings.ALERT_CHAT_IDS = []
+    alert_settings.ALERT_RAISE_AFTER = 0
+    telegram_cluster_alive()
+    assert alerts.evaluate({DEPTH.name: DEPTH}) == 0
+    assert sent() == [] and Alert.objects.active().get().last_notified_at is not None
+
+
+def test_without_a_telegram_cluster_the_alert_is_sent_from_the_evaluating_process(
+    alert_settings, telegram_bot, fake_telegram
+):
+    """The alert may be that the telegram queue's cluster is down: nothing would send it."""
+    alert_settings.ALERT_RAISE_AFTER = 0
+    down = Check("cluster:telegram", DOWN, "no cluster has beaten in 15 s")
+
+    # Two at once: the second message into each chat waits for the chat's pace (a group's
+    # is one message in 3 s) instead of being lost.
+    assert alerts.evaluate({down.name: down, DEPTH.name: DEPTH}) == 4
+
+    for chat in CHATS:
+        texts = sorted(call.params["text"] for call in fake_telegram.calls("sendMessage", chat_id=chat))
+        assert len(texts) == 2
+        assert texts[0].startswith("🔴 DEGRADED: depth:broadcasts\n1500 queued")
+        assert texts[1].startswith("🔴 DOWN: cluster:telegram\nno cluster has beaten in 15 s")
+    assert sent() == []
+
+
+@pytest.mark.e2e
+def test_a_stopped_cluster_alerts_each_chat_once_and_resolves_once_end_to_end(
+    clusters, telegram_bot, fake_telegram, alert_settings
+):
+    """Real default and telegram qclusters: the default cluster evaluates twice a second,
+    this process evaluates too, the telegram cluster sends through the fake Telegram."""
+    env = {
+        "ALERT_CHAT_IDS": ",".join(map(str, CHATS)),
+        "ALERT_RAISE_AFTER": "0",
+        "ALERT_RESOLVE_AFTER": "0",
+        "ALERT_EVALUATE_SECONDS": "0.5",
+        "ALERT_DISK_FREE_MB": "0",
+        "TELEGRAM_BOT_TOKEN": "",
+        "PUBLIC_URL": "",
+        "QUEUE_TELEGRAM_WORKERS": "1",
+        "QUEUE_BROADCASTS_WORKERS": "1",
+    }
+    settings = alert_settings
+    settings.ALERT_RAISE_AFTER = settings.ALERT_RESOLVE_AFTER = 0
+    settings.ALERT_DISK_FREE_MB = 0
+    settings.PUBLIC_URL = ""
+    now = timezone.now()
+    ClusterHeartbeat.objects.create(  # downloads stays alive throughout
+        queue="downloads", host="elsewhere", pid=1, workers=1, started_at=now, last_seen=now + timedelta(hours=1)
+    )
+    clusters.start("telegram", **env)
+    clusters.start("default", **env)
+
+    def texts(chat: int) -> list[str]:
+        return [c.params["text"] for c in fake_telegram.calls("sendMessage", chat_id=chat) if c.status == 200]
+
+    wait_for(lambda: all(texts(chat) for chat in CHATS), timeout=30, what="the alert in every chat")
+    for _ in range(10):
+        alerts.evaluate()
+    wait_for(lambda: Alert.objects.filter(key="cluster:broadcasts", notifications=1).exists(), what="the alert row")
+    deadline = timezone.now() + timedelta(seconds=3)  # the default cluster evaluates about 6 more times
+    while timezone.now() < deadline:
+        alerts.evaluate()
+    for chat in CHATS:
+        [text] = texts(chat)
+        assert text.startswith("🔴 DOWN: cluster:broadcasts")
+
+    clusters.start("broadcasts", **env)
+
+    wait_for(lambda: all(len(texts(chat)) == 2 for chat in CHATS), timeout=30, what="'resolved' in every chat")
+    deadline = timezone.now() + timedelta(seconds=3)
+    while timezone.now() < deadline:
+        alerts.evaluate()
+    for chat in CHATS:
+        assert len(texts(chat)) == 2
+        assert texts(chat)[1].startswith("✅ Resolved: cluster:broadcasts, after ")
+    assert not Alert.objects.active().exists()
+    assert JobRecord.objects.filter(kind=SEND_ALERT, status="succeeded").count() == 4
+
+
+@pytest.mark.django_db
+def test_the_dashboard_banner_says_since_when_and_whether_operators_were_told(alert_settings, admin_client):
+    alert_settings.ALERT_RAISE_AFTER = 0
+    alert_settings.ALERT_DISK_FREE_MB = 0
+    telegram_cluster_alive()
+    alerts.evaluate()
+    body = admin_client.get("/admin/queues/data.json").json()
+
+    banner = next(alert for alert in body["alerts"] if alert["name"] == "cluster:downloads")
+    raised = Alert.objects.get(key="cluster:downloads")
+    assert banner["since"] == raised.raised_at.isoformat()
+    assert banner["note"] == f"since {timezone.localtime(raised.raised_at):%H:%M}, operators told"
+    assert "operators told)" in admin_client.get("/admin/queues/").content.decode()
