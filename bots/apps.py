@@ -7,6 +7,8 @@ class BotsConfig(AppConfig):
     verbose_name = "Telegram bots"
 
     def ready(self) -> None:
+        from django_q.conf import Conf
+
         from bots import download_folders, inbox
         from bots.signals import sync_settings_bot
         from queueing.housekeeping import register_duty
@@ -14,3 +16,9 @@ class BotsConfig(AppConfig):
         post_migrate.connect(sync_settings_bot, sender=self)
         register_duty("telegram", inbox.DISPATCH_INTERVAL, inbox.dispatch_received)
         register_duty("downloads", download_folders.SWEEP_INTERVAL, download_folders.sweep_stale_folders)
+        if Conf.CLUSTER_NAME == "downloads":
+            # Its workers are forked from this process: prepare yt-dlp once here, not in
+            # every fresh worker's first download (about 1.5 s).
+            from bots.downloads import warm_up
+
+            warm_up()

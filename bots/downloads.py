@@ -368,6 +368,15 @@ def default_extractors() -> tuple:
     return tuple(yt_dlp.YoutubeDL({"quiet": True, "no_warnings": True})._ies.values())
 
 
+def warm_up() -> None:
+    """Do once what a process's first download would: build the extractor list, compile every
+    extractor's URL pattern (each class keeps its own) and import the generic extractor. Called
+    in the downloads cluster's main process, whose forked workers then start warm."""
+    for extractor in default_extractors():
+        extractor.suitable("https://warm-up.invalid/")
+    import yt_dlp.extractor.generic  # noqa: F401
+
+
 class PublicOnlyYoutubeDL(ProjectYoutubeDL):
     """Every request through the request handler that refuses internal addresses."""
 
