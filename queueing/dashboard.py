@@ -139,9 +139,9 @@ def dashboard_data(hours: int) -> dict:
     now = timezone.now()
     since = window_start(now, timedelta(hours=hours))
     tail = unrolled()
-    report = health.detailed(tail)
-    current = queues_now()
     rates = failure_rates(timedelta(hours=1), tail)
+    report = health.detailed(tail, rates)
+    current = queues_now()
     beats = list(ClusterHeartbeat.objects.all())
     alive_after = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
 

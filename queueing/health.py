@@ -114,13 +114,14 @@ def check_backlog() -> list[Check]:
     return checks
 
 
-def check_failures(tail: dict | None = None) -> list[Check]:
+def check_failures(tail: dict | None = None, rates: dict[str, tuple[int, int]] | None = None) -> list[Check]:
     """Failures in the last hour, per queue: degraded when their share of finished jobs
-    crosses ALERT_FAILURE_RATE (a few blocked members are no reason to wake anyone)."""
+    crosses ALERT_FAILURE_RATE (a few blocked members are no reason to wake anyone).
+    `rates` is queueing.stats.failure_rates() of the last hour, when the caller has it."""
     from queueing.stats import failure_rates
 
     checks = []
-    for queue, (failed, finished) in failure_rates(timedelta(hours=1), tail).items():
+    for queue, (failed, finished) in (rates or failure_rates(timedelta(hours=1), tail)).items():
         rate = failed / finished if finished else 0.0
         detail = f"{failed} of {finished} finished jobs failed in the last hour"
         crossed = finished >= settings.ALERT_FAILURE_MIN_JOBS and rate > settings.ALERT_FAILURE_RATE
@@ -128,12 +129,13 @@ def check_failures(tail: dict | None = None) -> list[Check]:
     return checks
 
 
-def detailed(tail: dict | None = None) -> Report:
-    """`tail` is queueing.stats.unrolled(), when the caller has it."""
+def detailed(tail: dict | None = None, rates: dict[str, tuple[int, int]] | None = None) -> Report:
+    """`tail` is queueing.stats.unrolled() and `rates` the last hour's failure_rates(),
+    when the caller has them."""
     report = liveness()
     report.checks.append(check_disk(settings.DOWNLOADS_ROOT))
     if report.checks[0].ok:
-        report.checks += [*check_backlog(), *check_failures(tail)]
+        report.checks += [*check_backlog(), *check_failures(tail, rates)]
     return report
 
 

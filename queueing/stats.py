@@ -305,17 +305,19 @@ def _sums(prefix_fields: list[str]) -> dict:
     return {name: Sum(name) for name in ["count", "timed", "wait_sum", "run_sum", *prefix_fields]}
 
 
-def _split_window(since: datetime) -> tuple[Q, Q]:
-    """Which hour rows and which minute rows make up the window from `since` (a whole
-    minute) on, without counting a job twice: hour rows for each queue's whole hours that
-    its cursor has passed, minute rows before the first whole hour and after the last."""
+def _split_window(since: datetime) -> tuple[Q | None, Q]:
+    """Which hour rows (None: none) and which minute rows make up the window from `since`
+    (a whole minute) on, without counting a job twice: hour rows for each queue's whole
+    hours that its cursor has passed, minute rows before the first whole hour and after
+    the last."""
     first_hour = ceil_hour(since)
-    hours = Q(pk__in=[])
+    hours = None
     minutes = Q(minute__gte=since, minute__lt=first_hour)
     for queue, rolled_until in _cursors().items():
         hours_end = floor_hour(rolled_until)
         if hours_end > first_hour:
-            hours |= Q(queue=queue, hour__gte=first_hour, hour__lt=hours_end)
+            queue_hours = Q(queue=queue, hour__gte=first_hour, hour__lt=hours_end)
+            hours = queue_hours if hours is None else hours | queue_hours
         minutes |= Q(queue=queue, minute__gte=max(first_hour, hours_end))
     return hours, minutes
 
@@ -331,7 +333,9 @@ def window_by(
         sources = [JobMinute.objects.filter(minute__gte=since)]
     else:
         hours, minutes = _split_window(since)
-        sources = [JobHour.objects.filter(hours), JobMinute.objects.filter(minutes)]
+        sources = [JobMinute.objects.filter(minutes)]
+        if hours is not None:  # a window of an hour or so has none: spare the query
+            sources.append(JobHour.objects.filter(hours))
     result: dict[tuple, Tally] = defaultdict(Tally)
     for rows in sources:
         for row in rows.values(*group_by).order_by().annotate(**sums):

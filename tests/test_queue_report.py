@@ -154,3 +154,24 @@ def test_an_empty_window_and_bad_hours():
     call_command("queue_report", "--hours", "1", stdout=StringIO())
     with pytest.raises(CommandError):
         call_command("queue_report", "--hours", "0")
+
+
+def test_a_window_longer_than_the_minute_rows_reads_hour_rows_from_a_whole_hour():
+    from queueing.models import JobMinute, RollupCursor
+    from queueing.stats import floor_hour, roll_up
+
+    now = timezone.now()
+    RollupCursor.objects.create(queue="telegram", rolled_until=floor_hour(now - timedelta(hours=70)))
+    for hours_ago in (60, 30, 1):
+        finished("succeeded", timedelta(hours=hours_ago))
+    for _ in range(3):  # 30 hours a call
+        roll_up("telegram")
+    assert not JobMinute.objects.filter(minute__lt=now - timedelta(hours=48)).exists()  # pruned
+
+    body = report("--hours", "72")
+
+    assert body["since"] == floor_hour(now - timedelta(hours=72) + timedelta(minutes=1)).isoformat()
+    assert telegram(body)["finished"]["succeeded"] == 3
+    assert telegram(report("--hours", "59"))["finished"]["succeeded"] == 2
+    with pytest.raises(CommandError, match="from 1 to 2160"):
+        call_command("queue_report", "--hours", "2161")
