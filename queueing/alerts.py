@@ -7,7 +7,7 @@ each message is sent once:
 
     crossed ──(ALERT_RAISE_AFTER s)──> told ──(every ALERT_REPEAT_MINUTES)──> reminded
        │                                │
-    clear: dropped untold          clear for ALERT_RESOLVE_AFTER s: "resolved"
+    clear: deleted untold          clear for ALERT_RESOLVE_AFTER s: "resolved" (kept 90 days)
 
 Every step is a conditional UPDATE on the alert's row: only the process whose update
 changed it enqueues the messages, in the same transaction. A problem that flaps faster
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 LOCK = "queueing:alerts"
 SEND_QUEUE = "telegram"
 DETAIL_LENGTH = 300
+# Resolved alerts are history for the operators; older ones are deleted.
+HISTORY_KEPT = timedelta(days=90)
 
 
 def evaluate_duty(cluster: str) -> int:
@@ -65,6 +67,7 @@ def evaluate(problems: dict[str, health.Check] | None = None, now: datetime | No
     for key, alert in active.items():
         if key not in problems:
             told += _clear(alert, now)
+    Alert.objects.filter(resolved_at__lt=now - HISTORY_KEPT).delete()
     return told
 
 
@@ -113,8 +116,8 @@ def _clear(alert: Alert, now: datetime) -> int:
     """No longer crossed: an alert nobody was told of goes quietly; one they were told of
     is resolved once it has stayed clear for ALERT_RESOLVE_AFTER."""
     unresolved = Alert.objects.filter(pk=alert.pk, resolved_at__isnull=True)
-    if alert.last_notified_at is None:
-        unresolved.filter(last_notified_at__isnull=True).update(resolved_at=now)
+    if alert.last_notified_at is None:  # no history worth keeping: a flapping check makes many
+        unresolved.filter(last_notified_at__isnull=True).delete()
         return 0
     if alert.clear_since is None:
         unresolved.filter(clear_since__isnull=True).update(clear_since=now)
