@@ -20,7 +20,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.text import smart_split, unescape_string_literal
 
 from queueing.jobs import job_kinds
-from queueing.models import JobQuerySet, JobRecord
+from queueing.models import Alert, JobQuerySet, JobRecord
 from queueing.queues import queue_names
 
 
@@ -274,3 +274,19 @@ def _search_words(search_term: str) -> list[str]:
         unescape_string_literal(bit) if bit[0] in "\"'" and bit[0] == bit[-1] else bit
         for bit in smart_split(search_term)
     ]
+
+
+@admin.register(Alert)
+class AlertAdmin(admin.ModelAdmin):
+    """What the operators were told: each crossed threshold from raised to resolved.
+    Written only by queueing.alerts."""
+
+    list_display = ["key", "level", "detail", "raised_at", "notifications", "last_notified_at", "resolved_at"]
+    list_filter = ["level", ("resolved_at", admin.EmptyFieldListFilter)]
+    search_fields = ["key", "detail"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Alert | None = None) -> bool:
+        return False

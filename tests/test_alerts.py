@@ -5,6 +5,7 @@ once when it clears; with a real telegram qcluster and the fake Telegram end to 
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 from django.utils import timezone
 
 from queueing import alerts
@@ -260,3 +261,15 @@ def test_the_dashboard_banner_says_since_when_and_whether_operators_were_told(al
     assert banner["since"] == raised.raised_at.isoformat()
     assert banner["note"] == f"since {timezone.localtime(raised.raised_at):%H:%M}, operators told"
     assert "operators told)" in admin_client.get("/admin/queues/").content.decode()
+
+
+def test_operators_see_the_alert_history_in_the_admin(admin_client):
+    now = timezone.now()
+    Alert.objects.create(key="cluster:telegram", level="down", detail="no live cluster", raised_at=now)
+    Alert.objects.create(key="queue:downloads", level="degraded", raised_at=now, resolved_at=now)
+
+    page = admin_client.get(reverse("admin:queueing_alert_changelist") + "?resolved_at__isempty=1")
+
+    assert page.status_code == 200
+    assert "cluster:telegram" in page.content.decode()
+    assert "queue:downloads" not in page.content.decode()
