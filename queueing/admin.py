@@ -24,30 +24,31 @@ from queueing.models import Alert, JobQuerySet, JobRecord
 from queueing.queues import queue_names
 
 
-class QueueFilter(admin.SimpleListFilter):
-    """The queues come from settings: no DISTINCT over the whole history on every page."""
+class DeclaredValuesFilter(admin.SimpleListFilter):
+    """Choices from the code (settings, declared jobs), not a DISTINCT over the whole history
+    on every page."""
 
+    @staticmethod
+    def declared() -> list[str]:
+        raise NotImplementedError
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [(value, value) for value in self.declared()]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(**{self.parameter_name: self.value()}) if self.value() else queryset
+
+
+class QueueFilter(DeclaredValuesFilter):
     title = "queue"
     parameter_name = "queue"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [(name, name) for name in queue_names()]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(queue=self.value()) if self.value() else queryset
+    declared = staticmethod(queue_names)
 
 
-class KindFilter(admin.SimpleListFilter):
-    """The kinds come from the declared jobs, not a DISTINCT over the whole history."""
-
+class KindFilter(DeclaredValuesFilter):
     title = "kind"
     parameter_name = "kind"
-
-    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
-        return [(kind, kind) for kind in job_kinds()]
-
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
-        return queryset.filter(kind=self.value()) if self.value() else queryset
+    declared = staticmethod(job_kinds)
 
 
 class EnqueuedWithinFilter(admin.SimpleListFilter):
