@@ -1,10 +1,47 @@
 """The two backends every benchmark measures, and their throwaway databases: SQLite in a
 temporary folder, or a PostgreSQL database named bench* and a Redis database of its own."""
 
+import json
 import os
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextmanager
+def throwaway_storage(name: str, prefix: str, postgres_url: str, flush: Callable[[], None]) -> Iterator[Path]:
+    """A temporary folder (the SQLite database and VAR_DIR); for "postgres" also a fresh
+    database and an empty Redis database (`flush`), dropped and emptied afterwards."""
+    with tempfile.TemporaryDirectory(prefix=prefix, dir="/tmp") as tmp:
+        if name == "postgres":
+            flush()
+            recreate_postgres(postgres_url)
+        try:
+            yield Path(tmp)
+        finally:
+            if name == "postgres":
+                drop_postgres(postgres_url)
+                try:
+                    flush()
+                except RuntimeError as exc:
+                    print(f"  Redis left as it is: {exc}", file=sys.stderr, flush=True)
+
+
+def run_measurement(module: str, name: str, env: dict[str, str], folder: Path, options: list[str]) -> dict:
+    """Migrate, then run `python -m module --measure name` in a process of its own with `env`,
+    and return the JSON it wrote."""
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
+    result_file = folder / "result.json"
+    command = [sys.executable, "-m", module, "--measure", name, "--result-file", str(result_file), *options]
+    subprocess.run(command, cwd=ROOT, env=env, check=True)
+    return json.loads(result_file.read_text())
 
 
 def backend_env(

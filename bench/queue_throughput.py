@@ -35,7 +35,6 @@ import sqlite3
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 from bench import backends
-from bench.backends import drop_postgres, recreate_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "telegram"
@@ -106,26 +104,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_backend(name: str, args: argparse.Namespace) -> Result:
-    with tempfile.TemporaryDirectory(prefix=f"bench-queue-{name}-") as tmp:
-        env = backend_env(name, Path(tmp), args)
-        if name == "postgres":
-            recreate_postgres(args.postgres_url)
-            flush_redis(args.redis_url)
-        try:
-            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-            result_file = Path(tmp) / "result.json"
-            command = [
-                *(sys.executable, "-m", "bench.queue_throughput", "--measure", name),
-                *("--jobs", str(args.jobs), "--result-file", str(result_file)),
-                *("--trickle-rate", str(args.trickle_rate), "--trickle-seconds", str(args.trickle_seconds)),
-                *(["--profile"] if args.profile else []),
-            ]
-            subprocess.run(command, cwd=ROOT, env=env, check=True)
-            return json.loads(result_file.read_text())
-        finally:
-            if name == "postgres":
-                drop_postgres(args.postgres_url)
-                flush_redis(args.redis_url)
+    with backends.throwaway_storage(
+        name, f"bench-queue-{name}-", args.postgres_url, lambda: flush_redis(args.redis_url)
+    ) as folder:
+        options = [
+            *("--jobs", str(args.jobs)),
+            *("--trickle-rate", str(args.trickle_rate), "--trickle-seconds", str(args.trickle_seconds)),
+            *(["--profile"] if args.profile else []),
+        ]
+        return backends.run_measurement(
+            "bench.queue_throughput", name, backend_env(name, folder, args), folder, options
+        )
 
 
 def best_of(runs: list[Result]) -> Result:

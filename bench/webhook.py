@@ -55,7 +55,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import backends
-from bench.backends import drop_postgres, recreate_postgres
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = {"sqlite": "sqlite+orm", "postgres": "postgres+redis"}
@@ -135,28 +134,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_backend(name: str, args: argparse.Namespace) -> Result:
-    with tempfile.TemporaryDirectory(prefix=f"bench-webhook-{name}-", dir="/tmp") as tmp:
-        env = backend_env(name, Path(tmp), args)
-        if name == "postgres":
-            flush_redis(args.redis_url)
-            recreate_postgres(args.postgres_url)
-        try:
-            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-            result_file = Path(tmp) / "result.json"
-            command = [
-                *(sys.executable, "-m", "bench.webhook", "--measure", name, "--result-file", str(result_file)),
-                *("--duration", str(args.duration), "--rounds", str(args.rounds)),
-                *("--messages", str(args.messages), "--rate", str(args.rate)),
-            ]
-            subprocess.run(command, cwd=ROOT, env=env, check=True)
-            return json.loads(result_file.read_text())
-        finally:
-            if name == "postgres":
-                drop_postgres(args.postgres_url)
-                try:
-                    flush_redis(args.redis_url)
-                except RuntimeError as exc:
-                    print(f"  Redis left as it is: {exc}", file=sys.stderr, flush=True)
+    with backends.throwaway_storage(
+        name, f"bench-webhook-{name}-", args.postgres_url, lambda: flush_redis(args.redis_url)
+    ) as folder:
+        options = [
+            *("--duration", str(args.duration), "--rounds", str(args.rounds)),
+            *("--messages", str(args.messages), "--rate", str(args.rate)),
+        ]
+        return backends.run_measurement("bench.webhook", name, backend_env(name, folder, args), folder, options)
 
 
 def backend_env(name: str, var_dir: Path, args: argparse.Namespace) -> dict[str, str]:
