@@ -9,7 +9,6 @@ it) and a redelivered update_id is ignored by the unique constraint."""
 import json
 
 from django.db import connection, transaction
-from django.utils import timezone
 
 from bots.models import Update
 from bots.updates import chat_id_of, update_id_of
@@ -22,25 +21,18 @@ DISPATCH_INTERVAL = 0.05
 
 def accept_update(bot_pk: int, body: bytes | str) -> None:
     """Store a JSON update as received, as one INSERT in autocommit (no model instance, no
-    transaction block: this is the webhook's whole cost). A redelivered update_id changes
-    nothing. Raises MalformedUpdate, or ValueError for a body that is not UTF-8 JSON."""
+    transaction block: this is the webhook's whole cost; the database fills in status and
+    received_at). A redelivered update_id changes nothing. Raises MalformedUpdate, or
+    ValueError for a body that is not UTF-8 JSON."""
     text = body.decode() if isinstance(body, bytes) else body
     payload = json.loads(text)
-    params = [
-        bot_pk,
-        update_id_of(payload),
-        text,
-        chat_id_of(payload),
-        Update.Status.RECEIVED.value,
-        connection.ops.adapt_datetimefield_value(timezone.now()),
-    ]
     with connection.cursor() as cursor:
-        cursor.execute(_INSERT, params)
+        cursor.execute(_INSERT, [bot_pk, update_id_of(payload), text, chat_id_of(payload)])
 
 
 _INSERT = (
-    f"INSERT INTO {Update._meta.db_table} (bot_id, update_id, payload, chat_id, status, received_at, attempts, error)"
-    " VALUES (%s, %s, %s, %s, %s, %s, 0, '') ON CONFLICT DO NOTHING"
+    f"INSERT INTO {Update._meta.db_table} (bot_id, update_id, payload, chat_id)"
+    " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING"
 )
 
 

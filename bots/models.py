@@ -3,6 +3,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Now
 from django.utils import timezone
 
 if TYPE_CHECKING:
@@ -180,10 +181,13 @@ class Update(models.Model):
     update_id = models.BigIntegerField()
     payload = models.JSONField()
     chat_id = models.BigIntegerField(null=True, blank=True)
-    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RECEIVED)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.TextField(blank=True)
-    received_at = models.DateTimeField(default=timezone.now)
+    # Database defaults too, so that the webhook's INSERT names only what comes with the update.
+    status = models.CharField(
+        max_length=16, choices=Status.choices, default=Status.RECEIVED, db_default=Status.RECEIVED.value
+    )
+    attempts = models.PositiveSmallIntegerField(default=0, db_default=0)
+    error = models.TextField(blank=True, db_default="")
+    received_at = models.DateTimeField(default=timezone.now, db_default=Now())
     processed_at = models.DateTimeField(null=True, blank=True)
 
     objects = UpdateQuerySet.as_manager()

@@ -38,7 +38,7 @@ def webhook(request: HttpRequest, telegram_id: int) -> HttpResponse:
     if bot is None:
         return _error(404, "unknown bot")
     bot_pk, secret = bot
-    given = request.headers.get("X-Telegram-Bot-Api-Secret-Token", "")
+    given = request.META.get("HTTP_X_TELEGRAM_BOT_API_SECRET_TOKEN", "")
     if not secret or not hmac.compare_digest(given.encode(), secret.encode()):
         return _error(403, "wrong or missing secret token")
     if int(request.META.get("CONTENT_LENGTH") or 0) > MAX_BODY:

@@ -1,9 +1,11 @@
 """The webhook answers every input the way DESIGN.md says, and stores each update once."""
 
 import json
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from bots import views
 from bots.inbox import dispatch_received
@@ -52,6 +54,8 @@ def test_a_valid_update_is_stored_as_received_and_answered_200(client, bot):
     update = Update.objects.get()
     assert (update.update_id, update.chat_id, update.status) == (10, 42, Update.Status.RECEIVED)
     assert update.payload == message(update_id=10, chat_id=42)
+    assert abs(timezone.now() - update.received_at) < timedelta(minutes=1)
+    assert (update.attempts, update.error) == (0, "")
     assert not JobRecord.objects.exists(), "enqueueing is the dispatcher's work, not the request's"
 
 
