@@ -19,8 +19,8 @@ PostgreSQL + Redis -- it measures:
                 default TELEGRAM_RATE_LIMIT=30, the fake enforcing 30/s per bot: achieved rate,
                 its ratio to 30, and the 429s the fake answered.
 
-Delivery.sent_at is stamped when a batch of answers is recorded (ChunkSender._record), so rates
-from sent_at carry up to one recording interval (~a quarter second) of granularity.
+Delivery.sent_at is stamped per message as Telegram's answer arrives (ChunkSender._send_one), so
+rates from sent_at are accurate to the answer's latency (about a millisecond against the fake).
 
 Each backend runs in its own subprocess with its own environment on throwaway storage: a
 /tmp/bench-bc-* folder (VAR_DIR; SQLite's database) and, for PostgreSQL + Redis, the database

@@ -9,10 +9,14 @@ never sent again automatically."""
 import asyncio
 import heapq
 import logging
+import math
 import time
 import warnings
+from collections import deque
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import telegram
@@ -41,6 +45,10 @@ MAX_SEND_ATTEMPTS = 3
 RETRY_BACKOFF = 2.0
 # Claim only send slots that start this soon, so replies are never queued behind much.
 SLOT_HORIZON = 0.25
+# A sender that fell behind its slots catches up at most this many times faster than the rate.
+CATCH_UP = 1.5
+# The share of TELEGRAM_RATE_MARGIN kept as slack in each sliding window (see Departures).
+WINDOW_SLACK = 0.25
 UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
 
 
@@ -93,27 +101,130 @@ class ChunkResult:
     def as_dict(self) -> dict[str, int]:
         return self.__dict__.copy()
 
-    def add(self, other: "ChunkResult") -> None:
-        for name, value in other.__dict__.items():
-            setattr(self, name, getattr(self, name) + value)
+
+@dataclass(slots=True)
+class Departure:
+    at: float
+    answered: float | None = None  # when Telegram's answer (or an error) came back
+
+
+class Departures:
+    """When each send of one sender may leave: at its slot, or as soon after as Telegram's
+    sliding window allows.
+
+    Telegram counts a bot's messages in sliding one-second windows. The limiter's slots are
+    1/rate apart, rate = limit * (1 - margin). A send that wakes late leaves late, but later
+    sends still aim at their own slots, so a late sender catches up instead of pushing every
+    later send back (spacing each send 1/rate after the previous departure lost 4-8% to
+    event-loop wake-ups a millisecond or two late). Catching up obeys, on actual departures:
+
+    - any `limit` consecutive departures span at least one second plus WINDOW_SLACK of the
+      margin (1.25 ms at 30/s and 0.5%): never more than `limit` in one second. The rest of
+      the margin is what a late sender catches up with: were the window as long as `limit`
+      slots, a sender once late would stay late, leaving in bursts once per window;
+    - plus however late the window's oldest send may have reached Telegram: its round trip
+      beyond the fastest one seen (capped at MAX_DELAY; one still unanswered counts as
+      answered now). A busy machine or network holds a request back for 10-20 ms now and
+      then: the window's first message then arrives late, and the message that closes the
+      window on time would arrive within the same second. Measured against the fake, a
+      message never reached it later than its round trip beyond the fastest predicted;
+    - consecutive departures at least 1 / (CATCH_UP * rate) apart: catching up is no burst;
+    - nothing during a 429 pause, and nothing else until the first send is answered.
+
+    `clock` and `sleep` are the event loop's; tests pass their own."""
+
+    MAX_DELAY = 1.0
+    POLL = 0.002  # while the window's oldest send is still unanswered
+
+    def __init__(self, limit: float, margin: float, clock=time.monotonic, sleep=asyncio.sleep):
+        self.rate = limit * (1 - margin)
+        self.burst = max(1, math.floor(limit))
+        self.window = self.burst / (limit * (1 - margin * WINDOW_SLACK))
+        self.min_gap = 1 / (CATCH_UP * self.rate)
+        self.recent: deque[Departure] = deque(maxlen=self.burst)
+        self.fastest = math.inf  # the shortest round trip seen
+        self.paused_until = 0.0
+        self.clock, self.sleep = clock, sleep
+        self.lock = asyncio.Lock()
+
+    def earliest(self, now: float) -> tuple[float, bool]:
+        """The earliest moment the next send may leave, slots aside, and whether that may
+        still move (an answer it waits for has not come yet)."""
+        earliest, moving = self.paused_until, False
+        if not self.recent:
+            return earliest, moving
+        fastest = self.fastest
+        if math.isinf(fastest):
+            # Until Telegram has answered once, one send at a time: a 429 (or a revoked token)
+            # is learnt from one message, not from everything sent while the answer was on
+            # its way back. The first send also opens the connection.
+            earliest, moving, fastest = max(earliest, self.recent[0].at + self.MAX_DELAY), True, 0.0
+        earliest = max(earliest, self.recent[-1].at + self.min_gap)
+        if len(self.recent) == self.burst:
+            oldest = self.recent[0]
+            unanswered = oldest.answered is None
+            round_trip = (now if unanswered else oldest.answered) - oldest.at
+            late = min(self.MAX_DELAY, max(0.0, round_trip - fastest))
+            moving = moving or (unanswered and late < self.MAX_DELAY)
+            earliest = max(earliest, oldest.at + self.window + late)
+        return earliest, moving
+
+    def pause(self, seconds: float) -> None:
+        self.paused_until = max(self.paused_until, self.clock() + seconds)
+
+    async def depart(self, slot: float) -> Departure:
+        """Wait for `slot` (a `clock` time) and for the rules above. Call `answered` with the
+        result when Telegram's answer comes back."""
+        if (wait := slot - self.clock()) > 0:
+            await self.sleep(wait)
+        async with self.lock:  # FIFO: sends leave in the order of their slots
+            while True:
+                now = self.clock()
+                earliest, moving = self.earliest(now)
+                if earliest <= now:
+                    break
+                await self.sleep(min(earliest - now, self.POLL) if moving else earliest - now)
+            departure = Departure(self.clock())
+            self.recent.append(departure)
+            return departure
+
+    def answered(self, departure: Departure, at: float | None = None) -> None:
+        departure.answered = self.clock() if at is None else at
+        self.fastest = min(self.fastest, departure.answered - departure.at)
 
 
 class ChunkSender:
     """Sends the deliveries of one id range of a broadcast, as fast as the bot's rate lets.
 
     1. Claim send slots from the shared limiter, at most SLOT_HORIZON ahead.
-    2. Mark as many pending deliveries `sending` and schedule each at its slot.
+    2. Mark as many pending deliveries `sending` and schedule each at its slot (see Departures).
     3. As answers come back, record them in bulk; 429 pauses the bot's slots for
        everyone and puts the delivery back; network errors retry it after a backoff.
-    4. Stop when nothing is pending, waiting for a retry, or in flight; or when the
+    4. When its range has nothing left to claim, move on to the `later` ranges in turn until
+       `continue_until` (a time.monotonic()): the claims run on without a pause, where a new
+       sender per range would leave the bot's slots unused for a while at each handover.
+    5. Stop when nothing is pending, waiting for a retry, or in flight; or when the
        broadcast is paused or cancelled."""
 
-    def __init__(self, broadcast: Broadcast, first_id: int, last_id: int):
+    def __init__(
+        self,
+        broadcast: Broadcast,
+        first_id: int,
+        last_id: int,
+        later: Sequence[tuple[int, int]] = (),
+        continue_until: float = 0.0,
+    ):
         self.broadcast = broadcast
-        self.deliveries = Delivery.objects.filter(broadcast=broadcast, pk__gte=first_id, pk__lte=last_id)
+        self.first_id, self.last_id = first_id, last_id
+        # Onwards first, then back to earlier ranges still unfinished (their job ran before).
+        above = sorted(r for r in later if r[1] > last_id)
+        below = sorted((r for r in later if r[0] < first_id), reverse=True)
+        self.later = deque(above + below)
+        self.continue_until = continue_until
         paid = broadcast.allow_paid_broadcast
         limit = settings.TELEGRAM_PAID_RATE_LIMIT if paid else settings.TELEGRAM_RATE_LIMIT
-        self.rate = limit * (1 - settings.TELEGRAM_RATE_MARGIN)
+        self.departures = Departures(limit, settings.TELEGRAM_RATE_MARGIN)
+        self.rate = self.departures.rate
         self.rate_key = f"bot:{broadcast.bot_id}" + (":paid" if paid else "")
         self.limiter = get_limiter()
         self.result = ChunkResult()
@@ -127,17 +238,41 @@ class ChunkSender:
         self.uploading = asyncio.Lock()
         self.retries: list[_Retry] = []
         self.failure_classes: dict[int, str] = {}
-        self.finished: list[tuple[int, str, int | None, str]] = []
-        self.last_departure = 0.0
-        self.paused_until = 0.0
-        self.departures = asyncio.Lock()
+        # (delivery id, status, message id, error, when Telegram accepted it)
+        self.finished: list[tuple[int, str, int | None, str, datetime | None]] = []
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broadcast-db")
+        self.unfinished = 0  # sends scheduled and not answered yet
+        self.room = asyncio.Event()
 
-    def run(self) -> ChunkResult:
-        self.deliveries.filter(status=Delivery.Status.SENDING).update(
+    @property
+    def deliveries(self):
+        """The deliveries of the ranges this sender has taken on so far."""
+        return Delivery.objects.filter(broadcast=self.broadcast, pk__gte=self.first_id, pk__lte=self.last_id)
+
+    def _recover(self, first_id: int, last_id: int) -> None:
+        """Before sending from a range: `sending` rows there are a dead worker's (this sender
+        has claimed none there yet), and retries left by it are due."""
+        rows = Delivery.objects.filter(broadcast=self.broadcast, pk__gte=first_id, pk__lte=last_id)
+        rows.filter(status=Delivery.Status.SENDING).update(
             status=Delivery.Status.UNKNOWN, error="The worker sending this stopped before Telegram answered."
         )
-        self.deliveries.filter(status=Delivery.Status.RETRYING).update(status=Delivery.Status.PENDING)
+        rows.filter(status=Delivery.Status.RETRYING).update(status=Delivery.Status.PENDING)
+
+    def _move_on(self) -> bool:
+        """Take on the next of the `later` ranges, if there is one and time for it."""
+        if not self.later or time.monotonic() >= self.continue_until:
+            return False
+        first_id, last_id = self.later.popleft()
+        if last_id > self.last_id:
+            self._recover(self.last_id + 1, last_id)
+            self.last_id = last_id
+        if first_id < self.first_id:
+            self._recover(first_id, self.first_id - 1)
+            self.first_id = first_id
+        return True
+
+    def run(self) -> ChunkResult:
+        self._recover(self.first_id, self.last_id)
         try:
             telegram_api.run(self._send_all())
         finally:
@@ -152,21 +287,34 @@ class ChunkSender:
         api = await telegram_api.api_for_async(self.broadcast.bot)
         tasks: set[asyncio.Task] = set()
         exhausted = False
+        next_ask = 0.0
         while True:
+            # Bookkeeping first: it runs while the sends just scheduled wait for their slots.
             await self._flush()
             if await self._in_db(self._stopped):
                 break
             exhausted = exhausted and not await self._in_db(self._due_retries)
+            tasks = {t for t in tasks if not t.done()}
             if exhausted and not self.retries and not tasks:
-                break
+                # Every answer recorded: a 429 answered after the last claim put its delivery
+                # back to pending, to be claimed again.
+                await self._flush()
+                if not await self._in_db(self.deliveries.pending().exists):
+                    break
+                exhausted = False
             if exhausted:
                 await asyncio.sleep(0.05)
-                tasks = {t for t in tasks if not t.done()}
                 continue
-            wanted = max(1, int(self.rate * SLOT_HORIZON))
+            # A sender slower than the rate (a lifted limit) claims more only as sends finish:
+            # at most a chunk's worth in memory at once.
+            while self.unfinished > CHUNK_SIZE // 2:
+                self.room.clear()
+                await self.room.wait()
+            await asyncio.sleep(max(0.0, next_ask - time.monotonic()))
+            wanted = max(1, min(CHUNK_SIZE - self.unfinished, int(self.rate * SLOT_HORIZON)))
             grant, granted_at = await self._in_db(self._take, wanted)
             if not grant.slots:
-                await asyncio.sleep(max(grant.delay, 0.01))
+                next_ask = granted_at + max(grant.delay, 0.01)
                 continue
             batch = await self._in_db(self._claim, grant.slots)
             if len(batch) < grant.slots:
@@ -174,9 +322,10 @@ class ChunkSender:
             first_slot = granted_at + grant.delay
             for i, (delivery, text) in enumerate(batch):
                 tasks.add(asyncio.create_task(self._send_one(api, delivery, text, first_slot + i / self.rate)))
-            tasks = {t for t in tasks if not t.done()}
-            # Ask for more slots shortly before these are used up, never far ahead.
-            await asyncio.sleep(max(0.0, grant.delay + grant.slots / self.rate - SLOT_HORIZON / 2))
+            self.unfinished += len(batch)
+            # Ask for more slots shortly before these are used up (never far ahead): timed from
+            # the slots themselves, so time spent claiming does not make the next ask late.
+            next_ask = first_slot + grant.slots / self.rate - SLOT_HORIZON / 2
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._flush()
@@ -212,6 +361,9 @@ class ChunkSender:
         the bot since the fan-out are skipped instead."""
         with transaction.atomic():
             ids = list(self.deliveries.pending().order_by("pk").values_list("pk", flat=True)[:wanted])
+            while len(ids) < wanted and self._move_on():
+                more = self.deliveries.pending().exclude(pk__in=ids).order_by("pk").values_list("pk", flat=True)
+                ids += more[: wanted - len(ids)]
             # Conditional, and re-read: only rows this sender moved from pending are its own.
             token = f"claimed by {id(self)}"
             self.deliveries.pending().filter(pk__in=ids).update(status=Delivery.Status.SENDING, error=token)
@@ -220,6 +372,8 @@ class ChunkSender:
             .select_related("member")
             .prefetch_related(Prefetch("member__pledges", queryset=Pledge.objects.order_by("created_at")))
         )
+        order = {pk: i for i, pk in enumerate(ids)}
+        rows.sort(key=lambda d: order[d.pk])
         gone = [d.pk for d in rows if not d.member.is_subscribed or d.member.is_blocked]
         if gone:
             Delivery.objects.filter(pk__in=gone).update(status=Delivery.Status.SKIPPED, error="Opted out or blocked")
@@ -231,23 +385,22 @@ class ChunkSender:
             if d.pk not in gone
         ]
 
-    async def _depart(self, slot: float) -> None:
-        """Wait for the slot, and never leave sooner than 1/rate after the previous send (a
-        loop that wakes late must not let several sends out at once) nor during a 429 pause."""
-        await asyncio.sleep(max(0.0, slot - time.monotonic()))
-        async with self.departures:
-            while (wait := max(self.paused_until, self.last_departure + 1 / self.rate) - time.monotonic()) > 0:
-                await asyncio.sleep(wait)
-            self.last_departure = time.monotonic()
-
     async def _send_one(self, api: telegram.Bot, delivery: Delivery, text: str, slot: float) -> None:
-        await self._depart(slot)
         try:
-            message = await self._send(api, delivery.chat_id, text)
-        except Exception as exc:
-            self._on_error(delivery, exc)
-        else:
-            self.finished.append((delivery.pk, Delivery.Status.SENT, message["message_id"], ""))
+            departure = await self.departures.depart(slot)
+            try:
+                message = await self._send(api, delivery.chat_id, text)
+            except Exception as exc:
+                self.departures.answered(departure)
+                self._on_error(delivery, exc)
+            else:
+                self.departures.answered(departure)
+                # Stamped as the answer arrives, not when the batch is recorded.
+                self.finished.append((delivery.pk, Delivery.Status.SENT, message["message_id"], "", timezone.now()))
+        finally:
+            self.unfinished -= 1
+            if self.unfinished <= CHUNK_SIZE // 2:
+                self.room.set()
 
     async def _send(self, api: telegram.Bot, chat_id: int, text: str) -> dict:
         """Raw answers: building a telegram.Message per send costs more than the send. An
@@ -285,20 +438,21 @@ class ChunkSender:
         classification = classify(exc)
         reason = f"{type(exc).__name__}: {exc}"[:1000]
         if classification.error_class == RATE_LIMITED:
-            self.paused_until = max(self.paused_until, time.monotonic() + classification.retry_after)
+            self.departures.pause(classification.retry_after)
             self.db.submit(self.limiter.pause, self.rate_key, classification.retry_after)
             self.result.rate_limited += 1
-            self.finished.append((delivery.pk, Delivery.Status.PENDING, None, reason))
+            self.finished.append((delivery.pk, Delivery.Status.PENDING, None, reason, None))
         elif classification.error_class == PERMANENT or delivery.attempts + 1 >= MAX_SEND_ATTEMPTS:
             blocked = isinstance(exc, telegram.error.Forbidden)
-            self.finished.append((delivery.pk, Delivery.Status.FAILED, None, ("blocked: " if blocked else "") + reason))
+            failure = ("blocked: " if blocked else "") + reason
+            self.finished.append((delivery.pk, Delivery.Status.FAILED, None, failure, None))
             self.failure_classes[delivery.pk] = classification.error_class
         else:
             delay = RETRY_BACKOFF * 3**delivery.attempts
             heapq.heappush(self.retries, _Retry(time.monotonic() + delay, delivery.pk))
-            self.finished.append((delivery.pk, Delivery.Status.RETRYING, None, reason))
+            self.finished.append((delivery.pk, Delivery.Status.RETRYING, None, reason, None))
 
-    def _record(self, done: list[tuple[int, str, int | None, str]]) -> None:
+    def _record(self, done: list[tuple[int, str, int | None, str, datetime | None]]) -> None:
         """One executemany: Django's bulk_update builds a CASE per field per row and costs
         seconds per thousand rows on SQLite."""
         now = timezone.now()
@@ -309,11 +463,11 @@ class ChunkSender:
                 error,
                 self.failure_classes.pop(pk, "") if status == Delivery.Status.FAILED else error_classes.get(status, ""),
                 message_id,
-                now if status == Delivery.Status.SENT else None,
+                sent_at,
                 0 if status == Delivery.Status.PENDING else 1,  # a 429 is not a try
                 pk,
             )
-            for pk, status, message_id, error in done
+            for pk, status, message_id, error, sent_at in done
         ]
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(
@@ -322,12 +476,12 @@ class ChunkSender:
                 rows,
             )
         blocked = [
-            pk for pk, status, _, error in done if status == Delivery.Status.FAILED and error.startswith("blocked")
+            pk for pk, status, _, error, _ in done if status == Delivery.Status.FAILED and error.startswith("blocked")
         ]
         if blocked:
             TelegramUser.objects.filter(deliveries__pk__in=blocked).update(is_blocked=True, blocked_at=now)
-        self.result.sent += sum(1 for _, status, _, _ in done if status == Delivery.Status.SENT)
-        self.result.failed += sum(1 for _, status, _, _ in done if status == Delivery.Status.FAILED)
+        self.result.sent += sum(1 for row in done if row[1] == Delivery.Status.SENT)
+        self.result.failed += sum(1 for row in done if row[1] == Delivery.Status.FAILED)
 
     def _buttons(self) -> telegram.InlineKeyboardMarkup | None:
         buttons = [b for b in self.broadcast.buttons if b.get("text") and b.get("url")]

@@ -42,22 +42,17 @@ def start_broadcast(broadcast_id: int) -> dict:
 def send_chunk(broadcast_id: int, first_id: int, last_id: int) -> dict:
     """One process sends for a bot at a time: it alone spaces its sends as they leave, so
     a worker that wakes late cannot crowd another's sends into Telegram's one-second
-    window. A second chunk waits its turn without using up an attempt."""
+    window. A second chunk waits its turn without using up an attempt.
+
+    Once its own range is done the sender carries on with the other chunks still waiting
+    for the lock, for half the queue's timeout: handing over would leave the bot's slots
+    unused for a second each time. Their own jobs then find nothing left."""
     broadcast = Broadcast.objects.select_related("bot", "template").get(pk=broadcast_id)
     with try_lock(f"broadcast-sender:{broadcast.bot_id}") as held:
         if not held:
             raise RateLimited(1.0, f"another chunk is sending for {broadcast.bot}")
-        started = time.monotonic()
-        result = ChunkSender(broadcast, first_id, last_id).run()
-        # Carry on with the chunks still waiting for the lock, for half the queue's timeout:
-        # handing over would leave the bot's slots unused for a second each time. Their own
-        # jobs then find nothing left.
-        budget = get_queue("broadcasts").timeout / 2
-        for later_first, later_last in chunk_bounds(broadcast):
-            sending = Broadcast.objects.filter(pk=broadcast.pk, status=Broadcast.Status.SENDING).exists()
-            if not sending or time.monotonic() - started > budget:
-                break
-            result.add(ChunkSender(broadcast, later_first, later_last).run())
+        continue_until = time.monotonic() + get_queue("broadcasts").timeout / 2
+        result = ChunkSender(broadcast, first_id, last_id, chunk_bounds(broadcast), continue_until).run()
     finish_if_complete(broadcast)
     return result.as_dict()
 

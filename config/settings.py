@@ -144,8 +144,9 @@ TELEGRAM_WEBHOOK_SECRET = env_str("TELEGRAM_WEBHOOK_SECRET")
 TELEGRAM_API_BASE_URL = env_str("TELEGRAM_API_BASE_URL", "https://api.telegram.org/bot")
 TELEGRAM_RATE_LIMIT = env_float("TELEGRAM_RATE_LIMIT", 30)
 TELEGRAM_PAID_RATE_LIMIT = env_float("TELEGRAM_PAID_RATE_LIMIT", 1000)
-# Telegram counts in sliding windows: pacing this much under the limit absorbs network jitter.
-TELEGRAM_RATE_MARGIN = env_float("TELEGRAM_RATE_MARGIN", 0.015)
+# Telegram counts in sliding windows: replies and broadcasts pace this much under the limit, which
+# lets a broadcast that fell behind catch up and leaves slack for jitter (broadcasts.sending.Departures).
+TELEGRAM_RATE_MARGIN = env_float("TELEGRAM_RATE_MARGIN", 0.005)
 # Members whose Telegram ids receive the "staff only" test broadcasts.
 OPERATOR_TELEGRAM_IDS = [int(i) for i in env_list("OPERATOR_TELEGRAM_IDS")]
 PUBLIC_URL = env_str("PUBLIC_URL")
