@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,7 @@ from typing import Any
 
 from bench import backends
 from bench.backends import drop_postgres, recreate_postgres
+from bench.fake_telegram_process import FakeTelegramProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = {"sqlite": "sqlite+orm", "postgres": "postgres+redis"}
@@ -194,7 +194,7 @@ def measure(args: argparse.Namespace) -> Result:
     print(f"  chunk_bounds: {result['chunk_bounds_s']:.3f} s ({result['chunks']} chunks)", flush=True)
 
     with ExitStack() as stack:
-        fake = stack.enter_context(FakeTelegramProcess(var_dir))
+        fake = stack.enter_context(FakeTelegramProcess(var_dir, "--record", "counts"))
         print(f"  fake Telegram at {fake.base_url}", flush=True)
 
         # (b1) one send_chunk in this process
@@ -381,48 +381,6 @@ class RssSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-
-
-class FakeTelegramProcess:
-    """`python -m tests.fake_telegram --port 0 --record counts` in a process of its own."""
-
-    def __init__(self, log_dir: Path):
-        self.log_path = log_dir / "fake-telegram.log"
-        self.process: subprocess.Popen | None = None
-        self.base_url = ""
-
-    def __enter__(self) -> FakeTelegramProcess:
-        from tests.fake_telegram import FakeTelegramControl
-
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.fake_telegram", "--port", "0", "--record", "counts"],
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and self.process.poll() is None:
-            first = self.log_path.read_text(errors="replace").partition("\n")
-            if first[1] and first[0].startswith("http"):
-                self.base_url = first[0].strip()
-                self.control = FakeTelegramControl(self.base_url)
-                self.control.wait_until_up()
-                return self
-            time.sleep(0.05)
-        self.__exit__()
-        raise RuntimeError(f"the fake Telegram did not start:\n{self.log_path.read_text(errors='replace')}")
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(10)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench import backends
+from bench.fake_telegram_process import FakeTelegramProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = {"sqlite": "sqlite+orm", "postgres": "postgres+redis"}
@@ -696,41 +697,6 @@ def stop_cluster(cluster: Any) -> None:
 
 
 # --- the fake Telegram and the reply latency -------------------------------------------------
-
-
-class FakeTelegramProcess:
-    """`python -m tests.fake_telegram --port 0` in a process of its own."""
-
-    def __init__(self, log_dir: Path):
-        self.log_path = log_dir / "fake-telegram.log"
-        self.process: subprocess.Popen | None = None
-        self.base_url = ""
-
-    def __enter__(self) -> FakeTelegramProcess:
-        from tests.fake_telegram import FakeTelegramControl
-
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "tests.fake_telegram", "--port", "0"],
-                cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and self.process.poll() is None:
-            first = self.log_path.read_text(errors="replace").partition("\n")
-            if first[1] and first[0].startswith("http"):
-                self.base_url = first[0].strip()
-                self.control = FakeTelegramControl(self.base_url)
-                self.control.wait_until_up()
-                return self
-            time.sleep(0.05)
-        self.__exit__()
-        raise RuntimeError(f"the fake Telegram did not start:\n{self.log_path.read_text(errors='replace')}")
-
-    def __exit__(self, *exc_info: object) -> None:
-        stop_process_group(self.process, "fake Telegram", wait=10)
 
 
 def post_update(url: str, update: dict[str, Any], secret: str) -> int:
