@@ -10,13 +10,13 @@ from urllib.parse import urlencode
 
 from tests.fake_telegram.delivery import post_update, post_update_async
 from tests.fake_telegram.objects import JSONDict
-from tests.fake_telegram.records import Call, Fault
+from tests.fake_telegram.records import Call, Fault, FaultShortcuts
 from tests.fake_telegram.updates import with_update_id
 
 __all__ = ["FakeTelegramControl"]
 
 
-class FakeTelegramControl:
+class FakeTelegramControl(FaultShortcuts):
     """Client of a standalone fake. `base` is its root (http://127.0.0.1:8081) or its base_url (.../bot)."""
 
     def __init__(self, base: str, timeout: float = 10.0) -> None:
@@ -105,58 +105,6 @@ class FakeTelegramControl:
         """Install a fault (see FakeTelegram.fail)."""
         self._request("POST", "faults", fault.to_dict())
         return fault
-
-    def fail(
-        self,
-        error: str = "server_error",
-        *,
-        method: str | None = None,
-        chat_id: int | str | None = None,
-        token: str | None = None,
-        times: int | None = None,
-        retry_after: int = 1,
-        delay: float = 0.0,
-        status: int | None = None,
-        description: str | None = None,
-        migrate_to_chat_id: int | None = None,
-    ) -> Fault:
-        """See FakeTelegram.fail."""
-        fault = Fault(
-            error,
-            method=method,
-            chat_id=chat_id,
-            token=token,
-            times=times,
-            retry_after=retry_after,
-            delay=delay,
-            status=status,
-            description=description,
-            migrate_to_chat_id=migrate_to_chat_id,
-        )
-        return self.add_fault(fault)
-
-    def delay(
-        self,
-        seconds: float,
-        *,
-        method: str | None = None,
-        chat_id: int | str | None = None,
-        token: str | None = None,
-        times: int | None = None,
-    ) -> Fault:
-        """See FakeTelegram.delay."""
-        return self.add_fault(Fault(None, method=method, chat_id=chat_id, token=token, times=times, delay=seconds))
-
-    def hang(
-        self,
-        *,
-        method: str | None = None,
-        chat_id: int | str | None = None,
-        token: str | None = None,
-        times: int | None = None,
-    ) -> Fault:
-        """See FakeTelegram.hang."""
-        return self.fail("hang", method=method, chat_id=chat_id, token=token, times=times)
 
     def clear_faults(self) -> None:
         """Remove every fault."""

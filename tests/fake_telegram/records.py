@@ -149,3 +149,70 @@ class Fault:
     @classmethod
     def from_dict(cls, data: JSONDict) -> Fault:
         return cls(**data)
+
+
+class FaultShortcuts:
+    """fail / delay / hang, shared by FakeTelegram (in-process) and FakeTelegramControl (over
+    HTTP): each only says how a Fault is installed (`add_fault`)."""
+
+    def add_fault(self, fault: Fault) -> Fault:
+        raise NotImplementedError
+
+    def fail(
+        self,
+        error: str = "server_error",
+        *,
+        method: str | None = None,
+        chat_id: int | str | None = None,
+        token: str | None = None,
+        times: int | None = None,
+        retry_after: int = 1,
+        delay: float = 0.0,
+        status: int | None = None,
+        description: str | None = None,
+        migrate_to_chat_id: int | None = None,
+    ) -> Fault:
+        """Answer matching calls with an error for the next `times` calls (None: until cleared).
+
+        error: rate_limit (429 + retry_after), blocked / kicked / deactivated (403), chat_not_found,
+        migrated (400 + migrate_to_chat_id), bad_request (400, `description`), unauthorized (401),
+        server_error (500), bad_gateway (502, nginx HTML), hang (no answer until the client gives up),
+        custom (`status` and `description`). `delay` first waits that many seconds.
+        """
+        return self.add_fault(
+            Fault(
+                error,
+                method=method,
+                chat_id=chat_id,
+                token=token,
+                times=times,
+                retry_after=retry_after,
+                delay=delay,
+                status=status,
+                description=description,
+                migrate_to_chat_id=migrate_to_chat_id,
+            )
+        )
+
+    def delay(
+        self,
+        seconds: float,
+        *,
+        method: str | None = None,
+        chat_id: int | str | None = None,
+        token: str | None = None,
+        times: int | None = None,
+    ) -> Fault:
+        """Answer matching calls normally, but only after `seconds`."""
+        return self.add_fault(Fault(None, method=method, chat_id=chat_id, token=token, times=times, delay=seconds))
+
+    def hang(
+        self,
+        *,
+        method: str | None = None,
+        chat_id: int | str | None = None,
+        token: str | None = None,
+        times: int | None = None,
+    ) -> Fault:
+        """Never answer matching calls (until the server stops): the client's read timeout fires."""
+        return self.fail("hang", method=method, chat_id=chat_id, token=token, times=times)

@@ -30,7 +30,7 @@ from aiohttp import web
 from tests.fake_telegram.api import METHODS, ApiError, BotApi, Described, MethodSpec, Poller, normalize_params
 from tests.fake_telegram.delivery import post_update, post_update_async, webhook_request
 from tests.fake_telegram.objects import JSONDict, is_valid_token
-from tests.fake_telegram.records import ERRORS, Call, Fault, UploadedFile, normalize_chat_id
+from tests.fake_telegram.records import ERRORS, Call, Fault, FaultShortcuts, UploadedFile, normalize_chat_id
 from tests.fake_telegram.updates import with_update_id
 
 __all__ = ["FakeTelegram", "RateLimiter"]
@@ -91,7 +91,7 @@ class RateLimiter:
         return None
 
 
-class FakeTelegram:
+class FakeTelegram(FaultShortcuts):
     """The fake server. `record="counts"` keeps only counters (for benchmarks): calls() is then empty."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, record: RecordMode = "full") -> None:
@@ -360,65 +360,6 @@ class FakeTelegram:
         with self._lock:
             self._faults.append(fault)
         return fault
-
-    def fail(
-        self,
-        error: str = "server_error",
-        *,
-        method: str | None = None,
-        chat_id: int | str | None = None,
-        token: str | None = None,
-        times: int | None = None,
-        retry_after: int = 1,
-        delay: float = 0.0,
-        status: int | None = None,
-        description: str | None = None,
-        migrate_to_chat_id: int | None = None,
-    ) -> Fault:
-        """Answer matching calls with an error for the next `times` calls (None: until cleared).
-
-        error: rate_limit (429 + retry_after), blocked / kicked / deactivated (403), chat_not_found,
-        migrated (400 + migrate_to_chat_id), bad_request (400, `description`), unauthorized (401),
-        server_error (500), bad_gateway (502, nginx HTML), hang (no answer until the client gives up),
-        custom (`status` and `description`). `delay` first waits that many seconds.
-        """
-        return self.add_fault(
-            Fault(
-                error,
-                method=method,
-                chat_id=chat_id,
-                token=token,
-                times=times,
-                retry_after=retry_after,
-                delay=delay,
-                status=status,
-                description=description,
-                migrate_to_chat_id=migrate_to_chat_id,
-            )
-        )
-
-    def delay(
-        self,
-        seconds: float,
-        *,
-        method: str | None = None,
-        chat_id: int | str | None = None,
-        token: str | None = None,
-        times: int | None = None,
-    ) -> Fault:
-        """Answer matching calls normally, but only after `seconds`."""
-        return self.add_fault(Fault(None, method=method, chat_id=chat_id, token=token, times=times, delay=seconds))
-
-    def hang(
-        self,
-        *,
-        method: str | None = None,
-        chat_id: int | str | None = None,
-        token: str | None = None,
-        times: int | None = None,
-    ) -> Fault:
-        """Never answer matching calls (until the server stops): the client's read timeout fires."""
-        return self.fail("hang", method=method, chat_id=chat_id, token=token, times=times)
 
     def clear_faults(self) -> None:
         """Remove every fault."""
