@@ -1,4 +1,6 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# Tests run in parallel (pytest-xdist); most of their time is spent waiting on real qclusters.
+TEST_WORKERS ?= 4
 VENV := .venv
 BIN := $(VENV)/bin
 
@@ -20,7 +22,7 @@ run: install .env
 ## make test: every test, on SQLite + ORM broker, or PostgreSQL + Redis when DATABASE_URL/REDIS_URL are set.
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: install
 	$(BIN)/ruff check .

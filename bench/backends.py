@@ -89,12 +89,16 @@ def _postgres_admin(url: str, statement: Any) -> None:
         conn.execute(statement)
 
 
-def flush_redis(url: str, forbidden_dbs: set[str], check_others: bool = True) -> None:
-    """Empty the benchmark's Redis database -- never one in `forbidden_dbs` (the developer's,
-    the tests', other benchmarks'), and not while another program is connected to it."""
+# Database 0 is the developer's; the tests take 15 downwards, one per pytest-xdist worker.
+RESERVED_REDIS_DBS = {"", "0", "11", "12", "13", "14", "15"}
+
+
+def flush_redis(url: str, forbidden_dbs: set[str] = frozenset(), check_others: bool = True) -> None:
+    """Empty the benchmark's Redis database -- never a reserved one or one in `forbidden_dbs`
+    (other benchmarks'), and not while another program is connected to it."""
     import redis
 
-    if urlsplit(url).path.strip("/") in forbidden_dbs:
+    if urlsplit(url).path.strip("/") in RESERVED_REDIS_DBS | forbidden_dbs:
         raise SystemExit(f"Refusing to flush {url}: give the benchmark a Redis database of its own")
     client = redis.from_url(url)
     if check_others:

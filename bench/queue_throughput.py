@@ -14,7 +14,7 @@ PostgreSQL + Redis -- it measures, with a job that does nothing (bench.jobs.noop
 
 Each backend runs in its own subprocess with its own environment, so settings load fresh, on
 throwaway storage: a temporary folder for SQLite; for PostgreSQL + Redis a database dropped and
-recreated (default bench_queue) and Redis database 14 flushed. All of it is removed afterwards.
+recreated (default bench_queue) and Redis database 9 flushed. All of it is removed afterwards.
 PostgreSQL and Redis must be running for that backend.
 
 Run from the project folder (a few minutes at the defaults):
@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 QUEUE = "telegram"
 BACKENDS = {"sqlite": "sqlite+orm", "postgres": "postgres+redis"}
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/bench_queue"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/14"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/9"
 
 Result = dict[str, Any]
 
@@ -134,7 +134,7 @@ def backend_env(name: str, var_dir: Path, args: argparse.Namespace) -> dict[str,
 
 
 def flush_redis(url: str) -> None:
-    backends.flush_redis(url, {"", "0"}, check_others=False)
+    backends.flush_redis(url, check_others=False)
 
 
 def print_table(results: list[Result], args: argparse.Namespace, load_at_start: float) -> None:

@@ -24,7 +24,7 @@ Latency is the POST's start to the fake receiving the sendMessage (the time it r
 
 Each backend runs in its own subprocess on throwaway storage: a /tmp/bench-webhook-* folder for
 SQLite; for PostgreSQL + Redis the database bench_webhook, dropped and recreated, and Redis
-database 13, flushed -- refused if any other client is connected to it, since another cluster
+database 10, flushed -- refused if any other client is connected to it, since another cluster
 popping from the same queue would steal jobs; `--redis-server` starts a private redis-server on a
 free port instead. Everything is removed afterwards. PostgreSQL (and Redis, without
 --redis-server) must be running, and `wrk` must be installed (Debian: apt-get install wrk).
@@ -60,8 +60,8 @@ from bench.fake_telegram_process import FakeTelegramProcess
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = {"sqlite": "sqlite+orm", "postgres": "postgres+redis"}
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/bench_webhook"
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
-FORBIDDEN_REDIS_DBS = {"", "0", "14", "15"}  # the developer's, bench.queue_throughput's and the tests'
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/10"
+FORBIDDEN_REDIS_DBS = {"8", "9"}  # the other benchmarks'
 SETTINGS = "bench.settings"
 QUEUE = "telegram"
 WEB_WORKERS = 4

@@ -1,16 +1,26 @@
 """The project's settings, pointed at throwaway places so a test run never touches a
-developer's data: var/test for SQLite and caches, Redis database 15."""
+developer's data: var/test for SQLite and caches, Redis database 15.
+
+Under pytest-xdist each worker (gw0, gw1, …) gets its own folder and Redis database
+(15, 14, …); pytest-django gives it its own test database. The qcluster processes a
+test starts inherit the worker's environment, so they land in the same places."""
 
 import os
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
+os.environ.setdefault("REDIS_TEST_DB", "15")
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+if _worker and os.environ.get("TEST_WORKER_PLACES") != _worker:
+    os.environ["TEST_WORKER_PLACES"] = _worker
+    os.environ["VAR_DIR"] = str(Path(os.environ["VAR_DIR"]) / _worker)
+    os.environ["REDIS_TEST_DB"] = str(int(os.environ["REDIS_TEST_DB"]) - int(_worker.removeprefix("gw")))
 if os.environ.get("REDIS_URL"):
     parts = urlsplit(os.environ["REDIS_URL"])
-    os.environ["REDIS_URL"] = urlunsplit(parts._replace(path=f"/{os.environ.get('REDIS_TEST_DB', '15')}"))
+    os.environ["REDIS_URL"] = urlunsplit(parts._replace(path=f"/{os.environ['REDIS_TEST_DB']}"))
 
-from config.settings import *  # noqa: F403
+from config.settings import *  # noqa: E402, F403
 
 QUEUEING_JOB_MODULES = ["tests.jobs"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
