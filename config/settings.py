@@ -1,5 +1,5 @@
-"""Settings for the whole platform. Every value comes from the environment;
-a `.env` file in the project folder is read first when present."""
+"""Settings for the whole platform. Every value comes from the environment; a `.env`
+file in the project folder (or the file ENV_FILE names) fills in what it does not set."""
 
 import os
 from pathlib import Path
@@ -10,7 +10,7 @@ from dotenv import load_dotenv
 from config.env import env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-load_dotenv(BASE_DIR / ".env")
+load_dotenv(os.environ.get("ENV_FILE") or BASE_DIR / ".env")
 
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)

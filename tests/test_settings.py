@@ -1,0 +1,103 @@
+"""Settings come from the environment: the database and broker it names, clear errors for bad values."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from django.db import connection
+
+from tests.clusters import ROOT
+
+SHOW = """
+import json, django
+from django.conf import settings
+django.setup()
+db = settings.DATABASES["default"]
+print(json.dumps({
+    "engine": db["ENGINE"], "name": db["NAME"], "conn_max_age": db["CONN_MAX_AGE"],
+    "broker": "redis" if "redis" in settings.Q_CLUSTER else settings.Q_CLUSTER.get("orm"),
+    "redis": settings.Q_CLUSTER.get("redis"), "cache": settings.CACHES["default"]["BACKEND"],
+    "telegram_workers": settings.Q_CLUSTER["ALT_CLUSTERS"]["telegram"]["workers"],
+}))
+"""
+
+
+def settings_with(tmp_path, **env: str) -> subprocess.CompletedProcess:
+    """config.settings loaded fresh in a process whose environment is only `env`, with a private
+    VAR_DIR and the settings file tmp_path/.env (which need not exist): a developer's own .env
+    never leaks in."""
+    return subprocess.run(
+        [sys.executable, "-c", SHOW],
+        cwd=ROOT,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "VAR_DIR": str(tmp_path),
+            "ENV_FILE": str(tmp_path / ".env"),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def shown(tmp_path, **env: str) -> dict:
+    result = settings_with(tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_the_default_is_sqlite_in_the_var_folder_with_the_orm_broker(tmp_path):
+    values = shown(tmp_path)
+    assert values["engine"] == "django.db.backends.sqlite3"
+    assert values["name"] == str(tmp_path / "db.sqlite3")
+    assert values["broker"] == "default"
+    assert values["cache"] == "django.core.cache.backends.filebased.FileBasedCache"
+
+
+def test_database_url_and_redis_url_switch_to_postgresql_and_redis_with_persistent_connections(tmp_path):
+    values = shown(
+        tmp_path, DATABASE_URL="postgres://pledge@db.internal:5432/pledgebot", REDIS_URL="redis://cache.internal:6379/2"
+    )
+    assert values["engine"] == "django.db.backends.postgresql"
+    assert values["name"] == "pledgebot"
+    # django-q2's ORM broker and the workers reconnect on every poll with CONN_MAX_AGE=0.
+    assert values["conn_max_age"] > 0
+    assert values["broker"] == "redis"
+    assert values["redis"] == "redis://cache.internal:6379/2"
+    assert values["cache"] == "django.core.cache.backends.redis.RedisCache"
+
+
+def test_queue_settings_come_from_the_environment(tmp_path):
+    assert shown(tmp_path, QUEUE_TELEGRAM_WORKERS="9")["telegram_workers"] == 9
+
+
+def test_the_env_file_fills_in_what_the_environment_does_not_set(tmp_path):
+    (tmp_path / ".env").write_text("# production\nQUEUE_TELEGRAM_WORKERS=7\nREDIS_URL=redis://cache.internal:6379/3\n")
+    values = shown(tmp_path, REDIS_URL="redis://other.internal:6379/4")
+    assert values["telegram_workers"] == 7
+    assert values["redis"] == "redis://other.internal:6379/4"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("QUEUE_TELEGRAM_WORKERS", "four", "QUEUE_TELEGRAM_WORKERS must be an integer, not 'four'"),
+        ("QUEUE_TELEGRAM_BACKOFF", "5s", "QUEUE_TELEGRAM_BACKOFF must be a number, not '5s'"),
+        ("DEBUG", "maybe", "DEBUG must be a boolean (1/0, true/false), not 'maybe'"),
+    ],
+)
+def test_a_bad_value_stops_start_up_with_its_name_and_what_was_expected(tmp_path, name, value, message):
+    result = settings_with(tmp_path, **{name: value})
+    assert result.returncode != 0
+    assert f"ImproperlyConfigured: {message}" in result.stderr
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite only")
+@pytest.mark.django_db
+def test_sqlite_is_shared_safely_by_web_and_clusters_in_wal_mode_with_a_busy_timeout():
+    with connection.cursor() as cursor:
+        assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert cursor.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
