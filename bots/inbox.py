@@ -26,8 +26,22 @@ def accept_update(bot_pk: int, body: bytes | str) -> None:
     ValueError for a body that is not UTF-8 JSON."""
     text = body.decode() if isinstance(body, bytes) else body
     payload = json.loads(text)
+    if "\\u0000" in text:
+        # PostgreSQL's jsonb refuses NUL; U+FFFD keeps the UTF-16 length entity offsets count in.
+        payload = _without_nul(payload)
+        text = json.dumps(payload)
     with connection.cursor() as cursor:
         cursor.execute(_INSERT, [bot_pk, update_id_of(payload), text, chat_id_of(payload)])
+
+
+def _without_nul(value):
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
 
 
 _INSERT = (

@@ -90,6 +90,19 @@ def test_the_dispatcher_enqueues_one_job_per_chat_starting_at_its_oldest_update(
     assert set(Update.objects.values_list("status", flat=True)) == {Update.Status.ENQUEUED}
 
 
+def test_a_nul_character_is_stored_as_the_replacement_character_so_every_database_accepts_it(client, bot):
+    # PostgreSQL's jsonb refuses \u0000; a 500 would make Telegram redeliver the update forever.
+    # U+FFFD keeps the text's length, so message entity offsets still point at the same characters.
+    update = message(update_id=12, text="/start \x00 ok")
+    update["message"]["from"]["first_name"] = "A\x00nn"
+
+    assert post(client, 123456, update).status_code == 200
+
+    stored = Update.objects.get().payload["message"]
+    assert (stored["text"], stored["from"]["first_name"]) == ("/start \ufffd ok", "A\ufffdnn")
+    assert stored["entities"] == update["message"]["entities"]
+
+
 def test_a_redelivered_update_is_answered_200_and_stored_once(client, bot):
     for _ in range(3):
         assert post(client, 123456, message(update_id=11)).status_code == 200
