@@ -39,7 +39,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from contextlib import ExitStack
@@ -47,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 from bench import backends
-from bench.backends import drop_postgres, recreate_postgres
 from bench.fake_telegram_process import FakeTelegramProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,34 +100,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_backend(name: str, args: argparse.Namespace) -> Result:
-    with tempfile.TemporaryDirectory(prefix=f"bench-bc-{name}-", dir="/tmp") as tmp:
-        env = backend_env(name, Path(tmp), args)
-        if name == "postgres":
-            flush_redis(args.redis_url)
-            recreate_postgres(args.postgres_url)
-        try:
-            subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT, env=env, check=True)
-            result_file = Path(tmp) / "result.json"
-            command = [
-                *(sys.executable, "-m", "bench.broadcast", "--measure", name, "--result-file", str(result_file)),
-                *("--members", str(args.members), "--fanout-members", str(args.fanout_members)),
-                *("--slow-members", str(args.slow_members)),
-                *(["--skip-slow"] if args.skip_slow else []),
-            ]
-            subprocess.run(command, cwd=ROOT, env=env, check=True)
-            return json.loads(result_file.read_text())
-        finally:
-            if name == "postgres":
-                drop_postgres(args.postgres_url)
-                flush_redis(args.redis_url, check_others=False)
+    with backends.throwaway_storage(
+        name, f"bench-bc-{name}-", args.postgres_url, lambda: flush_redis(args.redis_url)
+    ) as folder:
+        options = [
+            *("--members", str(args.members), "--fanout-members", str(args.fanout_members)),
+            *("--slow-members", str(args.slow_members)),
+            *(["--skip-slow"] if args.skip_slow else []),
+        ]
+        return backends.run_measurement("bench.broadcast", name, backend_env(name, folder, args), folder, options)
 
 
 def backend_env(name: str, var_dir: Path, args: argparse.Namespace) -> dict[str, str]:
     return backends.backend_env(name, var_dir, args.postgres_url, args.redis_url, TELEGRAM_RATE_LIMIT=LIFTED)
 
 
-def flush_redis(url: str, check_others: bool = True) -> None:
-    backends.flush_redis(url, FORBIDDEN_REDIS_DBS, check_others)
+def flush_redis(url: str) -> None:
+    backends.flush_redis(url, FORBIDDEN_REDIS_DBS)
 
 
 def print_table(results: list[Result], args: argparse.Namespace) -> None:
