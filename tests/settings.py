@@ -16,6 +16,9 @@ if _worker and os.environ.get("TEST_WORKER_PLACES") != _worker:
     os.environ["TEST_WORKER_PLACES"] = _worker
     os.environ["VAR_DIR"] = str(Path(os.environ["VAR_DIR"]) / _worker)
     os.environ["REDIS_TEST_DB"] = str(int(os.environ["REDIS_TEST_DB"]) - int(_worker.removeprefix("gw")))
+    # The controller's settings exported its own folders; each worker's derive from its VAR_DIR.
+    for name in ("PROMETHEUS_MULTIPROC_DIR", "MEDIA_ROOT", "STATIC_ROOT", "DOWNLOADS_ROOT"):
+        os.environ.pop(name, None)
 if os.environ.get("REDIS_URL"):
     parts = urlsplit(os.environ["REDIS_URL"])
     os.environ["REDIS_URL"] = urlunsplit(parts._replace(path=f"/{os.environ['REDIS_TEST_DB']}"))
