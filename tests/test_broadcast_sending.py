@@ -195,8 +195,12 @@ def test_a_late_sender_never_puts_more_than_the_limit_in_a_second_at_telegram(
     assert len(calls) == len(members)
     arrivals = sorted(c.received_at for c in calls)
     assert most_in_one_second(arrivals) <= LIMIT
-    # Both stalls were caught up: spacing each send 1/rate after the last one lost 0.6 s.
-    assert arrivals[-1] - arrivals[0] < (len(members) - 1) / RATE + 0.45
+    # After each stall the sends that fell due left closer together than the rate, to catch up
+    # (spacing each send 1/rate after the last one never did). How much time that wins back is
+    # shown on the simulated clock above: here, on a real and possibly busy machine, any lateness
+    # of its own only makes more sends catch up.
+    catching_up = [b - a for a, b in itertools.pairwise(arrivals) if b - a < 0.8 / RATE]
+    assert len(catching_up) >= 20, f"{len(catching_up)} sends caught up"
 
     # sent_at: when Telegram accepted that very message, not one time per recorded batch.
     answered = {c.chat_id: c.answered_at for c in calls}
