@@ -29,3 +29,5 @@ QUEUEING_JOB_MODULES = ["tests.jobs"]
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 # Pages render without `collectstatic` having run.
 STORAGES = {**STORAGES, "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}}  # noqa: F405
+if os.environ.get("TEST_DUTY_HOLDS_WRITE_LOCK"):
+    INSTALLED_APPS = [*INSTALLED_APPS, "tests.write_lock_duty.WriteLockDuty"]  # noqa: F405

@@ -93,6 +93,23 @@ def test_a_job_whose_worker_is_killed_runs_again_and_shows_the_lost_attempt(clus
     assert record.worker != running.worker
 
 
+def test_a_cluster_stopped_midway_through_a_housekeeping_transaction_lets_its_running_job_finish(clusters):
+    """SIGTERM lands wherever the main thread is. Had the cluster stopped inside the signal
+    handler, the housekeeper's open transaction would keep SQLite's write lock while the
+    workers finish, and the job's last write would time out after 20 s and fail."""
+    cluster = clusters.start("telegram", TEST_DUTY_HOLDS_WRITE_LOCK="1")
+    record = jobs.sleep_for.enqueue(1)
+    wait_for(
+        lambda: JobRecord.objects.filter(pk=record.pk, status=JobRecord.Status.RUNNING).exists(),
+        what="the job to start",
+    )
+
+    assert cluster.stop() == 0
+    record.refresh_from_db()
+    assert record.status == JobRecord.Status.SUCCEEDED
+    assert "database is locked" not in cluster.log()
+
+
 def test_a_failed_job_retried_runs_again_and_links_to_the_original(clusters, tmp_path):
     clusters.start("telegram")
     counter = tmp_path / "runs"
