@@ -174,6 +174,7 @@ class Update(models.Model):
         RECEIVED = "received"
         ENQUEUED = "enqueued"
         PROCESSED = "processed"
+        IGNORED = "ignored"
         FAILED = "failed"
 
     # No index of its own: the unique (bot, update_id) constraint leads with bot.
@@ -189,6 +190,14 @@ class Update(models.Model):
     error = models.TextField(blank=True, db_default="")
     received_at = models.DateTimeField(default=timezone.now, db_default=Now())
     processed_at = models.DateTimeField(null=True, blank=True)
+    job = models.ForeignKey(
+        "queueing.JobRecord",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="The job that last took on its handling; housekeeping hands the update on if it ends first.",
+    )
 
     objects = UpdateQuerySet.as_manager()
 

@@ -124,6 +124,10 @@ class Broadcast(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    stall_reason = models.CharField(
+        max_length=300, blank=True, help_text="Why sending is waiting or paused, for operators; empty when it is not."
+    )
+    stalled_until = models.DateTimeField(null=True, blank=True, help_text="When the wait is expected to end.")
 
     class Meta:
         ordering = ["-created_at"]
@@ -244,7 +248,7 @@ class Delivery(models.Model):
         RETRYING = "retrying"
         FAILED = "failed"
         SKIPPED = "skipped"
-        UNKNOWN = "unknown", "unknown (worker died mid-send)"
+        UNKNOWN = "unknown", "unknown (may have arrived)"
         CANCELLED = "cancelled"
 
     broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="deliveries")

@@ -331,6 +331,22 @@ class RateLimitBucket(models.Model):
         return self.key
 
 
+class Circuit(models.Model):
+    """A service that stopped answering (Telegram for one bot), shared by every process:
+    while it is open, work that needs the service waits instead of spending attempts, and
+    one probe at a time checks whether it is back. No row: closed."""
+
+    key = models.CharField(max_length=200, primary_key=True)
+    opened_at = models.DateTimeField(help_text="When the outage was first seen.")
+    probe_at = models.DateTimeField(help_text="When the next probe may go out.")
+    probing_until = models.DateTimeField(null=True, blank=True, help_text="A probe is out until then.")
+    failures = models.PositiveIntegerField(default=1)
+    reason = models.CharField(max_length=300, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.key} open since {self.opened_at:%Y-%m-%d %H:%M:%S}"
+
+
 class AlertQuerySet(models.QuerySet):
     def active(self) -> "AlertQuerySet":
         return self.filter(resolved_at__isnull=True)
