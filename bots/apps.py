@@ -15,6 +15,7 @@ class BotsConfig(AppConfig):
 
         post_migrate.connect(sync_settings_bot, sender=self)
         register_duty("telegram", inbox.DISPATCH_INTERVAL, inbox.dispatch_received)
+        register_duty("telegram", inbox.ORPHAN_INTERVAL, inbox.hand_on_orphans)
         register_duty("downloads", download_folders.SWEEP_INTERVAL, download_folders.sweep_stale_folders)
         if Conf.CLUSTER_NAME == "downloads":
             # Its workers are forked from this process: prepare yt-dlp once here, not in

@@ -7,16 +7,23 @@ Nothing is lost when the broker is down (the job record waits for housekeeping t
 it) and a redelivered update_id is ignored by the unique constraint."""
 
 import json
+from datetime import timedelta
 
 from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
 
 from bots.models import Update
 from bots.updates import chat_id_of, update_id_of
 from queueing.locks import try_lock
+from queueing.models import JobRecord
 
 DISPATCH_BATCH = 500
 # How often the telegram cluster looks for received updates: the most a reply waits for it.
 DISPATCH_INTERVAL = 0.05
+# A job that has just finished may have left a chat to another that is handling it right now.
+ORPHAN_GRACE = timedelta(seconds=5)
+ORPHAN_INTERVAL = 2.0
 
 
 def accept_update(bot_pk: int, body: bytes | str) -> None:
@@ -67,26 +74,39 @@ def dispatch_received(_cluster: str = "telegram") -> int:
             Update.objects.filter(pk__in=[pk for pk, *_ in received], status=Update.Status.RECEIVED).update(
                 status=Update.Status.ENQUEUED
             )
-            for pk, label in _one_per_chat(received):
-                handle_update.enqueue_with(args=[pk], label=label)
+            for pks, label in _one_per_chat(received):
+                record = handle_update.enqueue_with(args=[pks[0]], label=label)
+                Update.objects.filter(pk__in=pks).update(job=record)
         return len(received)
+
+
+def hand_on_orphans(_cluster: str = "telegram") -> int:
+    """Enqueued updates whose job has ended without handling them go back to `received`, and
+    the dispatcher enqueues them again: the job's attempts ran out on an earlier update of
+    the chat, or it left the chat to another job that then failed, or its record was pruned.
+    Each update keeps its own attempts, so this never retries one past its budget."""
+    orphans = Update.objects.filter(status=Update.Status.ENQUEUED).filter(
+        Q(job__isnull=True) | Q(job__in=JobRecord.objects.finished_before(timezone.now() - ORPHAN_GRACE))
+    )
+    return orphans.update(status=Update.Status.RECEIVED)
 
 
 def _received():
     return Update.objects.filter(status=Update.Status.RECEIVED).order_by("id")
 
 
-def _one_per_chat(received: list[tuple[int, int, int, int | None]]) -> list[tuple[int, str]]:
-    """(update pk to start from, job label) per chat; updates without a chat each get a job."""
+def _one_per_chat(received: list[tuple[int, int, int, int | None]]) -> list[tuple[list[int], str]]:
+    """(update pks, the one to start from first; job label) per chat; updates without a chat
+    each get a job."""
     chats: dict[tuple[int, int], list[tuple[int, int]]] = {}
     jobs = []
     for pk, bot_id, update_id, chat_id in received:
         if chat_id is None:
-            jobs.append((pk, f"update {update_id}"))
+            jobs.append(([pk], f"update {update_id}"))
         else:
             chats.setdefault((bot_id, chat_id), []).append((update_id, pk))
     for (_, chat_id), updates in chats.items():
-        first_update_id, first_pk = min(updates)
+        updates.sort()
         more = f" and {len(updates) - 1} more" if len(updates) > 1 else ""
-        jobs.append((first_pk, f"update {first_update_id}{more} chat {chat_id}"))
+        jobs.append(([pk for _, pk in updates], f"update {updates[0][0]}{more} chat {chat_id}"))
     return jobs

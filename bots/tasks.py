@@ -1,12 +1,15 @@
+from datetime import timedelta
+
+from django.conf import settings
+from django.utils import timezone
+
 from bots import handlers
 from bots.models import Update
-from queueing.errors import PERMANENT, RATE_LIMITED, classify
+from bots.telegram_api import circuit_key
+from queueing import circuit
+from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, ServiceUnavailable, classify
 from queueing.jobs import job
 from queueing.locks import try_lock
-
-# An update that keeps failing is given up after this many tries, so it cannot hold
-# its chat's later updates back for ever.
-MAX_UPDATE_ATTEMPTS = 5
 
 
 @job(queue="telegram")
@@ -43,20 +46,40 @@ def drain_chat(bot, chat_id: int) -> int:
 
 
 def handle_one(update: Update) -> None:
-    """A rate limit is waited out without counting as a try; other failures count."""
+    """Handle one update and record how it ended.
+
+    - A wait (a rate limit; Telegram unreachable, checked before the handler changes
+      anything) costs no attempt: it is raised for the job to wait out. An outage longer
+      than TELEGRAM_OUTAGE_HORIZON gives the update up.
+    - An answer that may have reached the member is not sent again: the update fails.
+    - Other failures count against the same budget as handle_update's own attempts, so an
+      update that keeps failing cannot hold its chat back for ever."""
     try:
-        handlers.handle(update.bot, update)
+        if outage := circuit.wait_for(circuit_key(update.bot_id)):
+            raise ServiceUnavailable(outage.wait, f"Telegram {outage.describe()}")
+        status = handlers.handle(update.bot, update)
     except Exception as exc:
         error_class = classify(exc).error_class
-        if error_class == RATE_LIMITED:
+        reason = f"{type(exc).__name__}: {exc}"
+        if error_class == DEFERRED and _outage_outlived(update):
+            update.mark(Update.Status.FAILED, f"Given up after {settings.TELEGRAM_OUTAGE_HORIZON} s: {reason}")
+            return
+        if error_class in (RATE_LIMITED, DEFERRED):
             raise
+        if error_class == MAYBE_DONE:
+            update.mark(Update.Status.FAILED, f"{reason}. The answer may have arrived, so it is not sent again.")
+            return
         attempts = update.attempts + 1
         Update.objects.filter(pk=update.pk).update(attempts=attempts)
-        if error_class == PERMANENT or attempts >= MAX_UPDATE_ATTEMPTS:
-            update.mark(Update.Status.FAILED, f"{type(exc).__name__}: {exc}")
+        if error_class == PERMANENT or attempts >= handle_update.attempt_budget:
+            update.mark(Update.Status.FAILED, reason)
             return
         raise
-    update.mark(Update.Status.PROCESSED)
+    update.mark(status or Update.Status.PROCESSED)
+
+
+def _outage_outlived(update: Update) -> bool:
+    return update.received_at < timezone.now() - timedelta(seconds=settings.TELEGRAM_OUTAGE_HORIZON)
 
 
 @job(queue="downloads")

@@ -9,7 +9,9 @@ from typing import Any
 import telegram
 
 from bots.models import Bot
-from bots.transport import AiohttpRequest
+from bots.transport import AiohttpRequest, NoAnswer, Unreachable
+from queueing import circuit
+from queueing.errors import MaybeDone, ServiceUnavailable
 
 _state: dict[str, Any] = {"pid": None, "loop": None, "apis": {}}
 
@@ -40,7 +42,33 @@ async def api_for_async(bot: Bot) -> telegram.Bot:
     return apis[key]
 
 
+def circuit_key(bot_id: int) -> str:
+    return f"telegram:bot {bot_id}"
+
+
 def call(bot: Bot, method: str, **params) -> Any:
     """`call(bot, "send_message", chat_id=1, text="hi")`; Bot API errors are raised as
-    python-telegram-bot's exceptions, which queueing.errors sorts into retry classes."""
-    return run(getattr(api_for(bot), method)(**params))
+    python-telegram-bot's exceptions, which queueing.errors sorts into retry classes, except:
+
+    - while Telegram is unreachable for this bot (queueing.circuit), or has rejected its
+      token, nothing is sent and ServiceUnavailable says how long to wait;
+    - a request that got no answer raises MaybeDone: it may have been delivered."""
+    key = circuit_key(bot.pk)
+    if outage := circuit.wait_for(key):
+        raise ServiceUnavailable(outage.wait, f"Telegram {outage.describe()}")
+    try:
+        result = run(getattr(api_for(bot), method)(**params))
+    except (Unreachable, telegram.error.InvalidToken) as exc:
+        raise ServiceUnavailable(trip(bot, exc).wait, f"Telegram unreachable: {unreachable_reason(exc)}") from exc
+    except NoAnswer as exc:
+        raise MaybeDone(str(exc)) from exc
+    circuit.reset(key)
+    return result
+
+
+def unreachable_reason(exc: Exception) -> str:
+    return "token rejected" if isinstance(exc, telegram.error.InvalidToken) else str(exc)
+
+
+def trip(bot: Bot, exc: Exception) -> circuit.Outage:
+    return circuit.trip(circuit_key(bot.pk), unreachable_reason(exc))

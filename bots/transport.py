@@ -1,20 +1,37 @@
 """An aiohttp transport for python-telegram-bot. Its default httpx transport tops out near
 300 sends a second on these machines; aiohttp manages ten times that, which paid
 broadcasts (1000/s) need. python-telegram-bot still builds every request and turns every
-error answer into its exception."""
+error answer into its exception.
+
+What failed is told apart by whether the request can have reached Telegram: `Unreachable`
+when it cannot (no connection, or Telegram answered 5xx), `NoAnswer` when it was sent and no
+answer came back (it may have been delivered, so it must not be sent again blindly)."""
 
 import aiohttp
+from django.conf import settings
 from telegram.error import NetworkError, TimedOut
 from telegram.request import BaseRequest, RequestData
+
+
+class Unreachable(NetworkError):
+    """Nothing was delivered: Telegram could not be reached or answered 5xx."""
+
+
+class NoAnswer(TimedOut):
+    """The request left and no answer came back: it may have been delivered."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
 
 
 class AiohttpRequest(BaseRequest):
     _JSON = {"Content-Type": "application/json"}
 
-    def __init__(self, connections: int = 100, connect_timeout: float = 5.0, read_timeout: float = 15.0):
+    def __init__(self, connections: int = 100):
         self._connections = connections
-        self._connect_timeout = connect_timeout
-        self._read_timeout = read_timeout
+        self._connect_timeout = settings.TELEGRAM_CONNECT_TIMEOUT
+        self._read_timeout = settings.TELEGRAM_READ_TIMEOUT
+        self._upload_timeout = settings.TELEGRAM_UPLOAD_TIMEOUT
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -43,20 +60,27 @@ class AiohttpRequest(BaseRequest):
         pool_timeout=BaseRequest.DEFAULT_NONE,
     ) -> tuple[int, bytes]:
         await self.initialize()
+        uploading = bool(request_data and request_data.contains_files)
+        default_read = self._upload_timeout if uploading else self._read_timeout
         timeout = aiohttp.ClientTimeout(
             sock_connect=self._connect_timeout if connect_timeout is self.DEFAULT_NONE else connect_timeout,
-            sock_read=self._read_timeout if read_timeout is self.DEFAULT_NONE else read_timeout,
+            sock_read=default_read if read_timeout is self.DEFAULT_NONE else read_timeout,
         )
         try:
-            headers = None if request_data and request_data.contains_files else self._JSON
+            headers = None if uploading else self._JSON
             async with self._session.request(
                 method, url, data=self._body(request_data), headers=headers, timeout=timeout
             ) as response:
-                return response.status, await response.read()
-        except TimeoutError as exc:
-            raise TimedOut from exc
+                body = await response.read()
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise Unreachable(f"Telegram could not be reached ({type(exc).__name__})") from exc
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise NoAnswer(f"Telegram did not answer within {timeout.sock_read:g} s") from exc
         except aiohttp.ClientError as exc:
-            raise NetworkError(f"aiohttp.{type(exc).__name__}: {exc}") from exc
+            raise NoAnswer(f"The connection to Telegram broke before it answered ({type(exc).__name__})") from exc
+        if response.status >= 500:
+            raise Unreachable(f"Telegram answered {response.status} {response.reason}")
+        return response.status, body
 
     @staticmethod
     def _body(request_data: RequestData | None):

@@ -190,6 +190,13 @@ class Broadcast(models.Model):
                 setattr(self, name, value)
         return bool(changed)
 
+    def stall(self, reason: str, seconds: float) -> None:
+        """Sending waits: say why, and until when, to operators."""
+        self.stall_reason, self.stalled_until = reason[:300], timezone.now() + timedelta(seconds=seconds)
+        Broadcast.objects.filter(pk=self.pk, status=self.Status.SENDING).update(
+            stall_reason=self.stall_reason, stalled_until=self.stalled_until
+        )
+
     def schedule(self) -> bool:
         """draft -> scheduled; start_due_broadcasts starts it when scheduled_at comes."""
         return self.scheduled_at is not None and self._move([self.Status.DRAFT], self.Status.SCHEDULED)
@@ -200,7 +207,7 @@ class Broadcast(models.Model):
 
     def resume(self) -> bool:
         """paused -> sending; the caller enqueues start_broadcast for what is left."""
-        return self._move([self.Status.PAUSED], self.Status.SENDING)
+        return self._move([self.Status.PAUSED], self.Status.SENDING, stall_reason="", stalled_until=None)
 
     def cancel(self) -> int | None:
         """-> cancelled, and every delivery still waiting with it. None when it had already

@@ -4,7 +4,11 @@ Each delivery goes pending -> sending -> sent (with its message id), failed, or 
 pending for a retry. A delivery is marked `sending` just before its group of sends goes
 out; a chunk that finds `sending` rows when it starts was run before by a worker that
 died, and those rows become `unknown`: they may have reached the member, so they are
-never sent again automatically."""
+never sent again automatically. So is a send that left and got no answer.
+
+No wait outlives a job: when Telegram's flood control, an outage (queueing.circuit) or a
+retry's backoff would keep a sender past its job's timeout, it puts its unsent deliveries
+back to pending and its job asks to run again when the wait is over."""
 
 import asyncio
 import heapq
@@ -18,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import telegram
 from django.conf import settings
@@ -28,12 +33,15 @@ from telegram.warnings import PTBUserWarning
 
 from bots import telegram_api
 from bots.models import TelegramUser
+from bots.transport import NoAnswer, Unreachable
 from broadcasts.audiences import recipients
 from broadcasts.models import Broadcast, Delivery, Pledge
 from broadcasts.personalize import render
-from queueing.errors import PERMANENT, RATE_LIMITED, RETRIABLE, classify
+from queueing import circuit
+from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
 from queueing.queues import get_queue
 from queueing.ratelimit import Grant, get_limiter
+from queueing.runner import time_left
 
 logger = logging.getLogger(__name__)
 # sendMessage through do_api_request on purpose (see ChunkSender._send); PTB would say so each time.
@@ -41,8 +49,11 @@ warnings.filterwarnings("ignore", message="Please use 'Bot.send", category=PTBUs
 
 SMALL_BROADCAST = 100
 CHUNK_SIZE = 1000
-MAX_SEND_ATTEMPTS = 3
-RETRY_BACKOFF = 2.0
+# A sender stops this long before its job's timeout, with time to record what it sent.
+DEADLINE_MARGIN = 3.0
+# A wait for slots longer than this is Telegram's flood control (a 429 pause), not replies.
+FLOOD_WAIT = 1.0
+TOKEN_REJECTED = "Telegram rejected the bot's token: correct it in the bot's settings, then resume."
 # Claim only send slots that start this soon, so replies are never queued behind much.
 SLOT_HORIZON = 0.25
 # A sender that fell behind its slots catches up at most this many times faster than the rate.
@@ -89,6 +100,27 @@ def finish_if_complete(broadcast: Broadcast) -> bool:
 class _Retry:
     due: float
     delivery_id: int = field(compare=False)
+
+
+class Outcome(NamedTuple):
+    """How one send ended, recorded in bulk. `attempt` is 0 when it was not a try (a 429,
+    an outage, or never sent at all)."""
+
+    delivery_id: int
+    status: str
+    error: str = ""
+    error_class: str = ""
+    message_id: int | None = None
+    sent_at: datetime | None = None
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class Deferral:
+    """The sender stopped early: its job should run again in `seconds`."""
+
+    seconds: float
+    reason: str
 
 
 @dataclass
@@ -237,12 +269,19 @@ class ChunkSender:
         self.file_id: str | None = None
         self.uploading = asyncio.Lock()
         self.retries: list[_Retry] = []
-        self.failure_classes: dict[int, str] = {}
-        # (delivery id, status, message id, error, when Telegram accepted it)
-        self.finished: list[tuple[int, str, int | None, str, datetime | None]] = []
+        self.policy = get_queue("broadcasts")  # each delivery's attempts and backoff
+        self.finished: list[Outcome] = []
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broadcast-db")
         self.unfinished = 0  # sends scheduled and not answered yet
         self.room = asyncio.Event()
+        # Claimed (marked `sending`) and not yet on their way: delivery id -> its send task.
+        self.undeparted: dict[int, asyncio.Task] = {}
+        self.deadline = time.monotonic() + time_left() - DEADLINE_MARGIN
+        self.deferral: Deferral | None = None
+        self.outage: Exception | None = None  # Telegram unreachable, or the token rejected
+        self.circuit_key = telegram_api.circuit_key(broadcast.bot_id)
+        self.cancelled = False
+        self.stall_cleared = False
 
     @property
     def deliveries(self):
@@ -275,6 +314,14 @@ class ChunkSender:
         self._recover(self.first_id, self.last_id)
         try:
             telegram_api.run(self._send_all())
+        except BaseException:
+            # The job's timeout or a stop signal, raised wherever the loop was: record what
+            # Telegram answered, and what never left goes back to pending.
+            self._record(self.finished)
+            Delivery.objects.filter(pk__in=list(self.undeparted), status=Delivery.Status.SENDING).update(
+                status=Delivery.Status.PENDING
+            )
+            raise
         finally:
             self.db.submit(close_old_connections).result()
             self.db.shutdown()
@@ -291,10 +338,16 @@ class ChunkSender:
         while True:
             # Bookkeeping first: it runs while the sends just scheduled wait for their slots.
             await self._flush()
+            if self.outage is not None:
+                self.deferral = await self._in_db(self._trip)
+                break
             if await self._in_db(self._stopped):
                 break
             exhausted = exhausted and not await self._in_db(self._due_retries)
             tasks = {t for t in tasks if not t.done()}
+            if deferral := self._wait_outlives_job(exhausted and not tasks):
+                self.deferral = deferral
+                break
             if exhausted and not self.retries and not tasks:
                 # Every answer recorded: a 429 answered after the last claim put its delivery
                 # back to pending, to be claimed again.
@@ -315,20 +368,29 @@ class ChunkSender:
             grant, granted_at = await self._in_db(self._take, wanted)
             if not grant.slots:
                 next_ask = granted_at + max(grant.delay, 0.01)
+                if grant.delay > FLOOD_WAIT and next_ask > self.deadline:
+                    self.deferral = Deferral(grant.delay, _flood_wait(grant.delay))
+                    break
                 continue
             batch = await self._in_db(self._claim, grant.slots)
             if len(batch) < grant.slots:
                 exhausted = True
             first_slot = granted_at + grant.delay
             for i, (delivery, text) in enumerate(batch):
-                tasks.add(asyncio.create_task(self._send_one(api, delivery, text, first_slot + i / self.rate)))
+                task = asyncio.create_task(self._send_one(api, delivery, text, first_slot + i / self.rate))
+                tasks.add(task)
+                self.undeparted[delivery.pk] = task
             self.unfinished += len(batch)
             # Ask for more slots shortly before these are used up (never far ahead): timed from
             # the slots themselves, so time spent claiming does not make the next ask late.
             next_ask = first_slot + grant.slots / self.rate - SLOT_HORIZON / 2
+        for task in self.undeparted.values():
+            task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._flush()
+        if self.cancelled:
+            await self._in_db(self._cancel_unsent)
 
     async def _flush(self) -> None:
         done, self.finished = self.finished, []
@@ -348,13 +410,44 @@ class ChunkSender:
         return bool(due)
 
     def _stopped(self) -> bool:
+        """The broadcast was paused or cancelled, or Telegram is unreachable for the bot."""
         status = Broadcast.objects.filter(pk=self.broadcast.pk).values_list("status", flat=True).first()
         if status == Broadcast.Status.CANCELLED:
-            self.deliveries.filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING]).update(
-                status=Delivery.Status.CANCELLED
-            )
+            self.cancelled = True
+            self._cancel_unsent()
             self.retries.clear()
-        return status != Broadcast.Status.SENDING
+        if status != Broadcast.Status.SENDING:
+            return True
+        if outage := circuit.wait_for(self.circuit_key):
+            self.deferral = Deferral(outage.wait, f"Telegram {outage.describe()}")
+            return True
+        return False
+
+    def _cancel_unsent(self) -> None:
+        self.deliveries.filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING]).update(
+            status=Delivery.Status.CANCELLED
+        )
+
+    def _trip(self) -> Deferral | None:
+        """A send found Telegram unreachable, or its token rejected: open the bot's circuit.
+        A rejected token pauses the bot's broadcasts until an operator resumes them."""
+        outage = telegram_api.trip(self.broadcast.bot, self.outage)
+        if isinstance(self.outage, telegram.error.InvalidToken):
+            Broadcast.objects.filter(bot_id=self.broadcast.bot_id, status=Broadcast.Status.SENDING).update(
+                status=Broadcast.Status.PAUSED, stall_reason=TOKEN_REJECTED, stalled_until=None
+            )
+            return None
+        return Deferral(outage.wait, f"Telegram {outage.describe()}")
+
+    def _wait_outlives_job(self, only_retries_left: bool) -> Deferral | None:
+        now = time.monotonic()
+        if self.departures.paused_until > self.deadline:
+            return Deferral(self.departures.paused_until - now, _flood_wait(self.departures.paused_until - now))
+        if only_retries_left and self.retries and self.retries[0].due > self.deadline:
+            return Deferral(self.retries[0].due - now, "retrying sends that failed")
+        if now >= self.deadline:
+            return Deferral(0.0, "the job's time was up: carrying on in a new one")
+        return None
 
     def _claim(self, wanted: int) -> list[tuple[Delivery, str]]:
         """The next pending deliveries, marked `sending`; members who opted out or blocked
@@ -387,7 +480,14 @@ class ChunkSender:
 
     async def _send_one(self, api: telegram.Bot, delivery: Delivery, text: str, slot: float) -> None:
         try:
-            departure = await self.departures.depart(slot)
+            try:
+                departure = await self.departures.depart(slot)
+            except asyncio.CancelledError:
+                # The sender stopped first: this one never left.
+                self.finished.append(Outcome(delivery.pk, Delivery.Status.PENDING, attempt=0))
+                return
+            finally:
+                self.undeparted.pop(delivery.pk, None)
             try:
                 message = await self._send(api, delivery.chat_id, text)
             except Exception as exc:
@@ -396,7 +496,9 @@ class ChunkSender:
             else:
                 self.departures.answered(departure)
                 # Stamped as the answer arrives, not when the batch is recorded.
-                self.finished.append((delivery.pk, Delivery.Status.SENT, message["message_id"], "", timezone.now()))
+                self.finished.append(
+                    Outcome(delivery.pk, Delivery.Status.SENT, message_id=message["message_id"], sent_at=timezone.now())
+                )
         finally:
             self.unfinished -= 1
             if self.unfinished <= CHUNK_SIZE // 2:
@@ -435,53 +537,63 @@ class ChunkSender:
         return params
 
     def _on_error(self, delivery: Delivery, exc: Exception) -> None:
-        classification = classify(exc)
+        """Sort a failed send: an outage or a 429 puts it back (not a try); one that may
+        have arrived is `unknown`; a permanent error or the last attempt fails it; anything
+        else is retried after the queue's backoff."""
         reason = f"{type(exc).__name__}: {exc}"[:1000]
+        if isinstance(exc, Unreachable | telegram.error.InvalidToken):
+            self.outage = self.outage or exc
+            reason = telegram_api.unreachable_reason(exc)
+            self.finished.append(Outcome(delivery.pk, Delivery.Status.PENDING, reason, DEFERRED, attempt=0))
+            return
+        if isinstance(exc, NoAnswer):
+            unknown = f"{exc}: it may have arrived, so it is not sent again."
+            self.finished.append(Outcome(delivery.pk, Delivery.Status.UNKNOWN, unknown, MAYBE_DONE))
+            return
+        classification = classify(exc)
         if classification.error_class == RATE_LIMITED:
             self.departures.pause(classification.retry_after)
             self.db.submit(self.limiter.pause, self.rate_key, classification.retry_after)
             self.result.rate_limited += 1
-            self.finished.append((delivery.pk, Delivery.Status.PENDING, None, reason, None))
-        elif classification.error_class == PERMANENT or delivery.attempts + 1 >= MAX_SEND_ATTEMPTS:
+            self.finished.append(Outcome(delivery.pk, Delivery.Status.PENDING, reason, RATE_LIMITED, attempt=0))
+        elif classification.error_class == PERMANENT or delivery.attempts + 1 >= self.policy.max_attempts:
             blocked = isinstance(exc, telegram.error.Forbidden)
             failure = ("blocked: " if blocked else "") + reason
-            self.finished.append((delivery.pk, Delivery.Status.FAILED, None, failure, None))
-            self.failure_classes[delivery.pk] = classification.error_class
+            self.finished.append(Outcome(delivery.pk, Delivery.Status.FAILED, failure, classification.error_class))
         else:
-            delay = RETRY_BACKOFF * 3**delivery.attempts
+            delay = self.policy.backoff_delay(delivery.attempts + 1)
             heapq.heappush(self.retries, _Retry(time.monotonic() + delay, delivery.pk))
-            self.finished.append((delivery.pk, Delivery.Status.RETRYING, None, reason, None))
+            self.finished.append(Outcome(delivery.pk, Delivery.Status.RETRYING, reason, RETRIABLE))
 
-    def _record(self, done: list[tuple[int, str, int | None, str, datetime | None]]) -> None:
+    def _record(self, done: list[Outcome]) -> None:
         """One executemany: Django's bulk_update builds a CASE per field per row and costs
-        seconds per thousand rows on SQLite."""
+        seconds per thousand rows on SQLite. Only rows still `sending` change: a cancel
+        may have got there first."""
         now = timezone.now()
-        error_classes = {Delivery.Status.RETRYING: RETRIABLE, Delivery.Status.PENDING: RATE_LIMITED}
-        rows = [
-            (
-                status,
-                error,
-                self.failure_classes.pop(pk, "") if status == Delivery.Status.FAILED else error_classes.get(status, ""),
-                message_id,
-                sent_at,
-                0 if status == Delivery.Status.PENDING else 1,  # a 429 is not a try
-                pk,
-            )
-            for pk, status, message_id, error, sent_at in done
-        ]
+        rows = [(o.status, o.error, o.error_class, o.message_id, o.sent_at, o.attempt, o.delivery_id) for o in done]
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(
                 f"UPDATE {Delivery._meta.db_table} SET status = %s, error = %s, error_class = %s, message_id = %s, "
-                "sent_at = %s, attempts = attempts + %s WHERE id = %s",
+                f"sent_at = %s, attempts = attempts + %s WHERE id = %s AND status = '{Delivery.Status.SENDING}'",
                 rows,
             )
-        blocked = [
-            pk for pk, status, _, error, _ in done if status == Delivery.Status.FAILED and error.startswith("blocked")
-        ]
+        blocked = [o.delivery_id for o in done if o.status == Delivery.Status.FAILED and o.error.startswith("blocked")]
         if blocked:
             TelegramUser.objects.filter(deliveries__pk__in=blocked).update(is_blocked=True, blocked_at=now)
-        self.result.sent += sum(1 for row in done if row[1] == Delivery.Status.SENT)
-        self.result.failed += sum(1 for row in done if row[1] == Delivery.Status.FAILED)
+        sent = sum(1 for o in done if o.status == Delivery.Status.SENT)
+        self.result.sent += sent
+        self.result.failed += sum(1 for o in done if o.status == Delivery.Status.FAILED)
+        if sent:
+            self._sending_again()
+
+    def _sending_again(self) -> None:
+        """Telegram accepted a send: whatever stalled this bot's sending is over."""
+        circuit.reset(self.circuit_key)
+        if not self.stall_cleared:
+            self.stall_cleared = True
+            Broadcast.objects.filter(pk=self.broadcast.pk).exclude(stall_reason="").update(
+                stall_reason="", stalled_until=None
+            )
 
     def _buttons(self) -> telegram.InlineKeyboardMarkup | None:
         buttons = [b for b in self.broadcast.buttons if b.get("text") and b.get("url")]
@@ -490,3 +602,7 @@ class ChunkSender:
         return telegram.InlineKeyboardMarkup(
             [[telegram.InlineKeyboardButton(b["text"], url=b["url"])] for b in buttons]
         )
+
+
+def _flood_wait(seconds: float) -> str:
+    return f"waiting {seconds:.0f} s for Telegram's flood control"

@@ -5,7 +5,7 @@ from django.utils import timezone
 
 from broadcasts.models import Broadcast
 from broadcasts.sending import SMALL_BROADCAST, ChunkSender, chunk_bounds, fan_out, finish_if_complete
-from queueing.errors import RateLimited
+from queueing.errors import Deferred
 from queueing.jobs import job
 from queueing.locks import try_lock
 from queueing.queues import get_queue
@@ -50,9 +50,13 @@ def send_chunk(broadcast_id: int, first_id: int, last_id: int) -> dict:
     broadcast = Broadcast.objects.select_related("bot", "template").get(pk=broadcast_id)
     with try_lock(f"broadcast-sender:{broadcast.bot_id}") as held:
         if not held:
-            raise RateLimited(1.0, f"another chunk is sending for {broadcast.bot}")
+            raise Deferred(1.0, f"another chunk is sending for {broadcast.bot}")
         continue_until = time.monotonic() + get_queue("broadcasts").timeout / 2
-        result = ChunkSender(broadcast, first_id, last_id, chunk_bounds(broadcast), continue_until).run()
+        sender = ChunkSender(broadcast, first_id, last_id, chunk_bounds(broadcast), continue_until)
+        result = sender.run()
+    if sender.deferral:
+        broadcast.stall(sender.deferral.reason, sender.deferral.seconds)
+        raise Deferred(sender.deferral.seconds, sender.deferral.reason)
     finish_if_complete(broadcast)
     return result.as_dict()
 

@@ -147,6 +147,16 @@ TELEGRAM_PAID_RATE_LIMIT = env_float("TELEGRAM_PAID_RATE_LIMIT", 1000)
 # Telegram counts in sliding windows: replies and broadcasts pace this much under the limit, which
 # lets a broadcast that fell behind catch up and leaves slack for jitter (broadcasts.sending.Departures).
 TELEGRAM_RATE_MARGIN = env_float("TELEGRAM_RATE_MARGIN", 0.005)
+# Seconds the Bot API client waits: to connect, for an answer, for the answer to an upload. A
+# request that got no answer may have been delivered, so it is never sent again blindly.
+TELEGRAM_CONNECT_TIMEOUT = env_float("TELEGRAM_CONNECT_TIMEOUT", 5)
+TELEGRAM_READ_TIMEOUT = env_float("TELEGRAM_READ_TIMEOUT", 15)
+TELEGRAM_UPLOAD_TIMEOUT = env_float("TELEGRAM_UPLOAD_TIMEOUT", 60)
+# While Telegram is unreachable, work waits; one probe goes out at most this often (seconds).
+TELEGRAM_OUTAGE_PROBE_MAX = env_float("TELEGRAM_OUTAGE_PROBE_MAX", 30)
+# A member's update still unanswered after this long an outage is given up (Telegram itself
+# keeps undelivered updates 24 hours).
+TELEGRAM_OUTAGE_HORIZON = env_int("TELEGRAM_OUTAGE_HORIZON", 24 * 3600)
 # Members whose Telegram ids receive the "staff only" test broadcasts.
 OPERATOR_TELEGRAM_IDS = [int(i) for i in env_list("OPERATOR_TELEGRAM_IDS")]
 PUBLIC_URL = env_str("PUBLIC_URL")

@@ -36,6 +36,13 @@ class Job:
     def __call__(self, *args, **kwargs):
         return self.func(*args, **kwargs)
 
+    @property
+    def attempt_budget(self) -> int:
+        """How many times a unit of this job's work is tried: the queue's retries + 1
+        unless the job says otherwise. Work that keeps its own attempts (an update, a
+        delivery) uses this same number."""
+        return self.max_attempts or get_queue(self.queue).max_attempts
+
     def enqueue(self, *args, **kwargs) -> JobRecord:
         return enqueue(self, args, kwargs)
 

@@ -8,7 +8,7 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from queueing.errors import PERMANENT, RATE_LIMITED, RETRIABLE, classify
+from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +24,27 @@ class JobQuerySet(models.QuerySet):
 
     def finished(self) -> "JobQuerySet":
         return self.filter(status__in=JobRecord.FINISHED)
+
+    def of_kinds(self, *jobs) -> "JobQuerySet":
+        """Records of these @job functions."""
+        return self.filter(kind__in=[job.kind for job in jobs])
+
+    def unfinished(self) -> "JobQuerySet":
+        return self.exclude(status__in=JobRecord.FINISHED)
+
+    def finished_since(self, moment) -> "JobQuerySet":
+        return self.finished().filter(finished_at__gte=moment)
+
+    def first_args(self) -> set:
+        """The first argument of each job here (what most jobs are about: an update, a
+        broadcast), read in Python: JSON lookups differ between databases."""
+        return {args[0] for args in self.values_list("args", flat=True) if args}
+
+    def with_first_arg(self, value) -> "JobQuerySet":
+        return self.filter(pk__in=[pk for pk, args in self.values_list("pk", "args") if args and args[0] == value])
+
+    def finished_before(self, moment) -> "JobQuerySet":
+        return self.finished().filter(finished_at__lt=moment)
 
     def waiting(self) -> "JobQuerySet":
         return self.filter(status__in=[JobRecord.Status.QUEUED, JobRecord.Status.RETRYING])
@@ -96,7 +117,9 @@ class JobRecord(models.Model):
 
     class ErrorClass(models.TextChoices):
         RATE_LIMITED = RATE_LIMITED, "rate limited"
+        DEFERRED = DEFERRED, "waiting"
         RETRIABLE = RETRIABLE, "retriable"
+        MAYBE_DONE = MAYBE_DONE, "no answer (may have taken effect)"
         PERMANENT = PERMANENT, "permanent"
         LOST = LOST, "lost (worker died)"
 
@@ -163,9 +186,9 @@ class JobRecord(models.Model):
         )
 
     def record_failure(self, exc: BaseException) -> str:
-        """Sort the exception into its class and move the job on: wait out a rate limit
-        without counting the attempt, back off a retriable error while attempts remain,
-        fail everything else. Returns the new status."""
+        """Sort the exception into its class and move the job on: wait out a rate limit or
+        another wait without counting the attempt, back off a retriable error while attempts
+        remain, fail everything else. Returns the new status."""
         from queueing.queues import get_queue
 
         classification = classify(exc)
@@ -175,7 +198,7 @@ class JobRecord(models.Model):
             "last_error": f"{type(exc).__name__}: {exc}"[:5000],
             "traceback": "".join(tb.format_exception(exc))[-20000:],
         }
-        if classification.error_class == RATE_LIMITED:
+        if classification.error_class in (RATE_LIMITED, DEFERRED):
             fields.update(
                 status=self.Status.RETRYING,
                 attempts=F("attempts") - 1,

@@ -2,18 +2,22 @@
 
 import json
 import logging
+import math
+import time
 
 import sentry_sdk
 
 from queueing.errors import PermanentError
 from queueing.jobs import get_job
 from queueing.models import JobRecord
-from queueing.queues import current_worker
+from queueing.queues import current_worker, get_queue
 from queueing.sentry import job_scope
 
 logger = logging.getLogger(__name__)
 
 _current_task_id = ""
+# time.monotonic() when the running job's queue timeout strikes.
+_deadline = math.inf
 
 
 def remember_current_task(sender, func, task, **kwargs) -> None:
@@ -27,9 +31,20 @@ def run_job(job_id: int, dispatch_id: str) -> str:
     retries (its retries would run a job twice)."""
     if not JobRecord.objects.claim(job_id, dispatch_id, current_worker(), _current_task_id):
         return "skipped: not queued for this dispatch"
+    global _deadline
     record = JobRecord.objects.get(pk=job_id)
-    with job_scope(record):
-        return _run(record)
+    _deadline = time.monotonic() + get_queue(record.queue).timeout
+    try:
+        with job_scope(record):
+            return _run(record)
+    finally:
+        _deadline = math.inf
+
+
+def time_left() -> float:
+    """Seconds until the running job's queue timeout ends it (infinite outside a job): a
+    job that would wait longer than this ends early and asks to be run again later."""
+    return _deadline - time.monotonic()
 
 
 def _run(record: JobRecord) -> str:

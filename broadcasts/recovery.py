@@ -1,0 +1,59 @@
+"""A broadcast always finishes or says why it cannot.
+
+Crashes cost a chunk job its attempts, and a job that spent them all ends while its
+deliveries still wait. The telegram cluster's housekeeping looks every RECOVERY_INTERVAL
+seconds for broadcasts that are `sending` with no job left to send them:
+
+1. every delivery is final (the last job died before saying so): the broadcast is done;
+2. its jobs failed REPEATED_FAILURES times for reasons other than a crash: it is paused,
+   with the last reason, for an operator to look at;
+3. otherwise start_broadcast is enqueued again for the deliveries still waiting."""
+
+import logging
+from datetime import timedelta
+
+from django.utils import timezone
+
+from broadcasts.models import Broadcast
+from broadcasts.sending import finish_if_complete
+from broadcasts.tasks import send_chunk, start_broadcast
+from queueing.locks import try_lock
+from queueing.models import JobRecord
+
+logger = logging.getLogger(__name__)
+
+RECOVERY_INTERVAL = 10.0
+# A job that has just ended may be followed by the next one at once (a deferred chunk).
+SETTLE = timedelta(seconds=10)
+REPEATED_FAILURES = 3
+
+
+def resume_stranded(_cluster: str = "telegram") -> int:
+    """Returns how many broadcasts it finished, paused or resumed."""
+    with try_lock("broadcasts:recovery") as held:
+        if not held:
+            return 0
+        settled = timezone.now() - SETTLE
+        sending = list(Broadcast.objects.filter(status=Broadcast.Status.SENDING, started_at__lt=settled))
+        if not sending:
+            return 0
+        jobs = JobRecord.objects.of_kinds(start_broadcast, send_chunk)
+        busy = jobs.unfinished().first_args() | jobs.finished_since(settled).first_args()
+        return sum(_recover(broadcast, jobs) for broadcast in sending if broadcast.pk not in busy)
+
+
+def _recover(broadcast: Broadcast, jobs) -> bool:
+    if finish_if_complete(broadcast):
+        return True
+    failures = jobs.failed().with_first_arg(broadcast.pk).exclude(error_class=JobRecord.ErrorClass.LOST)
+    if failures.count() >= REPEATED_FAILURES:
+        last = failures.order_by("-finished_at").first()
+        reason = f"Stopped after {REPEATED_FAILURES} failed jobs; the last: {last.last_error}"[:300]
+        if Broadcast.objects.filter(pk=broadcast.pk, status=Broadcast.Status.SENDING).update(
+            status=Broadcast.Status.PAUSED, stall_reason=reason, stalled_until=None
+        ):
+            logger.warning("Broadcast %s paused: %s", broadcast.pk, reason)
+        return True
+    logger.warning("Broadcast %s had no job left to send it: sending the rest again", broadcast.pk)
+    start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}, resumed by housekeeping")
+    return True
