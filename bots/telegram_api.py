@@ -66,8 +66,13 @@ def call(bot: Bot, method: str, **params) -> Any:
     return result
 
 
+def token_rejected(exc: BaseException) -> bool:
+    """PTB's do_api_request reports a rejected token as EndPointNotFound, caused by InvalidToken."""
+    return isinstance(exc, telegram.error.InvalidToken) or isinstance(exc.__cause__, telegram.error.InvalidToken)
+
+
 def unreachable_reason(exc: Exception) -> str:
-    return "token rejected" if isinstance(exc, telegram.error.InvalidToken) else str(exc)
+    return "token rejected" if token_rejected(exc) else str(exc)
 
 
 def trip(bot: Bot, exc: Exception) -> circuit.Outage:

@@ -432,7 +432,7 @@ class ChunkSender:
         """A send found Telegram unreachable, or its token rejected: open the bot's circuit.
         A rejected token pauses the bot's broadcasts until an operator resumes them."""
         outage = telegram_api.trip(self.broadcast.bot, self.outage)
-        if isinstance(self.outage, telegram.error.InvalidToken):
+        if telegram_api.token_rejected(self.outage):
             Broadcast.objects.filter(bot_id=self.broadcast.bot_id, status=Broadcast.Status.SENDING).update(
                 status=Broadcast.Status.PAUSED, stall_reason=TOKEN_REJECTED, stalled_until=None
             )
@@ -541,7 +541,7 @@ class ChunkSender:
         have arrived is `unknown`; a permanent error or the last attempt fails it; anything
         else is retried after the queue's backoff."""
         reason = f"{type(exc).__name__}: {exc}"[:1000]
-        if isinstance(exc, Unreachable | telegram.error.InvalidToken):
+        if isinstance(exc, Unreachable) or telegram_api.token_rejected(exc):
             self.outage = self.outage or exc
             reason = telegram_api.unreachable_reason(exc)
             self.finished.append(Outcome(delivery.pk, Delivery.Status.PENDING, reason, DEFERRED, attempt=0))

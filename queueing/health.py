@@ -129,13 +129,23 @@ def check_failures(tail: dict | None = None, rates: dict[str, tuple[int, int]] |
     return checks
 
 
+def check_circuits() -> list[Check]:
+    """Services that stopped answering (queueing.circuit): work waits for them."""
+    from queueing.circuit import open_circuits
+
+    return [
+        Check(f"outage:{c.key}", DEGRADED, f"unreachable since {c.opened_at:%Y-%m-%d %H:%M:%S} ({c.reason})")
+        for c in open_circuits()
+    ]
+
+
 def detailed(tail: dict | None = None, rates: dict[str, tuple[int, int]] | None = None) -> Report:
     """`tail` is queueing.stats.unrolled() and `rates` the last hour's failure_rates(),
     when the caller has them."""
     report = liveness()
     report.checks.append(check_disk(settings.DOWNLOADS_ROOT))
     if report.checks[0].ok:
-        report.checks += [*check_backlog(), *check_failures(tail, rates)]
+        report.checks += [*check_backlog(), *check_failures(tail, rates), *check_circuits()]
     return report
 
 

@@ -2,6 +2,7 @@
 the platform goes through here, so every task has a JobRecord."""
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from importlib import import_module
@@ -148,12 +149,52 @@ def dispatch(record: JobRecord, on_failure: Callable[[], None] | None = None) ->
     try:
         _push(record)
     except Exception:
-        logger.exception("Broker unreachable: job %s stays queued until housekeeping dispatches it", record.pk)
+        _broker_outages.failed(record)
         JobRecord.objects.filter(pk=record.pk, dispatch_id=record.dispatch_id).update(dispatched_at=None)
         if on_failure:
             on_failure()
         return False
+    _broker_outages.worked(record.queue)
     return True
+
+
+class BrokerOutages:
+    """Logs a broker outage once when it starts (with the traceback), a line a minute while
+    it lasts, and once when it ends: not a traceback per job every few seconds."""
+
+    SUMMARY_EVERY = 60.0
+
+    def __init__(self):
+        # queue -> [since, last summary, jobs kept back since the last line]
+        self.down: dict[str, list[float]] = {}
+
+    def failed(self, record: JobRecord) -> None:
+        now = time.monotonic()
+        outage = self.down.get(record.queue)
+        if outage is None:
+            self.down[record.queue] = [now, now, 0]
+            logger.exception(
+                "Broker of queue %s unreachable: jobs (the first: %s) stay queued until housekeeping dispatches them",
+                record.queue,
+                record.pk,
+            )
+            return
+        outage[2] += 1
+        if now - outage[1] >= self.SUMMARY_EVERY:
+            logger.warning(
+                "Broker of queue %s still unreachable after %.0f s; %d more jobs kept queued",
+                record.queue,
+                now - outage[0],
+                outage[2],
+            )
+            outage[1], outage[2] = now, 0
+
+    def worked(self, queue: str) -> None:
+        if outage := self.down.pop(queue, None):
+            logger.warning("Broker of queue %s reachable again after %.0f s", queue, time.monotonic() - outage[0])
+
+
+_broker_outages = BrokerOutages()
 
 
 def redispatch(record: JobRecord) -> bool:

@@ -119,6 +119,9 @@ class Fault:
     token: str | None = None
     times: int | None = None
     delay: float = 0.0
+    # With a pure delay: do what was asked at once and only answer late, as a congested
+    # Telegram does (the message is delivered though the client may have given up).
+    answer_late: bool = False
     retry_after: int = 1
     status: int | None = None
     description: str | None = None
@@ -202,9 +205,22 @@ class FaultShortcuts:
         chat_id: int | str | None = None,
         token: str | None = None,
         times: int | None = None,
+        answer_late: bool = False,
     ) -> Fault:
-        """Answer matching calls normally, but only after `seconds`."""
-        return self.add_fault(Fault(None, method=method, chat_id=chat_id, token=token, times=times, delay=seconds))
+        """Answer matching calls normally, but only after `seconds`. With `answer_late`, carry
+        the call out at once and only hold the answer back: a client that gives up first has
+        still sent the message."""
+        return self.add_fault(
+            Fault(
+                None,
+                method=method,
+                chat_id=chat_id,
+                token=token,
+                times=times,
+                delay=seconds,
+                answer_late=answer_late,
+            )
+        )
 
     def hang(
         self,

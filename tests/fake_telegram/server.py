@@ -378,8 +378,9 @@ class FakeTelegram(FaultShortcuts):
         with self._lock:
             self._limiter = None
 
-    def _fault_for(self, method: str, token: str, chat_id: Any) -> tuple[Fault | None, float]:
-        """The error fault and the delay for a call; consumes their `times`. Caller holds the lock."""
+    def _fault_for(self, method: str, token: str, chat_id: Any) -> tuple[Fault | None, float, bool]:
+        """The error fault, the delay for a call, and whether the delay holds back only the
+        answer; consumes their `times`. Caller holds the lock."""
         error_fault: Fault | None = None
         delay_fault: Fault | None = None
         for fault in self._faults:
@@ -397,7 +398,8 @@ class FakeTelegram(FaultShortcuts):
                 fault.times -= 1
                 if fault.times == 0:
                     self._faults.remove(fault)
-        return error_fault, delay
+        answer_late = error_fault is None and delay_fault is not None and delay_fault.answer_late
+        return error_fault, delay, answer_late
 
     @staticmethod
     def _fault_error(fault: Fault) -> ApiError:
@@ -511,6 +513,7 @@ class FakeTelegram(FaultShortcuts):
         key = method.lower()
         error: ApiError | None = early
         delay = 0.0
+        answer_late = False
         with self._cond:
             generation = self._generation
             self._received[key] += 1
@@ -526,7 +529,7 @@ class FakeTelegram(FaultShortcuts):
             chat_id = params.get("chat_id")
             fault: Fault | None = None
             if error is None and self._faults:
-                fault, delay = self._fault_for(key, token, chat_id)
+                fault, delay, answer_late = self._fault_for(key, token, chat_id)
                 if fault is not None and fault.error != "hang":
                     error = self._fault_error(fault)
             if error is None and self._limiter is not None and spec is not None and spec.sends and chat_id:
@@ -539,7 +542,7 @@ class FakeTelegram(FaultShortcuts):
                 return self._answer(call, generation, status, body)
 
         # The slow path: anything that waits, with the lock released.
-        if delay:
+        if delay and not answer_late:
             await self._sleep(delay)
         if fault is not None and fault.error == "hang":
             assert self._closing is not None
@@ -554,6 +557,10 @@ class FakeTelegram(FaultShortcuts):
         else:
             with self._cond:
                 status, body = self._execute(spec, token, params, files)
+        if answer_late:
+            # Carried out: recorded as such even if the client gives up before the answer.
+            call.status = status
+            await self._sleep(delay)
         with self._cond:
             return self._answer(call, generation, status, body)
 

@@ -1,0 +1,223 @@
+"""The fault suite: real clusters against the fake Telegram while it fails the way Telegram
+does. Each test states every member's end state at the fake Telegram: exactly one copy, or
+`unknown` to operators; never "done" when it was not.
+
+Long waits are scaled down by settings (a 6 s job timeout against an 8 s flood wait, a 2 s
+probe interval), never by another code path."""
+
+from collections import Counter
+
+import pytest
+
+from bots.models import TelegramUser, Update
+from broadcasts.models import Broadcast, Delivery
+from broadcasts.tasks import send_chunk, start_broadcast
+from queueing.models import Circuit, JobRecord
+from tests.fake_telegram import make_user, updates
+from tests.waiting import wait_for
+
+pytestmark = pytest.mark.e2e
+
+# A retry backoff short enough that, were an outage spending attempts, they would all be spent
+# long before it ends.
+OUTAGE_ENV = {"QUEUE_TELEGRAM_BACKOFF": "0.2", "TELEGRAM_OUTAGE_PROBE_MAX": "2", "TELEGRAM_RATE_LIMIT": "100"}
+
+
+def make_members(bot, count: int, first_id: int = 3_000_000) -> list[TelegramUser]:
+    return TelegramUser.objects.bulk_create(
+        TelegramUser(bot=bot, telegram_id=first_id + n, first_name=f"M{n}", is_subscribed=True) for n in range(count)
+    )
+
+
+def delivered(fake, method: str = "sendMessage") -> Counter:
+    """chat id -> messages Telegram accepted for it."""
+    return Counter(call.params["chat_id"] for call in fake.calls(method) if call.status == 200)
+
+
+def broadcast_to_everyone(bot) -> Broadcast:
+    broadcast = Broadcast.objects.create(bot=bot, text="Hello #first_name")
+    start_broadcast.enqueue(broadcast.pk)
+    return broadcast
+
+
+def status_of(broadcast: Broadcast) -> str:
+    broadcast.refresh_from_db()
+    return broadcast.status
+
+
+def assert_exactly_once_or_unknown(broadcast: Broadcast, fake) -> Counter:
+    """Every member got one copy, or is shown `unknown`; the counts say so. Returns the
+    deliveries' statuses."""
+    copies = delivered(fake)
+    assert max(copies.values(), default=1) == 1, "nobody got the broadcast twice"
+    statuses = Counter(broadcast.deliveries.values_list("status", flat=True))
+    unknown = set(broadcast.deliveries.filter(status=Delivery.Status.UNKNOWN).values_list("chat_id", flat=True))
+    members = set(broadcast.deliveries.values_list("chat_id", flat=True))
+    assert set(copies) | unknown == members, "every member has their copy or is shown unknown"
+    sent = set(broadcast.deliveries.filter(status=Delivery.Status.SENT).values_list("chat_id", flat=True))
+    assert sent <= set(copies), "never 'sent' when it was not"
+    return statuses
+
+
+def test_members_who_wrote_during_an_outage_are_answered_once_when_telegram_is_back(
+    webhook_bot, fake_telegram, clusters
+):
+    clusters.start("telegram", **OUTAGE_ENV)
+    fake_telegram.fail("bad_gateway", method="sendMessage")
+    members = [make_user(4000 + n, first_name=f"Ann{n}") for n in range(10)]
+
+    for user in members:
+        fake_telegram.push_update(webhook_bot.token, updates.text_message(webhook_bot.token, "/start", user=user))
+
+    wait_for(lambda: Circuit.objects.exists(), what="the outage to be noticed")
+    # Long enough that attempts, were they spent, would all be gone (0.2 s, 0.6 s, 1.8 s).
+    wait_for(lambda: len(fake_telegram.calls("sendMessage")) >= 4, timeout=30, what="probes during the outage")
+    assert not JobRecord.objects.failed().exists()
+    assert not Update.objects.filter(status=Update.Status.FAILED).exists()
+
+    fake_telegram.clear_faults()
+
+    for user in members:
+        fake_telegram.wait_for_calls(1, method="sendMessage", chat_id=user["id"], timeout=30)
+    wait_for(
+        lambda: not Update.objects.exclude(status=Update.Status.PROCESSED).exists(),
+        what="every update to be processed",
+    )
+    copies = delivered(fake_telegram)
+    assert {user["id"]: copies[user["id"]] for user in members} == {user["id"]: 1 for user in members}
+    wait_for(lambda: not Circuit.objects.exists(), what="the circuit to close")
+    assert not JobRecord.objects.failed().exists()
+
+
+def test_a_broadcast_during_an_outage_waits_and_then_serves_each_member_once(telegram_bot, fake_telegram, clusters):
+    make_members(telegram_bot, 60)
+    clusters.start("telegram", **OUTAGE_ENV)
+    clusters.start("broadcasts", **OUTAGE_ENV)
+    fake_telegram.delay(0.05, method="sendMessage")  # about 20 a second: the outage starts mid-way
+    broadcast = broadcast_to_everyone(telegram_bot)
+    wait_for(lambda: len(delivered(fake_telegram)) >= 10, what="sending to be under way")
+
+    fake_telegram.fail("bad_gateway", method="sendMessage")
+    wait_for(
+        lambda: status_of(broadcast) == Broadcast.Status.SENDING and broadcast.stall_reason.startswith("Telegram"),
+        timeout=30,
+        what="the stall to be shown",
+    )
+    assert "unreachable since" in broadcast.stall_reason
+    fake_telegram.clear_faults()
+
+    wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=60, what="the broadcast to finish")
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
+    assert statuses == {Delivery.Status.SENT: 60}
+    assert broadcast.stall_reason == ""
+    assert not JobRecord.objects.failed().exists()
+
+
+@pytest.mark.parametrize(
+    ("members", "queue", "env"),
+    [
+        (20, "telegram", {"QUEUE_TELEGRAM_TIMEOUT": "6"}),
+        (300, "broadcasts", {"QUEUE_BROADCASTS_TIMEOUT": "6"}),
+    ],
+    ids=["small broadcast", "large broadcast"],
+)
+def test_a_flood_wait_longer_than_the_job_defers_it_and_loses_nothing(
+    telegram_bot, fake_telegram, clusters, members, queue, env
+):
+    chat_ids = [m.telegram_id for m in make_members(telegram_bot, members)]
+    clusters.start("telegram", TELEGRAM_RATE_LIMIT="100", **env)
+    if queue == "broadcasts":
+        clusters.start("broadcasts", TELEGRAM_RATE_LIMIT="100", **env)
+    # Midway through: 8 s, longer than what is left of the 6 s job.
+    fake_telegram.fail("rate_limit", method="sendMessage", chat_id=chat_ids[members // 2], retry_after=8, times=1)
+
+    broadcast = broadcast_to_everyone(telegram_bot)
+
+    wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=60, what="the broadcast to finish")
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
+    assert statuses == {Delivery.Status.SENT: members}, "0 missed, 0 duplicated, 0 unknown"
+    chunks = JobRecord.objects.of_kinds(send_chunk)
+    assert chunks.filter(queue=queue).exists()
+    assert not chunks.failed().exists()
+    assert any("flood control" in error for error in chunks.values_list("last_error", flat=True))
+
+
+def test_a_send_telegram_answers_after_the_client_gave_up_is_unknown_and_never_sent_again(
+    telegram_bot, fake_telegram, clusters
+):
+    make_members(telegram_bot, 10)
+    fake_telegram.delay(2.0, method="sendMessage", answer_late=True)
+    clusters.start("telegram", TELEGRAM_READ_TIMEOUT="1")
+
+    broadcast = broadcast_to_everyone(telegram_bot)
+
+    wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=60, what="the broadcast to finish")
+    wait_for(lambda: len(delivered(fake_telegram)) == 10, what="the slow answers to be given")
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
+    assert statuses == {Delivery.Status.UNKNOWN: 10}
+    assert set(broadcast.deliveries.values_list("error", flat=True)) == {
+        "Telegram did not answer within 1 s: it may have arrived, so it is not sent again."
+    }
+    assert broadcast.progress()["counts"]["unknown"] == 10
+
+
+def test_a_reply_telegram_answers_too_late_is_not_sent_again(webhook_bot, fake_telegram, clusters):
+    fake_telegram.delay(2.0, method="sendMessage", answer_late=True)
+    clusters.start("telegram", TELEGRAM_READ_TIMEOUT="1")
+    members = [make_user(4100 + n) for n in range(5)]
+
+    for user in members:
+        fake_telegram.push_update(webhook_bot.token, updates.text_message(webhook_bot.token, "/help", user=user))
+
+    wait_for(
+        lambda: Update.objects.filter(status=Update.Status.FAILED).count() == 5,
+        timeout=30,
+        what="the updates to end",
+    )
+    wait_for(lambda: len(delivered(fake_telegram)) == 5, what="the slow answers to be given")
+    assert delivered(fake_telegram) == {user["id"]: 1 for user in members}
+    assert all("may have arrived" in error for error in Update.objects.values_list("error", flat=True))
+
+
+def test_eight_kills_in_a_row_the_broadcast_still_finishes_and_nobody_gets_two(telegram_bot, fake_telegram, clusters):
+    members = make_members(telegram_bot, 300)
+    env = {"TELEGRAM_RATE_LIMIT": "40", "QUEUE_BROADCASTS_TIMEOUT": "20", "QUEUE_BROADCASTS_BACKOFF": "0.2"}
+    clusters.start("telegram", **env)
+    broadcast = broadcast_to_everyone(telegram_bot)
+
+    for kill in range(8):
+        sent_before = len(delivered(fake_telegram))
+        cluster = clusters.start("broadcasts", **env)
+        wait_for(
+            lambda sent_before=sent_before: len(delivered(fake_telegram)) > sent_before,
+            timeout=40,
+            what=f"sending to go on after kill {kill}",
+        )
+        cluster.kill()
+    clusters.start("broadcasts", **env)
+
+    wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=120, what="the broadcast to finish")
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
+    assert statuses[Delivery.Status.SENT] + statuses[Delivery.Status.UNKNOWN] == len(members)
+
+
+def test_a_rejected_token_pauses_the_broadcast_until_it_is_fixed_and_resumed(telegram_bot, fake_telegram, clusters):
+    make_members(telegram_bot, 30)
+    fake_telegram.fail("unauthorized", method="sendMessage")
+    clusters.start("telegram", TELEGRAM_OUTAGE_PROBE_MAX="1")
+
+    broadcast = broadcast_to_everyone(telegram_bot)
+
+    wait_for(lambda: status_of(broadcast) == Broadcast.Status.PAUSED, timeout=30, what="the broadcast to pause")
+    assert "rejected the bot's token" in broadcast.stall_reason
+    assert Circuit.objects.get().reason == "token rejected"
+    assert not delivered(fake_telegram)
+
+    fake_telegram.clear_faults()
+    assert broadcast.resume()
+    start_broadcast.enqueue(broadcast.pk)
+
+    wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=60, what="the rest to be sent")
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
+    assert statuses == {Delivery.Status.SENT: 30}
+    assert not Circuit.objects.exists()
