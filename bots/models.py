@@ -190,6 +190,9 @@ class Update(models.Model):
     error = models.TextField(blank=True, db_default="")
     received_at = models.DateTimeField(default=timezone.now, db_default=Now())
     processed_at = models.DateTimeField(null=True, blank=True)
+    handling_since = models.DateTimeField(
+        null=True, blank=True, help_text="Set while a worker handles it: found set by the next, that worker died."
+    )
     job = models.ForeignKey(
         "queueing.JobRecord",
         null=True,

@@ -11,6 +11,8 @@ from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, Servi
 from queueing.jobs import job
 from queueing.locks import try_lock
 
+WORKER_DIED = "The worker handling this stopped midway: its answer may have arrived, so it is not sent again."
+
 
 @job(queue="telegram")
 def handle_update(update_pk: int) -> int:
@@ -53,12 +55,20 @@ def handle_one(update: Update) -> None:
       than TELEGRAM_OUTAGE_HORIZON gives the update up.
     - An answer that may have reached the member is not sent again: the update fails.
     - Other failures count against the same budget as handle_update's own attempts, so an
-      update that keeps failing cannot hold its chat back for ever."""
+      update that keeps failing cannot hold its chat back for ever.
+    - An update whose worker died while handling it (killed, or over its timeout) may have
+      been answered: it fails rather than risk a second answer."""
+    if update.handling_since is not None:
+        update.mark(Update.Status.FAILED, WORKER_DIED)
+        return
+    handling = Update.objects.filter(pk=update.pk)
     try:
         if outage := circuit.wait_for(circuit_key(update.bot_id)):
             raise ServiceUnavailable(outage.wait, f"Telegram {outage.describe()}")
+        handling.update(handling_since=timezone.now())
         status = handlers.handle(update.bot, update)
     except Exception as exc:
+        handling.update(handling_since=None)
         error_class = classify(exc).error_class
         reason = f"{type(exc).__name__}: {exc}"
         if error_class == DEFERRED and _outage_outlived(update):

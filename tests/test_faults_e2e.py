@@ -8,8 +8,10 @@ probe interval), never by another code path."""
 from collections import Counter
 
 import pytest
+from django.conf import settings
 
 from bots.models import TelegramUser, Update
+from bots.tasks import WORKER_DIED
 from broadcasts.models import Broadcast, Delivery
 from broadcasts.tasks import send_chunk, start_broadcast
 from queueing.models import Circuit, JobRecord
@@ -221,3 +223,87 @@ def test_a_rejected_token_pauses_the_broadcast_until_it_is_fixed_and_resumed(tel
     statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
     assert statuses == {Delivery.Status.SENT: 30}
     assert not Circuit.objects.exists()
+
+
+def test_killing_the_telegram_cluster_mid_traffic_answers_each_member_once_or_says_so(
+    webhook_bot, fake_telegram, clusters
+):
+    fake_telegram.delay(0.3, method="sendMessage", answer_late=True)  # kills land mid-send
+    # The killed cluster's prefetched tasks count as lost after the timeout: keep it short.
+    env = {"QUEUE_TELEGRAM_TIMEOUT": "8"}
+    first = clusters.start("telegram", **env)
+    members = [make_user(4200 + n) for n in range(30)]
+    for user in members:
+        fake_telegram.push_update(webhook_bot.token, updates.text_message(webhook_bot.token, "/help", user=user))
+    wait_for(lambda: len(delivered(fake_telegram)) >= 5, what="replies to be under way")
+
+    first.kill()
+    clusters.start("telegram", **env)
+
+    wait_for(
+        lambda: not Update.objects.filter(status__in=[Update.Status.RECEIVED, Update.Status.ENQUEUED]).exists(),
+        timeout=60,
+        what="every update to end",
+    )
+    copies = delivered(fake_telegram)
+    failed = dict(Update.objects.filter(status=Update.Status.FAILED).values_list("chat_id", "error"))
+    assert max(copies.values()) == 1, "nobody was answered twice"
+    assert {user["id"] for user in members} == set(copies) | set(failed), "answered, or shown as failed"
+    assert set(failed.values()) <= {WORKER_DIED}
+
+
+def _kill_database_connections() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        return cursor.fetchone()[0]
+
+
+def _kill_redis_connections() -> int:
+    """Every client connection to this test run's Redis database, as a restart would drop them."""
+    import redis
+
+    client = redis.from_url(settings.REDIS_URL)
+    db = client.connection_pool.connection_kwargs.get("db", 0)
+    mine = client.client_id()
+    ids = [c["id"] for c in client.client_list() if int(c["db"]) == db and int(c["id"]) != mine]
+    for client_id in ids:
+        client.client_kill_filter(_id=client_id)
+    return len(ids)
+
+
+@pytest.mark.parametrize(
+    "kill_connections",
+    [
+        pytest.param(
+            _kill_database_connections,
+            id="postgresql",
+            marks=pytest.mark.skipif(
+                not settings.DATABASES["default"]["ENGINE"].endswith("postgresql"), reason="PostgreSQL only"
+            ),
+        ),
+        pytest.param(
+            _kill_redis_connections, id="redis", marks=pytest.mark.skipif(not settings.REDIS_URL, reason="Redis only")
+        ),
+    ],
+)
+def test_connections_dropped_mid_broadcast_lose_and_duplicate_nothing(
+    telegram_bot, fake_telegram, clusters, kill_connections
+):
+    make_members(telegram_bot, 300)
+    env = {"TELEGRAM_RATE_LIMIT": "100"}
+    clusters.start("telegram", **env)
+    clusters.start("broadcasts", **env)
+    broadcast = broadcast_to_everyone(telegram_bot)
+    for _ in range(3):
+        sent_before = len(delivered(fake_telegram))
+        wait_for(lambda sent_before=sent_before: len(delivered(fake_telegram)) >= sent_before + 40, timeout=30)
+        assert kill_connections() > 0
+
+    wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=120, what="the broadcast to finish")
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
+    assert statuses[Delivery.Status.SENT] + statuses[Delivery.Status.UNKNOWN] == 300
