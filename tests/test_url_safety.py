@@ -1,13 +1,41 @@
 """The SSRF guard: links to internal addresses are refused before and during the download,
-including a name that resolves to loopback and a redirect to a private address."""
+including a name that resolves to loopback, a redirect to a private address or to another
+scheme, and an HLS stream whose key and segments are on an internal address.
+
+Where an attack needs a public first hop, 127.0.0.2 stands for the public server
+(URL_SAFETY_TREAT_AS_PUBLIC) and 127.0.0.1 for the inside of the network."""
 
 import socket
+import sys
 
 import pytest
+from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
 
 from bots import downloads, url_safety
 from queueing.errors import PermanentError
-from tests.media_server import MediaServer
+from tests.media_server import MediaServer, Tripwire
+
+PUBLIC = "127.0.0.2"
+
+# Stands for ffmpeg (not installed here, often installed next to yt-dlp): answers yt-dlp's
+# version probe, and reads a stream's playlist, key and segments as ffmpeg does, unchecked.
+FAKE_FFMPEG = f"""#!{sys.executable}
+import re, sys, urllib.request
+from urllib.parse import urljoin
+
+if "-i" not in sys.argv:
+    print("ffmpeg version 7.1 Copyright (c) 2000-2024 the FFmpeg developers")
+    sys.exit(0)
+playlist_url = sys.argv[sys.argv.index("-i") + 1]
+playlist = urllib.request.urlopen(playlist_url, timeout=10).read().decode()
+lines = [line for line in playlist.splitlines() if line and not line.startswith("#")]
+for target in re.findall(r'URI="([^"]+)"', playlist) + lines:
+    try:
+        urllib.request.urlopen(urljoin(playlist_url, target), timeout=10).read()
+    except OSError:
+        pass
+sys.exit(1)
+"""
 
 
 @pytest.fixture
@@ -24,12 +52,45 @@ def guarded(settings, tmp_path):
     return tmp_path / "work"
 
 
-def fetch_refused(url: str, folder) -> PermanentError:
+@pytest.fixture
+def public_server(settings):
+    """A media server on the loopback address that the guard lets through as public."""
+    settings.URL_SAFETY_TREAT_AS_PUBLIC = [PUBLIC]
+    server = MediaServer(PUBLIC).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def tripwire():
+    wire = Tripwire("127.0.0.1")
+    yield wire
+    wire.stop()
+
+
+@pytest.fixture
+def ffmpeg(tmp_path, monkeypatch):
+    """FAKE_FFMPEG on the PATH, and yt-dlp's memory of which ffmpeg it found forgotten."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    (folder / "ffmpeg").write_text(FAKE_FFMPEG)
+    (folder / "ffmpeg").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{sys.modules['os'].environ['PATH']}")
+    monkeypatch.setattr(FFmpegPostProcessor, "_version_cache", {None: None})
+    monkeypatch.setattr(FFmpegPostProcessor, "_features_cache", {})
+
+
+def fetch_failed(url: str, folder) -> PermanentError:
     folder.mkdir(exist_ok=True)
     with pytest.raises(PermanentError) as caught:
         downloads.fetch(url, folder, lambda status: None)
-    assert caught.value.user_message == downloads.REFUSED, caught.value
     return caught.value
+
+
+def fetch_refused(url: str, folder) -> PermanentError:
+    error = fetch_failed(url, folder)
+    assert error.user_message == downloads.REFUSED, error
+    return error
 
 
 def resolving(monkeypatch, names: dict[str, list[str]]) -> None:
@@ -78,7 +139,7 @@ def test_public_addresses_are_public(address):
     "url",
     [
         "file:///etc/passwd",
-        "ftp://93.184.216.34/video.mp4",
+        "ftp://127.0.0.2/video.mp4",
         "http://127.0.0.1/video.mp4",
         "http://169.254.169.254/latest/meta-data/",
         "http://10.0.0.1/video.mp4",
@@ -114,22 +175,45 @@ def test_a_name_that_resolves_to_loopback_only_when_connecting_is_refused(guarde
     assert media.count("/clip.mp4") == 0
 
 
-def test_a_redirect_to_a_private_address_is_refused(guarded, monkeypatch):
-    """The first server stands for a public one (its address is let through); it redirects to
-    a second server on another loopback address, which must never be asked."""
-    public, private = MediaServer("127.0.0.1").start(), MediaServer("127.0.0.2").start()
-    try:
-        real = url_safety.is_public_address
-        monkeypatch.setattr(url_safety, "is_public_address", lambda address: address == "127.0.0.1" or real(address))
-        target = private.url("/clip.mp4")
+def test_only_the_listed_address_is_treated_as_public(settings):
+    settings.URL_SAFETY_TREAT_AS_PUBLIC = [PUBLIC]
 
-        fetch_refused(public.url(f"/redirect?to={target}"), guarded)
+    assert url_safety.is_public_address(PUBLIC)
+    assert not url_safety.is_public_address("127.0.0.1")
 
-        assert public.count("/redirect") == 1
-        assert private.count("/clip.mp4") == 0
-    finally:
-        public.stop()
-        private.stop()
+
+def test_a_redirect_to_a_private_address_is_refused(guarded, public_server, media):
+    """The first server stands for a public one; it redirects to a second server on another
+    loopback address, which must never be asked."""
+    target = media.url("/clip.mp4")
+
+    fetch_refused(public_server.url(f"/redirect?to={target}"), guarded)
+
+    assert public_server.count("/redirect") == 1
+    assert media.count("/clip.mp4") == 0
+
+
+@pytest.mark.parametrize("scheme", ["ftp", "http"])
+def test_a_redirect_to_an_internal_port_connects_nowhere_whatever_the_scheme(guarded, public_server, tripwire, scheme):
+    error = fetch_refused(public_server.url(f"/redirect?to={tripwire.url('/x', scheme)}"), guarded)
+
+    assert public_server.count("/redirect") == 1
+    assert tripwire.connections() == 0
+    assert "Refused" in str(error)
+
+
+@pytest.mark.parametrize("playlist", ["sample-aes", "plain"])
+def test_an_hls_stream_with_its_key_and_segments_inside_connects_nowhere(
+    guarded, public_server, tripwire, ffmpeg, playlist
+):
+    """SAMPLE-AES is what yt-dlp's own HLS downloader hands to ffmpeg; a plain stream it
+    fetches itself."""
+    public_server.hls_elsewhere = tripwire.url()
+
+    fetch_failed(public_server.url(f"/hls/{playlist}.m3u8"), guarded)
+
+    assert public_server.count(f"/hls/{playlist}.m3u8") >= 1, "the playlist itself was fetched"
+    assert tripwire.connections() == 0
 
 
 def test_private_hosts_can_be_allowed(settings, tmp_path, media):
