@@ -15,7 +15,7 @@ counts requests per path, and misbehaves on demand.
                            `hls_elsewhere` (a base URL: another server's, a Tripwire's)
 
 Any path in `gone` is answered 404 until it is taken out again; `on_request(path)`, if set, runs
-before a request is answered (a test uses it to fill the disk under a running download). A
+before a request is answered (`full_disk` fills the disk under a running download). A
 Tripwire counts the connections made to it, for tests that must prove none was. The fixtures other than
 clip.mp4 were written by a few lines of Python (zlib for the PNG, wave for the WAV, silent
 frames for the MP3), so no media tool is needed.
@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
+# Every write to it fails with ENOSPC (Linux).
+DEV_FULL = Path("/dev/full")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CLIP = FIXTURES / "clip.mp4"
 FILES = {"/track.mp3": "audio/mpeg", "/photo.png": "image/png", "/sound.wav": "audio/wav"}
@@ -166,6 +168,20 @@ def _handler(server: MediaServer) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(socket.SHUT_RDWR)
 
     return Handler
+
+
+def full_disk(root: Path, part_file: str) -> Callable[[str], None]:
+    """An `on_request` that makes the part file of every download under `root` a link to
+    /dev/full before the server answers: yt-dlp opens it as usual, and its writes fail in the
+    kernel with ENOSPC, exactly as on a full disk (the removal of the folder removes the link)."""
+
+    def fill(_path: str) -> None:
+        for folder in root.iterdir():
+            part = folder / part_file
+            if folder.is_dir() and not part.is_symlink():
+                part.symlink_to(DEV_FULL)
+
+    return fill
 
 
 class Tripwire:

@@ -9,6 +9,7 @@ import socket
 import sys
 
 import pytest
+from yt_dlp.downloader import HlsFD, get_suitable_downloader
 from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
 
 from bots import downloads, url_safety
@@ -93,6 +94,10 @@ def fetch_refused(url: str, folder) -> PermanentError:
     return error
 
 
+def options(folder) -> dict:
+    return downloads.ydl_options(folder, downloads.Watchdog(10_000_000, 60, lambda status: None))
+
+
 def resolving(monkeypatch, names: dict[str, list[str]]) -> None:
     """Make getaddrinfo answer `names` with the given addresses, one list per call (the last repeats)."""
     real = socket.getaddrinfo
@@ -166,9 +171,10 @@ def test_a_public_looking_name_that_resolves_to_loopback_is_refused(guarded, med
     assert media.count("/clip.mp4") == 0
 
 
-def test_a_name_that_resolves_to_loopback_only_when_connecting_is_refused(guarded, media, monkeypatch):
+def test_a_name_that_resolves_to_loopback_only_when_connecting_is_refused(guarded, media, monkeypatch, settings):
     """DNS rebinding: public when checked, loopback when yt-dlp connects."""
-    resolving(monkeypatch, {"rebind.example.com": ["93.184.216.34", "127.0.0.1"]})
+    settings.URL_SAFETY_TREAT_AS_PUBLIC = [PUBLIC]
+    resolving(monkeypatch, {"rebind.example.com": [PUBLIC, "127.0.0.1"]})
 
     fetch_refused(f"http://rebind.example.com:{media.port}/clip.mp4", guarded)
 
@@ -202,18 +208,51 @@ def test_a_redirect_to_an_internal_port_connects_nowhere_whatever_the_scheme(gua
     assert "Refused" in str(error)
 
 
-@pytest.mark.parametrize("playlist", ["sample-aes", "plain"])
+@pytest.mark.parametrize(
+    ("playlist", "user_message"), [("sample-aes", downloads.NO_FORMAT), ("plain", downloads.REFUSED)]
+)
 def test_an_hls_stream_with_its_key_and_segments_inside_connects_nowhere(
-    guarded, public_server, tripwire, ffmpeg, playlist
+    guarded, public_server, tripwire, ffmpeg, playlist, user_message
 ):
     """SAMPLE-AES is what yt-dlp's own HLS downloader hands to ffmpeg; a plain stream it
     fetches itself."""
     public_server.hls_elsewhere = tripwire.url()
 
-    fetch_failed(public_server.url(f"/hls/{playlist}.m3u8"), guarded)
+    error = fetch_failed(public_server.url(f"/hls/{playlist}.m3u8"), guarded)
+
+    assert error.user_message == user_message, error
 
     assert public_server.count(f"/hls/{playlist}.m3u8") >= 1, "the playlist itself was fetched"
     assert tripwire.connections() == 0
+
+
+def test_no_external_downloader_runs_whatever_the_options_say(guarded, tripwire):
+    """curl is installed here: given the chance, it would connect to the tripwire itself."""
+    ydl = downloads.downloader({**options(guarded), "external_downloader": "curl"}, guarded=True)
+    info = {"id": "x", "ext": "mp4", "url": tripwire.url("/clip.mp4"), "protocol": "http"}
+
+    with pytest.raises(PermanentError) as caught:
+        ydl.dl(str(guarded / "x.mp4"), info)
+
+    assert "CurlFD" in str(caught.value)
+    assert tripwire.connections() == 0
+
+
+def test_only_formats_that_yt_dlp_fetches_itself_are_chosen(settings, tmp_path):
+    settings.DOWNLOADS_ALLOW_PRIVATE_HOSTS = True
+    ydl = downloads.downloader(options(tmp_path), guarded=False)
+    formats = [
+        {"format_id": "rtmp", "url": "rtmp://127.0.0.1/live", "ext": "mp4", "height": 1080},
+        {"format_id": "ffmpeg-hls", "url": "http://127.0.0.1/a.m3u8", "protocol": "m3u8", "ext": "mp4", "height": 720},
+        {"format_id": "https", "url": "https://127.0.0.1/a.mp4", "ext": "mp4", "height": 360},
+    ]
+
+    chosen = ydl.process_ie_result({"id": "x", "title": "x", "formats": formats}, download=False)
+
+    assert chosen["format_id"] == "ffmpeg-hls" and chosen["protocol"] == "m3u8"
+    assert get_suitable_downloader(chosen, ydl.params) is HlsFD, "HLS by yt-dlp, not ffmpeg"
+    chosen = ydl.process_ie_result({"id": "x", "title": "x", "formats": [formats[0], formats[2]]}, download=False)
+    assert chosen["format_id"] == "https"
 
 
 def test_private_hosts_can_be_allowed(settings, tmp_path, media):
