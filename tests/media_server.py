@@ -178,8 +178,10 @@ def full_disk(root: Path, part_file: str) -> Callable[[str], None]:
     def fill(_path: str) -> None:
         for folder in root.iterdir():
             part = folder / part_file
-            if folder.is_dir() and not part.is_symlink():
-                part.symlink_to(DEV_FULL)
+            # A folder may be removed meanwhile: its download has ended.
+            with contextlib.suppress(FileNotFoundError, FileExistsError):
+                if folder.is_dir() and not part.is_symlink():
+                    part.symlink_to(DEV_FULL)
 
     return fill
 
