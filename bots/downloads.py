@@ -371,7 +371,14 @@ def ydl_options(folder: Path, watchdog: "Watchdog") -> dict:
 
 
 class ProjectYoutubeDL(yt_dlp.YoutubeDL):
-    """YoutubeDL with its extractor list built once per worker process, not once per download."""
+    """YoutubeDL that speaks http(s) only and runs only its own downloaders, with its extractor
+    list built once per worker process, not once per download."""
+
+    request_handler: type[url_safety.HTTPOnlyRH] = url_safety.HTTPOnlyRH
+
+    @functools.cached_property
+    def _request_director(self):
+        return self.build_request_director([self.request_handler])
 
     def add_default_info_extractors(self) -> None:
         for extractor in default_extractors():
@@ -388,6 +395,18 @@ class ProjectYoutubeDL(yt_dlp.YoutubeDL):
                 user_message=NO_FORMAT,
             )
         return super().dl(name, info, subtitle, test)
+
+    def urlopen(self, req):
+        """A refusal ends the download as a permanent error. yt-dlp would take it for a network
+        error: retry it, skip a segment, or keep only its text (a fragment's "Got error: …")."""
+        try:
+            return super().urlopen(req)
+        except NoSupportingHandlers as exc:
+            raise PermanentError(f"Refused: {exc}", user_message=REFUSED) from exc
+        except Exception as exc:
+            if unsafe := url_safety.refused(exc):
+                raise PermanentError(f"Refused: {unsafe}", user_message=REFUSED) from exc
+            raise
 
 
 @functools.cache
@@ -409,21 +428,7 @@ def warm_up() -> None:
 class PublicOnlyYoutubeDL(ProjectYoutubeDL):
     """Every request through the request handler that refuses internal addresses."""
 
-    @functools.cached_property
-    def _request_director(self):
-        return self.build_request_director([url_safety.PublicOnlyRH])
-
-    def urlopen(self, req):
-        """A refusal ends the download as a permanent error. yt-dlp would take it for a network
-        error: retry it, skip a segment, or keep only its text (a fragment's "Got error: …")."""
-        try:
-            return super().urlopen(req)
-        except NoSupportingHandlers as exc:
-            raise PermanentError(f"Refused: {exc}", user_message=REFUSED) from exc
-        except Exception as exc:
-            if unsafe := url_safety.refused(exc):
-                raise PermanentError(f"Refused: {unsafe}", user_message=REFUSED) from exc
-            raise
+    request_handler = url_safety.PublicOnlyRH
 
 
 def downloader(options: dict, guarded: bool) -> yt_dlp.YoutubeDL:

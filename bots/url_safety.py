@@ -120,20 +120,20 @@ class _HTTPOnlyRedirectHandler(RedirectHandler):
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
-class PublicOnlyRH(UrllibRH):
-    """yt-dlp's urllib request handler, http(s) only, whose every connection (first hop and
-    each redirect) checks the address it is about to connect to. yt-dlp builds its opener
-    in `_create_instance`; this is that opener with the guarded HTTP handler, without the
-    file, data and FTP handlers, and with redirects to other schemes refused."""
+class HTTPOnlyRH(UrllibRH):
+    """yt-dlp's urllib request handler, speaking http(s) and nothing else. yt-dlp builds its
+    opener in `_create_instance`; this is that opener without the file, data and FTP handlers,
+    and with redirects to other schemes refused."""
 
     _SUPPORTED_URL_SCHEMES = ALLOWED_SCHEMES
-    RH_NAME = "urllib-public-only"
+    RH_NAME = "urllib-http-only"
+    http_handler_class: type[HTTPHandler] = HTTPHandler
 
     def _create_instance(self, proxies, cookiejar, legacy_ssl_support=None):
         opener = urllib.request.OpenerDirector()
         handlers = [
             ProxyHandler(proxies),
-            _GuardedHTTPHandler(
+            self.http_handler_class(
                 debuglevel=int(bool(self.verbose)),
                 context=self._make_sslcontext(legacy_ssl_support=legacy_ssl_support),
                 source_address=self.source_address,
@@ -148,6 +148,14 @@ class PublicOnlyRH(UrllibRH):
             opener.add_handler(handler)
         opener.addheaders = []
         return opener
+
+
+class PublicOnlyRH(HTTPOnlyRH):
+    """The http(s)-only request handler whose every connection (first hop and each redirect)
+    checks the address it is about to connect to."""
+
+    RH_NAME = "urllib-public-only"
+    http_handler_class = _GuardedHTTPHandler
 
 
 def refused(exc: BaseException) -> UnsafeURL | None:

@@ -255,6 +255,15 @@ def test_only_formats_that_yt_dlp_fetches_itself_are_chosen(settings, tmp_path):
     assert chosen["format_id"] == "https"
 
 
+def test_where_private_hosts_are_allowed_downloads_still_speak_http_only(settings, tmp_path, media, tripwire):
+    settings.DOWNLOADS_ALLOW_PRIVATE_HOSTS = True
+
+    fetch_refused(media.url(f"/redirect?to={tripwire.url('/x', 'ftp')}"), tmp_path / "work")
+
+    assert media.count("/redirect") == 1
+    assert tripwire.connections() == 0
+
+
 def test_private_hosts_can_be_allowed(settings, tmp_path, media):
     settings.DOWNLOADS_ALLOW_PRIVATE_HOSTS = True
     folder = tmp_path / "work"
