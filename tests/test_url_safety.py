@@ -5,6 +5,7 @@ scheme, and an HLS stream whose key and segments are on an internal address.
 Where an attack needs a public first hop, 127.0.0.2 stands for the public server
 (URL_SAFETY_TREAT_AS_PUBLIC) and 127.0.0.1 for the inside of the network."""
 
+import os
 import socket
 import sys
 
@@ -76,7 +77,7 @@ def ffmpeg(tmp_path, monkeypatch):
     folder.mkdir()
     (folder / "ffmpeg").write_text(FAKE_FFMPEG)
     (folder / "ffmpeg").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{folder}:{sys.modules['os'].environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setattr(FFmpegPostProcessor, "_version_cache", {None: None})
     monkeypatch.setattr(FFmpegPostProcessor, "_features_cache", {})
 
