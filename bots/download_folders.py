@@ -1,7 +1,14 @@
 """Every download works in a folder of its own under DOWNLOADS_ROOT, removed when it ends; the
 downloads cluster sweeps away the folders of downloads that never ended (a killed worker).
-Kept apart from bots.downloads so that registering the sweep does not import yt-dlp."""
+Kept apart from bots.downloads so that registering the sweep does not import yt-dlp.
 
+A full disk ends the download at once (DiskFull, a permanent error), its folder removed with
+whatever it had written. Not retried: the job's retries come 5 and 15 seconds later, too soon
+for an operator to free space, and each would fetch the same bytes into the same full disk;
+the member is told to send the link again later, the operator finds the reason in the job
+history and an error in the log (and in Sentry)."""
+
+import errno
 import shutil
 import time
 import uuid
@@ -11,10 +18,22 @@ from pathlib import Path
 
 from django.conf import settings
 
+from queueing.errors import PermanentError
 from queueing.queues import get_queue
+
+DISK_FULL = "I've run out of room for downloads just now. Please send the link again a bit later."
 
 # How often each downloads cluster sweeps (it also sweeps as it starts).
 SWEEP_INTERVAL = 60.0
+
+
+class DiskFull(PermanentError):
+    def __init__(self, cause: OSError):
+        super().__init__(f"Disk full under {settings.DOWNLOADS_ROOT}: {cause}", user_message=DISK_FULL)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @contextmanager
@@ -22,7 +41,12 @@ def temporary_folder() -> Iterator[Path]:
     """A fresh folder under DOWNLOADS_ROOT, removed whatever happens (a killed worker's is
     removed by sweep_stale_folders)."""
     folder = Path(settings.DOWNLOADS_ROOT) / uuid.uuid4().hex
-    folder.mkdir(parents=True)
+    try:
+        folder.mkdir(parents=True)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull(exc) from exc
+        raise
     try:
         yield folder
     finally:

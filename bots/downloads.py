@@ -4,6 +4,7 @@ file_id remembered so the same link is answered from Telegram's copy next time."
 
 import functools
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -18,12 +19,13 @@ import yt_dlp
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from yt_dlp.downloader import DashSegmentsFD, HlsFD, HttpFD, get_suitable_downloader
 from yt_dlp.networking.exceptions import HTTPError as YtHTTPError
-from yt_dlp.networking.exceptions import TransportError
+from yt_dlp.networking.exceptions import NoSupportingHandlers, TransportError
 from yt_dlp.utils import DownloadError, ExtractorError, GeoRestrictedError, UnsupportedError
 
 from bots import url_safety
-from bots.download_folders import temporary_folder
+from bots.download_folders import DiskFull, is_disk_full, temporary_folder
 from bots.models import Bot, Download, MediaCache, TelegramUser
 from bots.telegram_api import call
 from queueing.errors import PERMANENT, RATE_LIMITED, PermanentError, RateLimited, RetriableError, classify
@@ -40,6 +42,13 @@ PHOTO_MAX_BYTES = 10 * 1024 * 1024
 CAPTION_LIMIT = 1024
 # A download waiting for the member's earlier one looks again this often.
 TURN_WAIT_SECONDS = 2.0
+# yt-dlp's own downloaders, which make every request through our request handler (and so
+# through the address check); the protocols they take, as yt-dlp names them. See bots.url_safety.
+NATIVE_DOWNLOADERS = (HttpFD, HlsFD, DashSegmentsFD)
+NATIVE_PROTOCOLS = "^(https?|m3u8(_native)?|http_dash_segments)$"
+# A place where no ffmpeg can ever be (/dev/null is not a folder): yt-dlp runs without ffmpeg,
+# even where it is installed, and even when its HLS downloader would hand a stream over to it.
+NO_FFMPEG = os.path.join(os.devnull, "ffmpeg")
 
 STARTING = "Downloading…"
 NOT_HTTP = "I can only download http and https links."
@@ -181,6 +190,9 @@ def fail(download: Download, progress: "Progress", exc: BaseException) -> None:
     error_class = classify(exc).error_class
     if error_class == RATE_LIMITED:
         return
+    if isinstance(exc, DiskFull):
+        # Permanent errors stay out of Sentry; this one is the operator's to fix.
+        logger.error("Download %s: %s", download.pk, exc)
     if error_class != PERMANENT and not _last_attempt(download):
         progress.show(RETRYING)
         return
@@ -325,13 +337,17 @@ def fetch(url: str, folder: Path, on_progress: Callable[[dict], None]) -> Media:
 
 def ydl_options(folder: Path, watchdog: "Watchdog") -> dict:
     limit = settings.DOWNLOADS_MAX_BYTES
+    native = f"[protocol~='{NATIVE_PROTOCOLS}']"
     return {
         "outtmpl": {"default": str(folder / "%(id).60B.%(ext)s")},
         "paths": {"home": str(folder), "temp": str(folder)},
         "restrictfilenames": True,
         # Telegram plays mp4 (H.264) and m4a; the biggest that fits, else the best, which
-        # check_info then refuses as too large. Single files only: no ffmpeg merging.
-        "format": f"b[filesize<=?{limit}][filesize_approx<=?{limit}]/b",
+        # check_info then refuses as too large. Single files only: no ffmpeg merging. Only
+        # protocols that yt-dlp's own downloaders fetch.
+        "format": f"b[filesize<=?{limit}][filesize_approx<=?{limit}]{native}/b{native}",
+        "external_downloader": {"default": "native"},
+        "ffmpeg_location": NO_FFMPEG,
         "format_sort": ["ext:mp4:m4a", "vcodec:h264"],
         "noplaylist": True,
         "extract_flat": "in_playlist",
@@ -339,6 +355,8 @@ def ydl_options(folder: Path, watchdog: "Watchdog") -> dict:
         # Our job contract retries (with backoff); yt-dlp's own retries would multiply them.
         "retries": 0,
         "fragment_retries": 0,
+        # A segment that cannot be fetched fails the download rather than leaving a gap in it.
+        "skip_unavailable_fragments": False,
         "extractor_retries": 0,
         "file_access_retries": 0,
         "progress_hooks": [watchdog],
@@ -353,12 +371,42 @@ def ydl_options(folder: Path, watchdog: "Watchdog") -> dict:
 
 
 class ProjectYoutubeDL(yt_dlp.YoutubeDL):
-    """YoutubeDL with its extractor list built once per worker process, not once per download."""
+    """YoutubeDL that speaks http(s) only and runs only its own downloaders, with its extractor
+    list built once per worker process, not once per download."""
+
+    request_handler: type[url_safety.HTTPOnlyRH] = url_safety.HTTPOnlyRH
+
+    @functools.cached_property
+    def _request_director(self):
+        return self.build_request_director([self.request_handler])
 
     def add_default_info_extractors(self) -> None:
         for extractor in default_extractors():
             # Classes are shared; an instance, should yt-dlp's list hold one, is bound to one downloader.
             self.add_info_extractor(extractor if isinstance(extractor, type) else type(extractor)())
+
+    def dl(self, name, info, subtitle=False, test=False):
+        """Only yt-dlp's own downloaders run, whatever the format and the options say: an
+        external program would open connections that the address check never sees."""
+        chosen = get_suitable_downloader(dict(info), self.params, to_stdout=name == "-")
+        if chosen not in NATIVE_DOWNLOADERS:
+            raise PermanentError(
+                f"{info.get('protocol')} needs {getattr(chosen, '__name__', 'several downloaders')}, which is off",
+                user_message=NO_FORMAT,
+            )
+        return super().dl(name, info, subtitle, test)
+
+    def urlopen(self, req):
+        """A refusal ends the download as a permanent error. yt-dlp would take it for a network
+        error: retry it, skip a segment, or keep only its text (a fragment's "Got error: …")."""
+        try:
+            return super().urlopen(req)
+        except NoSupportingHandlers as exc:
+            raise PermanentError(f"Refused: {exc}", user_message=REFUSED) from exc
+        except Exception as exc:
+            if unsafe := url_safety.refused(exc):
+                raise PermanentError(f"Refused: {unsafe}", user_message=REFUSED) from exc
+            raise
 
 
 @functools.cache
@@ -380,9 +428,7 @@ def warm_up() -> None:
 class PublicOnlyYoutubeDL(ProjectYoutubeDL):
     """Every request through the request handler that refuses internal addresses."""
 
-    @functools.cached_property
-    def _request_director(self):
-        return self.build_request_director([url_safety.PublicOnlyRH])
+    request_handler = url_safety.PublicOnlyRH
 
 
 def downloader(options: dict, guarded: bool) -> yt_dlp.YoutubeDL:
@@ -451,6 +497,12 @@ def translate_error(exc: BaseException) -> PermanentError | RetriableError:
     for cause in causes:
         if isinstance(cause, PermanentError | RetriableError):
             return cause
+        if is_disk_full(cause):
+            return DiskFull(cause)
+    if "ffmpeg" in technical.lower():
+        # What needs ffmpeg (an encryption its HLS downloader does not handle, a live stream)
+        # is not downloaded: ffmpeg would connect where the address check cannot follow.
+        return PermanentError(technical, user_message=NO_FORMAT)
     for cause in causes:
         if isinstance(cause, YtHTTPError):
             if cause.status >= 500 or cause.status in (408, 429):

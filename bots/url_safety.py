@@ -1,7 +1,22 @@
 """Keeping downloads away from the inside of our network (SSRF): only http and https, and only
 hosts whose every address is public. The check runs on the link a member sent and again on
 every connection yt-dlp opens, so a redirect, or a name that resolves differently the second
-time, cannot reach an internal address either."""
+time, cannot reach an internal address either.
+
+Every protocol is closed, not only HTTP's first hop:
+- The opener speaks HTTP(S) and nothing else: no FTP, file or data handler, and a redirect to
+  any other scheme is refused (`Refused`, which the download job reports as permanent).
+- yt-dlp's external downloaders (ffmpeg, rtmpdump, aria2c, curl, wget…) are off, and so are
+  protocols other than HTTP(S), HLS and DASH (bots.downloads.ydl_options and
+  ProjectYoutubeDL.dl). We turn them off rather than pass their connections through this check
+  because an external program opens its own sockets: the address check lives in this
+  process's connect and cannot follow it there (a proxy could for HTTP, not for RTMP, RTSP or
+  FTP). yt-dlp's native HLS and DASH downloaders fetch playlists, keys and segments through
+  the same request handler as everything else, so they stay on, guarded.
+
+URL_SAFETY_TREAT_AS_PUBLIC is for tests only: it lets one loopback address stand for a public
+server so that the first hop of an attack can be played on one machine.
+"""
 
 import functools
 import http.client
@@ -10,10 +25,9 @@ import socket
 import urllib.request
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from yt_dlp.networking._helper import _socket_connect, create_connection
 from yt_dlp.networking._urllib import (
-    DataHandler,
-    FTPHandler,
     HTTPDefaultErrorHandler,
     HTTPErrorProcessor,
     HTTPHandler,
@@ -34,17 +48,20 @@ def is_public_address(address: str) -> bool:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
         ip = ip.ipv4_mapped
+    if str(ip) in settings.URL_SAFETY_TREAT_AS_PUBLIC:
+        return True
     return ip.is_global and not ip.is_multicast
 
 
-class UnsafeAddress(UnsafeURL, OSError):
-    """Raised while connecting: an OSError, so yt-dlp reports it as a transport error that
-    carries it, rather than as a bug in its request handler."""
+class Refused(UnsafeURL, OSError):
+    """Raised while a request is under way (a connection to an internal address, a redirect to
+    another scheme): an OSError, so yt-dlp reports it as a transport error that carries it,
+    rather than as a bug in its request handler."""
 
 
 def check_address(address: str) -> None:
     if not is_public_address(address):
-        raise UnsafeAddress(f"{address} is not a public address")
+        raise Refused(f"{address} is not a public address")
 
 
 def check_url(url: str) -> None:
@@ -93,36 +110,52 @@ class _GuardedHTTPHandler(HTTPHandler):
         )
 
 
-class PublicOnlyRH(UrllibRH):
-    """yt-dlp's urllib request handler, http(s) only, whose every connection (first hop and
-    each redirect) checks the address it is about to connect to. yt-dlp builds its opener
-    in `_create_instance`; this is that opener with the guarded HTTP handler and without
-    the file handler."""
+class _HTTPOnlyRedirectHandler(RedirectHandler):
+    """urllib follows a redirect to ftp:// too (and hands it to whatever handler takes it)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        scheme = urlsplit(newurl).scheme.lower()
+        if scheme not in ALLOWED_SCHEMES:
+            raise Refused(f"A redirect to {scheme or 'no scheme'} ({newurl[:200]}) is not followed")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class HTTPOnlyRH(UrllibRH):
+    """yt-dlp's urllib request handler, speaking http(s) and nothing else. yt-dlp builds its
+    opener in `_create_instance`; this is that opener without the file, data and FTP handlers,
+    and with redirects to other schemes refused."""
 
     _SUPPORTED_URL_SCHEMES = ALLOWED_SCHEMES
-    RH_NAME = "urllib-public-only"
+    RH_NAME = "urllib-http-only"
+    http_handler_class: type[HTTPHandler] = HTTPHandler
 
     def _create_instance(self, proxies, cookiejar, legacy_ssl_support=None):
         opener = urllib.request.OpenerDirector()
         handlers = [
             ProxyHandler(proxies),
-            _GuardedHTTPHandler(
+            self.http_handler_class(
                 debuglevel=int(bool(self.verbose)),
                 context=self._make_sslcontext(legacy_ssl_support=legacy_ssl_support),
                 source_address=self.source_address,
             ),
             urllib.request.HTTPCookieProcessor(cookiejar),
-            DataHandler(),
             UnknownHandler(),
             HTTPDefaultErrorHandler(),
-            FTPHandler(),
             HTTPErrorProcessor(),
-            RedirectHandler(),
+            _HTTPOnlyRedirectHandler(),
         ]
         for handler in handlers:
             opener.add_handler(handler)
         opener.addheaders = []
         return opener
+
+
+class PublicOnlyRH(HTTPOnlyRH):
+    """The http(s)-only request handler whose every connection (first hop and each redirect)
+    checks the address it is about to connect to."""
+
+    RH_NAME = "urllib-public-only"
+    http_handler_class = _GuardedHTTPHandler
 
 
 def refused(exc: BaseException) -> UnsafeURL | None:

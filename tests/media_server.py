@@ -11,8 +11,12 @@ counts requests per path, and misbehaves on demand.
     /page.html             an HTML page with no media in it
     /drop.mp4              promises the whole file, sends a little, drops the connection
     /redirect?to=URL       302 to URL
+    /hls/NAME.m3u8         an HLS playlist from HLS_PLAYLISTS whose key and segments are at
+                           `hls_elsewhere` (a base URL: another server's, a Tripwire's)
 
-Any path in `gone` is answered 404 until it is taken out again. The fixtures other than
+Any path in `gone` is answered 404 until it is taken out again; `on_request(path)`, if set, runs
+before a request is answered (`full_disk` fills the disk under a running download). A
+Tripwire counts the connections made to it, for tests that must prove none was. The fixtures other than
 clip.mp4 were written by a few lines of Python (zlib for the PNG, wave for the WAV, silent
 frames for the MP3), so no media tool is needed.
 """
@@ -22,14 +26,27 @@ import socket
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
+# Every write to it fails with ENOSPC (Linux).
+DEV_FULL = Path("/dev/full")
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CLIP = FIXTURES / "clip.mp4"
 FILES = {"/track.mp3": "audio/mpeg", "/photo.png": "image/png", "/sound.wav": "audio/wav"}
+
+HLS_PLAYLISTS = {
+    # yt-dlp's own HLS downloader cannot decrypt SAMPLE-AES and hands such a stream to ffmpeg.
+    "sample-aes": '#EXT-X-KEY:METHOD=SAMPLE-AES,URI="{elsewhere}/key",KEYFORMAT="identity"\n',
+    "plain": "",
+}
+HLS_PLAYLIST = (
+    "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n{key}"
+    "#EXTINF:2.0,\n{elsewhere}/segment0.ts\n#EXTINF:2.0,\n{elsewhere}/segment1.ts\n#EXT-X-ENDLIST\n"
+)
 
 PAGE = b"<!doctype html><html><head><title>Our news</title></head><body><p>Nothing to watch here.</p></body></html>"
 
@@ -41,6 +58,8 @@ class MediaServer:
         self.slow_seconds = slow_seconds
         self.files = {path: ((FIXTURES / path.lstrip("/")).read_bytes(), kind) for path, kind in FILES.items()}
         self.gone: set[str] = set()
+        self.hls_elsewhere = ""
+        self.on_request: Callable[[str], None] | None = None
         self.requests: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -86,6 +105,9 @@ def _handler(server: MediaServer) -> type[BaseHTTPRequestHandler]:
         def do_GET(self, head: bool = False) -> None:
             parts = urlsplit(self.path)
             server._record(parts.path)
+            if server.on_request:
+                server.on_request(parts.path)
+            name = parts.path.removeprefix("/hls/").removesuffix(".m3u8")
             if parts.path in server.gone:
                 self._send(404, b"Not Found", "text/plain", head)
             elif parts.path == "/clip.mp4":
@@ -94,6 +116,10 @@ def _handler(server: MediaServer) -> type[BaseHTTPRequestHandler]:
                 self._send(200, server.media, "video/mp4", head, pause=True)
             elif parts.path in server.files:
                 self._send(200, *server.files[parts.path], head)
+            elif parts.path.startswith("/hls/") and name in HLS_PLAYLISTS:
+                key = HLS_PLAYLISTS[name].format(elsewhere=server.hls_elsewhere)
+                playlist = HLS_PLAYLIST.format(key=key, elsewhere=server.hls_elsewhere)
+                self._send(200, playlist.encode(), "application/vnd.apple.mpegurl", head)
             elif parts.path == "/page.html":
                 self._send(200, PAGE, "text/html; charset=utf-8", head)
             elif parts.path == "/error.mp4":
@@ -142,3 +168,59 @@ def _handler(server: MediaServer) -> type[BaseHTTPRequestHandler]:
                 self.connection.shutdown(socket.SHUT_RDWR)
 
     return Handler
+
+
+def full_disk(root: Path, part_file: str) -> Callable[[str], None]:
+    """An `on_request` that makes the part file of every download under `root` a link to
+    /dev/full before the server answers: yt-dlp opens it as usual, and its writes fail in the
+    kernel with ENOSPC, exactly as on a full disk (the removal of the folder removes the link)."""
+
+    def fill(_path: str) -> None:
+        for folder in root.iterdir():
+            part = folder / part_file
+            # A folder may be removed meanwhile: its download has ended.
+            with contextlib.suppress(FileNotFoundError, FileExistsError):
+                if folder.is_dir() and not part.is_symlink():
+                    part.symlink_to(DEV_FULL)
+
+    return fill
+
+
+class Tripwire:
+    """A listening socket on loopback that accepts, counts and closes every connection made to it."""
+
+    def __init__(self, host: str = "127.0.0.1"):
+        self._socket = socket.create_server((host, 0))
+        self.host, self.port = host, self._socket.getsockname()[1]
+        self._peers: list[tuple] = []
+        self._probes: set[tuple] = set()
+        self._changed = threading.Condition()
+        threading.Thread(target=self._accept, name="tripwire", daemon=True).start()
+
+    def url(self, path: str = "", scheme: str = "http") -> str:
+        return f"{scheme}://{self.host}:{self.port}{path}"
+
+    def connections(self) -> int:
+        """How many connections were made so far. It makes one of its own and waits until that
+        one is accepted: connections are accepted in order, so every earlier one is counted."""
+        with socket.create_connection((self.host, self.port)) as probe:
+            peer = probe.getsockname()[:2]
+            self._probes.add(peer)
+            with self._changed:
+                assert self._changed.wait_for(lambda: peer in self._peers, timeout=10), "the probe was not accepted"
+        with self._changed:
+            return len([peer for peer in self._peers if peer not in self._probes])
+
+    def stop(self) -> None:
+        self._socket.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, peer = self._socket.accept()
+            except OSError:
+                return
+            connection.close()
+            with self._changed:
+                self._peers.append(peer[:2])
+                self._changed.notify_all()

@@ -10,12 +10,12 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.urls import reverse
 from django.utils import timezone
 
-from bots import downloads
+from bots import download_folders, downloads
 from bots.models import Download, MediaCache, TelegramUser
 from bots.tasks import download_media
 from queueing.models import JobRecord
 from tests.fake_telegram import make_user, updates
-from tests.media_server import MediaServer
+from tests.media_server import MediaServer, full_disk
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -150,6 +150,26 @@ def test_a_file_over_the_limit_is_refused(webhook_bot, fake_telegram, media, sta
     assert "10000 byte limit" in job.last_error
     assert edits(fake_telegram, 603)[-1] == downloads.too_large_message()
     assert not fake_telegram.calls("sendVideo")
+
+
+def test_a_full_disk_fails_the_download_at_once_with_a_reason_and_leaves_nothing(
+    webhook_bot, fake_telegram, media, start, root
+):
+    """The disk fills up while the member's file is written (writes fail with ENOSPC)."""
+    media.on_request = full_disk(root, "clip.mp4.part")
+    start()
+
+    send(fake_telegram, webhook_bot, media.url("/clip.mp4"), 611)
+
+    job = wait_for(lambda: (jobs := download_jobs()) and finished(jobs[0]) and jobs[0], what="the download to end")
+    assert (job.status, job.attempts, job.error_class) == ("failed", 1, "permanent")
+    assert "Disk full" in job.last_error and "No space left on device" in job.last_error
+    assert edits(fake_telegram, 611)[-1] == download_folders.DISK_FULL
+    download = Download.objects.get()
+    assert download.status == Download.Status.FAILED and "No space left on device" in download.error
+    assert not fake_telegram.calls("sendVideo")
+    assert not JobRecord.objects.filter(status=JobRecord.Status.RUNNING).exists()
+    wait_for(lambda: not any(root.iterdir()), what="the folder and its part file to be removed")
 
 
 def test_a_reply_arrives_while_a_long_download_runs(webhook_bot, fake_telegram, start, root):

@@ -1,8 +1,11 @@
 """Parts of the download job that need no cluster: the per-process extractor list, the sweep of
-stale folders as a duty of the downloads cluster, and a download following an operator's retries."""
+stale folders as a duty of the downloads cluster, a download following an operator's retries,
+and a full disk."""
 
+import errno
 import os
 import time
+from pathlib import Path
 
 import pytest
 import yt_dlp
@@ -13,6 +16,7 @@ from queueing.housekeeping import Housekeeper
 from queueing.models import JobRecord
 from queueing.queues import get_queue
 from tests.fake_telegram import make_token
+from tests.media_server import MediaServer, full_disk
 
 
 def test_the_extractor_list_built_once_is_yt_dlps_own():
@@ -76,3 +80,32 @@ def test_a_download_follows_its_job_through_retries_of_retries():
         None,
     )
     assert list(Download.objects.active()) == [download]
+
+
+def test_a_full_disk_ends_the_download_for_good_and_says_so(settings, tmp_path):
+    settings.DOWNLOADS_ALLOW_PRIVATE_HOSTS = True
+    folder = tmp_path / "work"
+    folder.mkdir()
+    server = MediaServer().start()
+    server.on_request = full_disk(tmp_path, "clip.mp4.part")
+    try:
+        with pytest.raises(download_folders.DiskFull) as caught:
+            downloads.fetch(server.url("/clip.mp4"), folder, lambda status: None)
+    finally:
+        server.stop()
+
+    assert "No space left on device" in str(caught.value)
+    assert caught.value.user_message == download_folders.DISK_FULL
+    assert (folder / "clip.mp4.part").is_symlink(), "the write went where the test sent it"
+
+
+def test_no_room_for_a_download_folder_is_a_full_disk(settings, tmp_path, monkeypatch):
+    settings.DOWNLOADS_ROOT = tmp_path
+
+    def no_room(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+
+    monkeypatch.setattr(Path, "mkdir", no_room)
+
+    with pytest.raises(download_folders.DiskFull), download_folders.temporary_folder():
+        pass
