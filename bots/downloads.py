@@ -28,7 +28,16 @@ from bots import url_safety
 from bots.download_folders import DiskFull, is_disk_full, temporary_folder
 from bots.models import Bot, Download, MediaCache, TelegramUser
 from bots.telegram_api import call
-from queueing.errors import PERMANENT, RATE_LIMITED, PermanentError, RateLimited, RetriableError, classify
+from queueing.errors import (
+    DEFERRED,
+    MAYBE_DONE,
+    PERMANENT,
+    RATE_LIMITED,
+    Deferred,
+    PermanentError,
+    RetriableError,
+    classify,
+)
 from queueing.models import JobRecord
 
 logger = logging.getLogger(__name__)
@@ -62,6 +71,7 @@ PLAYLIST = "Please send a link to a single video or track, not a playlist."
 LIVE = "Live streams can't be downloaded. Send the link again once the recording is up."
 GAVE_UP = "Sorry, I couldn't download that: the site didn't answer properly. Please try again later."
 RETRYING = "The download was interrupted; trying again shortly…"
+MAYBE_SENT = "Telegram took too long to confirm the file. If it has not reached you, send the link again."
 
 
 def too_large_message() -> str:
@@ -158,7 +168,7 @@ def run(download_pk: int) -> dict:
     if download.follow_retries():
         progress.restart()
     if download.earlier_active().exists():
-        raise RateLimited(TURN_WAIT_SECONDS, "Waiting for the member's earlier download to finish")
+        raise Deferred(TURN_WAIT_SECONDS, "Waiting for the member's earlier download to finish")
     download.mark(Download.Status.RUNNING)
     try:
         if send_cached(bot, download.chat_id, download.url):
@@ -188,7 +198,11 @@ def run(download_pk: int) -> dict:
 def fail(download: Download, progress: "Progress", exc: BaseException) -> None:
     """Tell the member, unless the job will run again."""
     error_class = classify(exc).error_class
-    if error_class == RATE_LIMITED:
+    if error_class in (RATE_LIMITED, DEFERRED):
+        return
+    if error_class == MAYBE_DONE:
+        progress.show(MAYBE_SENT)
+        download.mark(Download.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:5000])
         return
     if isinstance(exc, DiskFull):
         # Permanent errors stay out of Sentry; this one is the operator's to fix.
