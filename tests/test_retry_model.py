@@ -1,0 +1,218 @@
+"""The retry model's parts, without clusters: the circuit, how failed requests are told
+apart, updates handed on when their job ended, and an outage logged once."""
+
+import logging
+import socket
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from bots import telegram_api
+from bots.inbox import hand_on_orphans
+from bots.models import Update
+from bots.tasks import WORKER_DIED, handle_one
+from queueing import circuit
+from queueing.errors import DEFERRED, MAYBE_DONE, MaybeDone, ServiceUnavailable, classify
+from queueing.jobs import BrokerOutages
+from queueing.models import Circuit, JobRecord
+from tests.fake_telegram import make_user, updates
+
+
+@pytest.fixture(autouse=True)
+def forget_circuits():
+    circuit._seen_open.clear()
+    circuit._probing.clear()
+    yield
+    circuit._seen_open.clear()
+    circuit._probing.clear()
+
+
+@pytest.mark.django_db
+def test_a_circuit_lets_one_probe_through_when_it_is_due_and_closes_on_success():
+    assert circuit.wait_for("svc") is None, "closed: go ahead"
+    outage = circuit.trip("svc", "502 Bad Gateway")
+    assert outage.reason == "502 Bad Gateway" and 0 < outage.wait <= circuit.PROBE_FIRST
+
+    waiting = circuit.wait_for("svc")
+    assert waiting is not None and waiting.wait > 0, "open: wait for the probe"
+
+    Circuit.objects.filter(key="svc").update(probe_at=timezone.now() - timedelta(seconds=1))
+    assert circuit.wait_for("svc") is None, "this caller is the probe"
+    assert circuit.wait_for("svc") is None, "the probe's own calls go ahead"
+    circuit._probing.clear()  # another process
+    assert circuit.wait_for("svc").wait == circuit.PROBE_BUSY_WAIT, "one probe at a time"
+
+    circuit.reset("svc")
+    assert not Circuit.objects.exists()
+    assert circuit.wait_for("svc") is None
+
+
+@pytest.mark.django_db
+def test_a_failed_probe_puts_the_next_one_further_off_and_other_failures_do_not():
+    circuit.trip("svc", "down")
+    first_probe = Circuit.objects.get().probe_at
+    circuit.trip("svc", "still down")  # a send that was already on its way
+    assert Circuit.objects.get().probe_at == first_probe
+
+    Circuit.objects.update(probe_at=timezone.now() - timedelta(seconds=1))
+    assert circuit.wait_for("svc") is None
+    circuit.trip("svc", "the probe failed")
+    row = Circuit.objects.get()
+    assert row.probing_until is None and row.failures == 3
+    assert row.probe_at > timezone.now() + timedelta(seconds=circuit.PROBE_FIRST)
+
+
+@pytest.mark.django_db
+def test_an_outage_is_logged_when_it_starts_and_when_it_ends_not_for_every_call(caplog):
+    caplog.set_level(logging.WARNING, logger="queueing.circuit")
+    for _ in range(20):
+        circuit.trip("svc", "502")
+    circuit.reset("svc")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "unreachable (502)" in messages[0] and "reachable again" in messages[1]
+
+
+def test_a_broker_outage_logs_one_traceback_then_a_summary_a_minute_then_the_end(caplog):
+    caplog.set_level(logging.WARNING, logger="queueing.jobs")
+    outages = BrokerOutages()
+    record = JobRecord(pk=1, queue="telegram")
+    try:
+        raise ConnectionError("Redis is away")
+    except ConnectionError:
+        for _ in range(500):
+            outages.failed(record)
+        outages.down["telegram"][1] -= BrokerOutages.SUMMARY_EVERY
+        outages.failed(record)
+    outages.worked("telegram")
+    outages.worked("telegram")
+
+    records = caplog.records
+    assert len(records) == 3
+    assert records[0].exc_info and "unreachable" in records[0].getMessage()
+    assert "500 more jobs" in records[1].getMessage() and not records[1].exc_info
+    assert "reachable again" in records[2].getMessage()
+
+
+@pytest.mark.django_db
+def test_telegram_answering_5xx_opens_the_circuit_and_nothing_is_spent(telegram_bot, fake_telegram):
+    fake_telegram.fail("bad_gateway", method="sendMessage")
+
+    with pytest.raises(ServiceUnavailable) as raised:
+        telegram_api.call(telegram_bot, "send_message", chat_id=1, text="hi")
+
+    assert classify(raised.value).error_class == DEFERRED
+    assert Circuit.objects.get().reason == "Telegram answered 502 Bad Gateway"
+    with pytest.raises(ServiceUnavailable):
+        telegram_api.call(telegram_bot, "send_message", chat_id=1, text="hi")
+    assert len(fake_telegram.calls("sendMessage")) == 1, "nothing is sent while the circuit is open"
+
+
+@pytest.mark.django_db
+def test_telegram_that_cannot_be_reached_opens_the_circuit(telegram_bot):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    telegram_bot.api_base_url = f"http://127.0.0.1:{port}/bot"
+
+    with pytest.raises(ServiceUnavailable):
+        telegram_api.call(telegram_bot, "send_message", chat_id=1, text="hi")
+
+    assert "could not be reached" in Circuit.objects.get().reason
+
+
+@pytest.mark.django_db
+def test_a_request_that_got_no_answer_may_have_arrived(telegram_bot, fake_telegram, settings):
+    settings.TELEGRAM_READ_TIMEOUT = 0.3
+    telegram_api._state["pid"] = None  # a new client with the shorter timeout
+    fake_telegram.delay(1.0, method="sendMessage", answer_late=True)
+
+    with pytest.raises(MaybeDone) as raised:
+        telegram_api.call(telegram_bot, "send_message", chat_id=1, text="hi")
+
+    telegram_api._state["pid"] = None
+    assert classify(raised.value).error_class == MAYBE_DONE
+    assert str(raised.value) == "Telegram did not answer within 0.3 s"
+    assert not Circuit.objects.exists()
+    fake_telegram.wait_for_calls(1, method="sendMessage")
+
+
+@pytest.mark.django_db
+def test_a_rejected_token_holds_replies_like_an_outage(telegram_bot, fake_telegram):
+    fake_telegram.fail("unauthorized", method="sendMessage")
+
+    with pytest.raises(ServiceUnavailable):
+        telegram_api.call(telegram_bot, "send_message", chat_id=1, text="hi")
+
+    assert Circuit.objects.get().reason == "token rejected"
+
+
+def _update(bot, update_id: int, **fields) -> Update:
+    payload = updates.text_message(bot.token, "/help", user=make_user(9000 + update_id))
+    payload["update_id"] = update_id
+    return Update.objects.create(bot=bot, update_id=update_id, payload=payload, chat_id=9000 + update_id, **fields)
+
+
+@pytest.mark.django_db
+def test_an_enqueued_update_whose_job_ended_goes_back_to_the_dispatcher(telegram_bot):
+    long_ago = timezone.now() - timedelta(minutes=1)
+    ended = JobRecord.objects.create(queue="telegram", kind="k", status=JobRecord.Status.FAILED, finished_at=long_ago)
+    just_ended = JobRecord.objects.create(
+        queue="telegram", kind="k", status=JobRecord.Status.SUCCEEDED, finished_at=timezone.now()
+    )
+    waiting = JobRecord.objects.create(queue="telegram", kind="k", status=JobRecord.Status.RETRYING)
+    orphan = _update(telegram_bot, 1, status=Update.Status.ENQUEUED, job=ended)
+    recent = _update(telegram_bot, 2, status=Update.Status.ENQUEUED, job=just_ended)
+    kept = _update(telegram_bot, 3, status=Update.Status.ENQUEUED, job=waiting)
+    done = _update(telegram_bot, 4, status=Update.Status.PROCESSED, job=ended)
+
+    assert hand_on_orphans() == 1
+
+    statuses = dict(Update.objects.values_list("pk", "status"))
+    assert statuses == {
+        orphan.pk: Update.Status.RECEIVED,
+        recent.pk: Update.Status.ENQUEUED,
+        kept.pk: Update.Status.ENQUEUED,
+        done.pk: Update.Status.PROCESSED,
+    }
+
+
+@pytest.mark.django_db
+def test_an_update_whose_worker_died_while_handling_it_is_not_answered_again(telegram_bot, fake_telegram):
+    update = _update(telegram_bot, 5, status=Update.Status.ENQUEUED, handling_since=timezone.now())
+    update.bot = telegram_bot
+
+    handle_one(update)
+
+    update.refresh_from_db()
+    assert (update.status, update.error) == (Update.Status.FAILED, WORKER_DIED)
+    assert not fake_telegram.calls("sendMessage")
+
+
+@pytest.mark.django_db
+def test_an_update_waits_through_an_outage_without_spending_attempts(telegram_bot, fake_telegram):
+    fake_telegram.fail("bad_gateway", method="sendMessage")
+    update = _update(telegram_bot, 6, status=Update.Status.ENQUEUED)
+    update.bot = telegram_bot
+
+    for _ in range(10):
+        with pytest.raises(ServiceUnavailable):
+            handle_one(Update.objects.select_related("bot").get(pk=update.pk))
+
+    update.refresh_from_db()
+    assert (update.status, update.attempts, update.handling_since) == (Update.Status.ENQUEUED, 0, None)
+
+
+@pytest.mark.django_db
+def test_an_update_older_than_the_outage_horizon_is_given_up(telegram_bot, fake_telegram, settings):
+    settings.TELEGRAM_OUTAGE_HORIZON = 60
+    circuit.trip(telegram_api.circuit_key(telegram_bot.pk), "502")
+    update = _update(telegram_bot, 7, status=Update.Status.ENQUEUED)
+    Update.objects.filter(pk=update.pk).update(received_at=timezone.now() - timedelta(minutes=2))
+
+    handle_one(Update.objects.select_related("bot").get(pk=update.pk))
+
+    update.refresh_from_db()
+    assert update.status == Update.Status.FAILED
+    assert update.error.startswith("Given up after 60 s: ServiceUnavailable: Telegram unreachable since")
