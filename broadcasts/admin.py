@@ -17,7 +17,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from bots.models import Bot, TelegramUser
-from broadcasts.audiences import recipients
+from broadcasts.audiences import audience_mistake, recipients, refusal
 from broadcasts.importing import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, FileError, ImportResult, decode, import_pledges
 from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
 from broadcasts.personalize import MAX_CAPTION, MAX_TEXT, PLACEHOLDERS, needs_pledge, render, too_long, unknown_hashtags
@@ -320,6 +320,11 @@ class BroadcastForm(forms.ModelForm):
         if audience in (Audience.CAMPAIGN, Audience.LANGUAGE) and not data.get("audience_value", "").strip():
             what = "campaign" if audience == Audience.CAMPAIGN else "language code (e.g. en)"
             self.add_error("audience_value", f"Give the {what} for this audience.")
+        elif audience and data.get("bot"):
+            given = Broadcast(bot=data["bot"], audience=audience, audience_value=data.get("audience_value", ""))
+            mistake = audience_mistake(given)
+            if mistake:
+                self.add_error("audience_value" if audience != Audience.STAFF else "audience", mistake)
         if self.instance.status == Broadcast.Status.SCHEDULED and not data.get("scheduled_at"):
             self.add_error("scheduled_at", "A scheduled broadcast needs its time; cancel it to call it off.")
         if audience == Audience.HAND_PICKED and "members" in data and not data["members"]:
@@ -478,6 +483,10 @@ class BroadcastAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/broadcasts/broadcast/preview.html", context)
 
     def _send_or_schedule(self, request: HttpRequest, broadcast: Broadcast) -> HttpResponse:
+        refused = refusal(broadcast) if broadcast.is_editable else None
+        if refused:
+            self.message_user(request, f"Not sent: {refused}", messages.ERROR)
+            return HttpResponseRedirect(self._url("preview", broadcast.pk))
         if "_schedule" in request.POST:
             if broadcast.schedule():
                 when = timezone.localtime(broadcast.scheduled_at).strftime("%Y-%m-%d %H:%M %Z")

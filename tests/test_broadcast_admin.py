@@ -257,6 +257,7 @@ def test_schedule_hands_the_draft_to_start_due_broadcasts(staff, bot):
 
 
 def test_a_draft_without_a_time_cannot_be_scheduled(staff, bot):
+    make_members(bot, 1)
     broadcast = Broadcast.objects.create(bot=bot, text="Hi")
 
     response = staff.post(url("preview", broadcast.pk), {"_schedule": "1"}, follow=True)
