@@ -343,6 +343,8 @@ class BroadcastChangeList(ChangeList):
             .annotate(
                 sent_count=count(Delivery.Status.SENT),
                 failed_count=count(Delivery.Status.FAILED),
+                skipped_count=count(Delivery.Status.SKIPPED),
+                unknown_count=count(Delivery.Status.UNKNOWN),
                 total_count=Count("deliveries"),
             )
         )
@@ -353,15 +355,18 @@ class BroadcastAdmin(admin.ModelAdmin):
     form = BroadcastForm
     list_display = [
         "__str__",
-        "status",
+        "status_display",
         "audience",
         "sent_display",
         "failed_display",
+        "skipped_display",
+        "unknown_display",
         "total_display",
         "scheduled_at",
         "created_at",
         "progress_link",
     ]
+    actions = ["resend_unknown"]
     list_filter = ["status", "audience", "bot"]
     search_fields = ["title", "text"]
     list_select_related = ["bot"]
@@ -401,6 +406,10 @@ class BroadcastAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
+    def render_change_form(self, request: HttpRequest, context: dict, *args, obj: Broadcast | None = None, **kwargs):
+        unknown = obj.deliveries.filter(status=Delivery.Status.UNKNOWN).count() if obj else 0
+        return super().render_change_form(request, {**context, "unknown_count": unknown}, *args, obj=obj, **kwargs)
+
     def response_add(self, request: HttpRequest, obj: Broadcast, post_url_continue: str | None = None) -> HttpResponse:
         if "_preview" in request.POST:
             return HttpResponseRedirect(self._url("preview", obj.pk))
@@ -415,13 +424,29 @@ class BroadcastAdmin(admin.ModelAdmin):
     def placeholders(self, broadcast: Broadcast | None = None) -> str:
         return format_html_join(" ", '<code title="{}">#{}</code>', ((h, name) for name, h in PLACEHOLDERS.items()))
 
+    @admin.display(description="status", ordering="status")
+    def status_display(self, broadcast: Broadcast) -> str:
+        if not broadcast.is_stalled:
+            return broadcast.get_status_display()
+        return format_html(
+            '{}<br><span class="broadcast-stall">{}</span>', broadcast.get_status_display(), broadcast.stall_reason
+        )
+
     @admin.display(description="sent", ordering="sent_count")
     def sent_display(self, broadcast: Broadcast) -> int:
         return broadcast.sent_count
 
     @admin.display(description="failed", ordering="failed_count")
-    def failed_display(self, broadcast: Broadcast) -> int:
-        return broadcast.failed_count
+    def failed_display(self, broadcast: Broadcast) -> str:
+        return _bad_if_any(broadcast.failed_count)
+
+    @admin.display(description="skipped", ordering="skipped_count")
+    def skipped_display(self, broadcast: Broadcast) -> int:
+        return broadcast.skipped_count
+
+    @admin.display(description="unknown", ordering="unknown_count")
+    def unknown_display(self, broadcast: Broadcast) -> str:
+        return _bad_if_any(broadcast.unknown_count, "Sent, but no answer came back: may have arrived")
 
     @admin.display(description="recipients", ordering="total_count")
     def total_display(self, broadcast: Broadcast) -> int:
@@ -448,6 +473,7 @@ class BroadcastAdmin(admin.ModelAdmin):
             route("progress/", self.progress_view, "progress"),
             route("progress.json", self.progress_json_view, "progress_json"),
             route("action/<slug:action>/", self.action_view, "action"),
+            route("resend-unknown/", self.resend_unknown_view, "resend_unknown"),
             *super().get_urls(),
         ]
 
@@ -517,9 +543,14 @@ class BroadcastAdmin(admin.ModelAdmin):
 
     def progress_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         broadcast = self._broadcast(request, pk)
+        progress = broadcast.progress()
         context = {
             **self._context(request, broadcast, f"Progress of {broadcast}"),
-            "progress": broadcast.progress(),
+            "progress": progress,
+            "parts": [
+                {"outcome": outcome, "count": progress["counts"][outcome], "label": Delivery.Status(outcome).label}
+                for outcome in Broadcast.OUTCOMES
+            ],
             "json_url": self._url("progress_json", broadcast.pk),
             "deliveries_url": reverse(f"{self.admin_site.name}:broadcasts_delivery_changelist")
             + f"?broadcast__id__exact={broadcast.pk}",
@@ -576,9 +607,79 @@ class BroadcastAdmin(admin.ModelAdmin):
                 request, "No failed delivery to retry (members who blocked the bot are not retried).", messages.WARNING
             )
             return
-        if broadcast.status == Broadcast.Status.SENDING:
-            start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: retry failed")
+        _carry_on(broadcast, "retry failed")
         self.message_user(request, f"Retrying {retried} failed deliveries.", messages.SUCCESS)
+
+    def resend_unknown_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """GET: the confirmation page; POST: resend, then back to the progress page."""
+        broadcast = self._broadcast(request, pk)
+        if request.method != "POST":
+            return self._confirm_resend(request, [broadcast], form_url=self._url("resend_unknown", pk))
+        self._resend_unknown(request, [broadcast])
+        return HttpResponseRedirect(self._url("progress", broadcast.pk))
+
+    @admin.action(description="Resend to unknown deliveries of the selected broadcasts", permissions=["change"])
+    def resend_unknown(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        broadcasts = list(queryset)
+        if request.POST.get("post") != "yes":
+            return self._confirm_resend(request, broadcasts, form_url="")
+        self._resend_unknown(request, broadcasts)
+        return None
+
+    def _confirm_resend(self, request: HttpRequest, broadcasts: list[Broadcast], form_url: str) -> HttpResponse:
+        unknown = dict(
+            Delivery.objects.filter(broadcast__in=broadcasts, status=Delivery.Status.UNKNOWN)
+            .values_list("broadcast")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        deliveries = reverse(f"{self.admin_site.name}:broadcasts_delivery_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Resend to unknown deliveries?",
+            "opts": self.opts,
+            "rows": [
+                (b, unknown.get(b.pk, 0), f"{deliveries}?broadcast__id__exact={b.pk}&status__exact=unknown")
+                for b in broadcasts
+            ],
+            "total_unknown": sum(unknown.values()),
+            "form_url": form_url,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "back_url": self._url("progress", broadcasts[0].pk) if form_url else self._url("changelist"),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/broadcasts/broadcast/resend_unknown.html", context)
+
+    def _resend_unknown(self, request: HttpRequest, broadcasts: list[Broadcast]) -> None:
+        resent = 0
+        for broadcast in broadcasts:
+            again = broadcast.resend_unknown()
+            if again:
+                _carry_on(broadcast, "resend unknown")
+            resent += again
+        if resent:
+            self.message_user(
+                request, f"Resending to {resent} unknown deliveries; some members may get it twice.", messages.SUCCESS
+            )
+        else:
+            self.message_user(
+                request,
+                "No unknown delivery to resend (cancelled broadcasts and members who blocked the bot are not resent).",
+                messages.WARNING,
+            )
+
+
+def _carry_on(broadcast: Broadcast, why: str) -> None:
+    """Deliveries sent again: a sending broadcast needs start_broadcast to enqueue their chunks;
+    a paused one gets them when it is resumed."""
+    if broadcast.status == Broadcast.Status.SENDING:
+        start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: {why}")
+
+
+def _bad_if_any(count: int, title: str = "") -> str:
+    if not count:
+        return str(count)
+    return format_html('<strong class="broadcast-bad" title="{}">{}</strong>', title, count)
 
 
 @admin.register(Delivery)
