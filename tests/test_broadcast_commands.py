@@ -138,3 +138,30 @@ def test_broadcast_status_prints_counts_and_state(bot):
 def test_broadcast_status_of_an_unknown_id():
     with pytest.raises(CommandError, match="No broadcast with id 404"):
         status("404")
+
+
+def test_broadcast_status_shows_the_unknown_and_why_sending_waits(bot):
+    TelegramUser.objects.bulk_create(
+        TelegramUser(bot=bot, telegram_id=10 + n, first_name=f"M{n}", is_subscribed=True) for n in range(3)
+    )
+    until = timezone.now() + timedelta(seconds=40)
+    broadcast = Broadcast.objects.create(
+        bot=bot,
+        text="Hi",
+        status=Broadcast.Status.SENDING,
+        stall_reason="waiting 40 s for Telegram's flood control",
+        stalled_until=until,
+    )
+    fan_out(broadcast)
+    first, second = broadcast.deliveries.order_by("pk")[:2]
+    Delivery.objects.filter(pk=first.pk).update(status=Delivery.Status.UNKNOWN)
+    Delivery.objects.filter(pk=second.pk).update(status=Delivery.Status.SKIPPED)
+
+    text = status(str(broadcast.pk))
+    data = json.loads(status(str(broadcast.pk), "--json"))
+
+    assert "1 unknown: Telegram may or may not have delivered them." in text and "Resend to unknown" in text
+    assert f"Stalled: waiting 40 s for Telegram's flood control (until {until.isoformat()})" in text
+    assert (data["counts"]["unknown"], data["counts"]["skipped"], data["counts"]["sent"]) == (1, 1, 0)
+    assert data["stall_reason"] == "waiting 40 s for Telegram's flood control"
+    assert data["stalled_until"] == until.isoformat()
