@@ -555,8 +555,8 @@ def test_the_changelist_shows_counts_in_a_fixed_number_of_queries(staff, bot):
     assert (row.sent_count, row.failed_count, row.skipped_count, row.unknown_count, row.total_count) == (3, 1, 0, 1, 5)
     page = response.content.decode()
     assert url("progress", first.pk) in page
-    assert '<td class="field-unknown_display"><strong class="broadcast-bad"' in page
-    assert '<td class="field-failed_display"><strong class="broadcast-bad"' in page
+    summary = '3 sent</span> · <span class="broadcast-bad" title="">1 failed</span> · <span class="broadcast-bad"'
+    assert summary in page and '1 unknown</span></a> <span class="broadcast-of">of 5</span>' in page
     assert "Telegram unreachable since 10:02:03" in page
 
 
@@ -664,3 +664,54 @@ def test_the_progress_page_in_a_browser_updates_its_numbers_and_can_pause(reques
     driver.find_element(By.CSS_SELECTOR, "form[data-when=sending] input[type=submit]").click()
     wait_for(lambda: Broadcast.objects.get(pk=broadcast.pk).status == Status.PAUSED, what="the pause action")
     assert "Paused" in driver.find_element(By.CSS_SELECTOR, ".messagelist").text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_list_fits_1280_px_and_resend_to_unknown_is_confirmed_in_a_browser(request, live_server):
+    """Skipped when selenium or Chromium is missing (see tests/test_dashboard_browser.py)."""
+    driver = request.getfixturevalue("staff_browser")
+    from selenium.webdriver.common.by import By
+
+    shots = request.getfixturevalue("screenshots")
+    driver.set_window_size(1280, 900)
+    bot = Bot.objects.create(token=make_token(7100003), webhook_secret=Bot.new_secret())
+    broadcast = sending(bot, members=20, title="Spring appeal: a reminder to everyone who pledged in March")
+    rows = deliveries(broadcast)
+    Delivery.objects.filter(pk__in=[d.pk for d in rows[:12]]).update(status=Delivery.Status.SENT)
+    Delivery.objects.filter(pk__in=[d.pk for d in rows[12:14]]).update(status=Delivery.Status.FAILED)
+    Delivery.objects.filter(pk__in=[d.pk for d in rows[14:]]).update(status=Delivery.Status.UNKNOWN)
+    Broadcast.objects.filter(pk=broadcast.pk).update(status=Status.DONE)
+    Broadcast.objects.create(
+        bot=bot,
+        title="Flood",
+        text="x",
+        status=Status.SENDING,
+        stall_reason="waiting 40 s for Telegram's flood control",
+    )
+
+    driver.get(live_server.url + reverse("admin:broadcasts_broadcast_changelist"))
+    results = driver.find_element(By.CSS_SELECTOR, "#changelist .results")
+    assert driver.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", results)
+    unknown = driver.find_elements(By.CSS_SELECTOR, "td.field-deliveries_display .broadcast-bad")[-1]
+    assert unknown.text == "6 unknown" and unknown.value_of_css_property("color") == "rgba(186, 33, 33, 1)"
+    driver.save_screenshot(str(shots / "broadcast_list_1280.png"))
+
+    driver.get(live_server.url + url("progress", broadcast.pk))
+    assert (
+        driver.find_element(By.CSS_SELECTOR, 'td[data-count="unknown"]').value_of_css_property("font-weight") == "700"
+    )
+    part = driver.find_element(By.CSS_SELECTOR, '[data-part="unknown"]')
+    bar = driver.find_element(By.ID, "broadcast-bar")
+    assert part.size["width"] == pytest.approx(bar.size["width"] * 6 / 20, abs=3)
+    driver.save_screenshot(str(shots / "broadcast_progress_outcomes.png"))
+    driver.find_element(By.ID, "progress-resend-unknown").click()
+
+    wait_for(lambda: driver.find_elements(By.ID, "resend-warning"), what="the confirmation page")
+    assert "get it twice" in driver.find_element(By.ID, "resend-warning").text
+    assert [d.status for d in deliveries(broadcast)].count("unknown") == 6
+    driver.save_screenshot(str(shots / "broadcast_resend_unknown.png"))
+    driver.find_element(By.ID, "resend-confirm").click()
+
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".messagelist"), what="the progress page")
+    assert "Resending to 6 unknown deliveries" in driver.find_element(By.CSS_SELECTOR, ".messagelist").text
+    assert [d.status for d in deliveries(broadcast)].count("pending") == 6
