@@ -429,8 +429,8 @@ class BroadcastAdmin(admin.ModelAdmin):
 
     @admin.display(description="deliveries", ordering="total_count")
     def deliveries_display(self, broadcast: Broadcast) -> str:
-        """ "12 sent · 2 failed · 6 unknown of 20", failed and unknown in red, zeros left out;
-        one column, so the list stays readable at 1280 px. It links to the progress page."""
+        """The outcomes in one column, so the list reads at 1280 px: "12 sent · 2 failed ·
+        6 unknown of 20", failed and unknown in red, other zeros left out; a link to the progress."""
         if broadcast.is_editable:
             return format_html('<a href="{}">Preview</a>', self._url("preview", broadcast.pk))
         outcomes = [
