@@ -506,6 +506,7 @@ class BroadcastAdmin(admin.ModelAdmin):
         context = {
             **self._context(request, broadcast, f"Preview of {broadcast}"),
             "preview": Preview.of(broadcast),
+            "refusal": refusal(broadcast) if broadcast.is_editable else None,
             "unknown_hashtags": unknown_hashtags(broadcast.body),
         }
         request.current_app = self.admin_site.name

@@ -203,3 +203,14 @@ def test_send_and_schedule_refuse_what_would_reach_nobody(staff, bot, button, fi
     assert any(message in m for m in messages_of(response)), messages_of(response)
     broadcast.refresh_from_db()
     assert broadcast.status == Broadcast.Status.DRAFT and not JobRecord.objects.exists()
+
+
+def test_the_preview_says_why_it_cannot_be_sent_and_offers_no_send_button(staff, bot):
+    broadcast = Broadcast.objects.create(
+        bot=bot, text="Hi", audience=Audience.CAMPAIGN, audience_value="Spring", scheduled_at=timezone.now()
+    )
+
+    page = staff.get(reverse("admin:broadcasts_broadcast_preview", args=[broadcast.pk])).content.decode()
+
+    assert 'id="preview-refusal"' in page and "Did you mean “Spring Appeal”?" in page
+    assert 'name="_send"' not in page and 'name="_schedule"' not in page
