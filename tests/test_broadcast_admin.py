@@ -715,3 +715,29 @@ def test_the_list_fits_1280_px_and_resend_to_unknown_is_confirmed_in_a_browser(r
     wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".messagelist"), what="the progress page")
     assert "Resending to 6 unknown deliveries" in driver.find_element(By.CSS_SELECTOR, ".messagelist").text
     assert [d.status for d in deliveries(broadcast)].count("pending") == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_progress_page_in_a_browser_shows_a_stall_and_unknown_deliveries_as_they_come(request, live_server):
+    """Skipped when selenium or Chromium is missing (see tests/test_dashboard_browser.py)."""
+    driver = request.getfixturevalue("staff_browser")
+    from selenium.webdriver.common.by import By
+
+    bot = Bot.objects.create(token=make_token(7100004), webhook_secret=Bot.new_secret())
+    broadcast = sending(bot, members=4)
+    driver.get(live_server.url + url("progress", broadcast.pk))
+    stall = driver.find_element(By.ID, "progress-stall")
+    resend = driver.find_element(By.ID, "progress-resend-unknown")
+    assert not stall.is_displayed() and not resend.is_displayed()
+
+    Broadcast.objects.filter(pk=broadcast.pk).update(stall_reason="Telegram unreachable since 10:02:03")
+    Delivery.objects.filter(pk=deliveries(broadcast)[0].pk).update(status=Delivery.Status.UNKNOWN)
+
+    wait_for(lambda: stall.is_displayed(), timeout=15, what="the stall reason to appear")
+    assert "Telegram unreachable since 10:02:03" in stall.text
+    assert resend.is_displayed()
+    cell = driver.find_element(By.CSS_SELECTOR, 'td[data-count="unknown"]')
+    assert cell.text == "1" and "broadcast-bad" in cell.get_attribute("class")
+    part = driver.find_element(By.CSS_SELECTOR, '[data-part="unknown"]')
+    quarter = driver.find_element(By.ID, "broadcast-bar").size["width"] / 4
+    wait_for(lambda: abs(part.size["width"] - quarter) <= 3, timeout=5, what="the bar's unknown part to grow")
