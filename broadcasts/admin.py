@@ -633,6 +633,7 @@ class BroadcastAdmin(admin.ModelAdmin):
     def _confirm_resend(self, request: HttpRequest, broadcasts: list[Broadcast], form_url: str) -> HttpResponse:
         unknown = dict(
             Delivery.objects.filter(broadcast__in=broadcasts, status=Delivery.Status.UNKNOWN)
+            .sendable_again()
             .values_list("broadcast")
             .annotate(n=Count("id"))
             .order_by()

@@ -236,15 +236,13 @@ class Broadcast(models.Model):
         retry_failed: the operator's choice, since some members may get the message twice."""
         return self._send_again(self.deliveries.filter(status=Delivery.Status.UNKNOWN))
 
-    def _send_again(self, deliveries: models.QuerySet) -> int:
+    def _send_again(self, deliveries: "DeliveryQuerySet") -> int:
         with transaction.atomic():
             locked = Broadcast.objects.select_for_update().get(pk=self.pk)
             if locked.status == self.Status.CANCELLED:
                 return 0
-            again = (
-                deliveries.exclude(error__startswith="blocked: ")
-                .exclude(member__is_blocked=True)
-                .update(status=Delivery.Status.PENDING, attempts=0, error="", error_class="")
+            again = deliveries.sendable_again().update(
+                status=Delivery.Status.PENDING, attempts=0, error="", error_class=""
             )
             self.status = locked.status
             if again:
@@ -255,6 +253,10 @@ class Broadcast(models.Model):
 class DeliveryQuerySet(models.QuerySet):
     def pending(self) -> "DeliveryQuerySet":
         return self.filter(status=Delivery.Status.PENDING)
+
+    def sendable_again(self) -> "DeliveryQuerySet":
+        """Not to members who blocked the bot: Telegram would refuse them again."""
+        return self.exclude(error__startswith="blocked: ").exclude(member__is_blocked=True)
 
 
 class Delivery(models.Model):

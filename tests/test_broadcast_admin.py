@@ -454,13 +454,14 @@ def test_the_progress_shows_why_sending_waits(staff, bot):
 
 
 def test_resend_to_unknown_asks_first_and_changes_nothing_until_confirmed(staff, bot):
-    broadcast = done_with_outcomes(bot, "sent", "unknown", "unknown")
+    broadcast = done_with_outcomes(bot, "sent", "unknown", "unknown", "unknown")
+    TelegramUser.objects.filter(pk=deliveries(broadcast)[3].member_id).update(is_blocked=True)
 
     page = staff.get(url("resend_unknown", broadcast.pk)).content.decode()
 
     assert "get it twice" in page and 'value="Yes, resend to 2"' in page
     assert f'action="{url("resend_unknown", broadcast.pk)}"' in page
-    assert [d.status for d in deliveries(broadcast)] == ["sent", "unknown", "unknown"]
+    assert [d.status for d in deliveries(broadcast)] == ["sent", "unknown", "unknown", "unknown"]
     assert Broadcast.objects.get(pk=broadcast.pk).status == Status.DONE
     assert not JobRecord.objects.filter(kind=START).exists()
 
