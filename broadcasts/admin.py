@@ -14,10 +14,11 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 
 from bots.models import Bot, TelegramUser
-from broadcasts.audiences import recipients
+from broadcasts.audiences import audience_mistake, recipients, refusal
 from broadcasts.importing import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, FileError, ImportResult, decode, import_pledges
 from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
 from broadcasts.personalize import MAX_CAPTION, MAX_TEXT, PLACEHOLDERS, needs_pledge, render, too_long, unknown_hashtags
@@ -320,6 +321,11 @@ class BroadcastForm(forms.ModelForm):
         if audience in (Audience.CAMPAIGN, Audience.LANGUAGE) and not data.get("audience_value", "").strip():
             what = "campaign" if audience == Audience.CAMPAIGN else "language code (e.g. en)"
             self.add_error("audience_value", f"Give the {what} for this audience.")
+        elif audience and data.get("bot"):
+            given = Broadcast(bot=data["bot"], audience=audience, audience_value=data.get("audience_value", ""))
+            mistake = audience_mistake(given)
+            if mistake:
+                self.add_error("audience_value" if audience != Audience.STAFF else "audience", mistake)
         if self.instance.status == Broadcast.Status.SCHEDULED and not data.get("scheduled_at"):
             self.add_error("scheduled_at", "A scheduled broadcast needs its time; cancel it to call it off.")
         if audience == Audience.HAND_PICKED and "members" in data and not data["members"]:
@@ -338,6 +344,8 @@ class BroadcastChangeList(ChangeList):
             .annotate(
                 sent_count=count(Delivery.Status.SENT),
                 failed_count=count(Delivery.Status.FAILED),
+                skipped_count=count(Delivery.Status.SKIPPED),
+                unknown_count=count(Delivery.Status.UNKNOWN),
                 total_count=Count("deliveries"),
             )
         )
@@ -348,15 +356,12 @@ class BroadcastAdmin(admin.ModelAdmin):
     form = BroadcastForm
     list_display = [
         "__str__",
-        "status",
+        "status_display",
         "audience",
-        "sent_display",
-        "failed_display",
-        "total_display",
-        "scheduled_at",
-        "created_at",
-        "progress_link",
+        "deliveries_display",
+        "when_display",
     ]
+    actions = ["resend_unknown"]
     list_filter = ["status", "audience", "bot"]
     search_fields = ["title", "text"]
     list_select_related = ["bot"]
@@ -396,6 +401,10 @@ class BroadcastAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
+    def render_change_form(self, request: HttpRequest, context: dict, *args, obj: Broadcast | None = None, **kwargs):
+        unknown = obj.deliveries.filter(status=Delivery.Status.UNKNOWN).count() if obj else 0
+        return super().render_change_form(request, {**context, "unknown_count": unknown}, *args, obj=obj, **kwargs)
+
     def response_add(self, request: HttpRequest, obj: Broadcast, post_url_continue: str | None = None) -> HttpResponse:
         if "_preview" in request.POST:
             return HttpResponseRedirect(self._url("preview", obj.pk))
@@ -410,23 +419,47 @@ class BroadcastAdmin(admin.ModelAdmin):
     def placeholders(self, broadcast: Broadcast | None = None) -> str:
         return format_html_join(" ", '<code title="{}">#{}</code>', ((h, name) for name, h in PLACEHOLDERS.items()))
 
-    @admin.display(description="sent", ordering="sent_count")
-    def sent_display(self, broadcast: Broadcast) -> int:
-        return broadcast.sent_count
+    @admin.display(description="status", ordering="status")
+    def status_display(self, broadcast: Broadcast) -> str:
+        if not broadcast.is_stalled:
+            return broadcast.get_status_display()
+        return format_html(
+            '{}<br><span class="broadcast-stall">{}</span>', broadcast.get_status_display(), broadcast.stall_reason
+        )
 
-    @admin.display(description="failed", ordering="failed_count")
-    def failed_display(self, broadcast: Broadcast) -> int:
-        return broadcast.failed_count
-
-    @admin.display(description="recipients", ordering="total_count")
-    def total_display(self, broadcast: Broadcast) -> int:
-        return broadcast.total_count
-
-    @admin.display(description="")
-    def progress_link(self, broadcast: Broadcast) -> str:
+    @admin.display(description="deliveries", ordering="total_count")
+    def deliveries_display(self, broadcast: Broadcast) -> str:
+        """The outcomes in one column, so the list reads at 1280 px: "12 sent · 2 failed ·
+        6 unknown of 20", failed and unknown in red, other zeros left out; a link to the progress."""
         if broadcast.is_editable:
             return format_html('<a href="{}">Preview</a>', self._url("preview", broadcast.pk))
-        return format_html('<a href="{}">Progress</a>', self._url("progress", broadcast.pk))
+        outcomes = [
+            (broadcast.sent_count, "sent", "", ""),
+            (broadcast.failed_count, "failed", "broadcast-bad", ""),
+            (broadcast.skipped_count, "skipped", "", ""),
+            (broadcast.unknown_count, "unknown", "broadcast-bad", "Sent, but no answer came back: may have arrived"),
+        ]
+        summary = format_html_join(
+            " · ",
+            '<span class="{}" title="{}">{} {}</span>',
+            ((css, title, n, label) for n, label, css, title in outcomes if n or label == "sent"),
+        )
+        return format_html(
+            '<a href="{}">{}</a> <span class="broadcast-of">of {}</span>',
+            self._url("progress", broadcast.pk),
+            summary,
+            broadcast.total_count,
+        )
+
+    @admin.display(description="when", ordering="created_at")
+    def when_display(self, broadcast: Broadcast) -> str:
+        if broadcast.status == Broadcast.Status.SCHEDULED or (broadcast.is_editable and broadcast.scheduled_at):
+            what, moment = "scheduled", broadcast.scheduled_at
+        elif broadcast.started_at:
+            what, moment = "started", broadcast.started_at
+        else:
+            what, moment = "created", broadcast.created_at
+        return f"{what} {date_format(timezone.localtime(moment), 'j M Y, H:i')}"
 
     # -- extra pages ---------------------------------------------------------------------------
 
@@ -443,6 +476,7 @@ class BroadcastAdmin(admin.ModelAdmin):
             route("progress/", self.progress_view, "progress"),
             route("progress.json", self.progress_json_view, "progress_json"),
             route("action/<slug:action>/", self.action_view, "action"),
+            route("resend-unknown/", self.resend_unknown_view, "resend_unknown"),
             *super().get_urls(),
         ]
 
@@ -472,12 +506,17 @@ class BroadcastAdmin(admin.ModelAdmin):
         context = {
             **self._context(request, broadcast, f"Preview of {broadcast}"),
             "preview": Preview.of(broadcast),
+            "refusal": refusal(broadcast) if broadcast.is_editable else None,
             "unknown_hashtags": unknown_hashtags(broadcast.body),
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/broadcasts/broadcast/preview.html", context)
 
     def _send_or_schedule(self, request: HttpRequest, broadcast: Broadcast) -> HttpResponse:
+        refused = refusal(broadcast) if broadcast.is_editable else None
+        if refused:
+            self.message_user(request, f"Not sent: {refused}", messages.ERROR)
+            return HttpResponseRedirect(self._url("preview", broadcast.pk))
         if "_schedule" in request.POST:
             if broadcast.schedule():
                 when = timezone.localtime(broadcast.scheduled_at).strftime("%Y-%m-%d %H:%M %Z")
@@ -508,9 +547,14 @@ class BroadcastAdmin(admin.ModelAdmin):
 
     def progress_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         broadcast = self._broadcast(request, pk)
+        progress = broadcast.progress()
         context = {
             **self._context(request, broadcast, f"Progress of {broadcast}"),
-            "progress": broadcast.progress(),
+            "progress": progress,
+            "parts": [
+                {"outcome": outcome, "count": progress["counts"][outcome], "label": Delivery.Status(outcome).label}
+                for outcome in Broadcast.OUTCOMES
+            ],
             "json_url": self._url("progress_json", broadcast.pk),
             "deliveries_url": reverse(f"{self.admin_site.name}:broadcasts_delivery_changelist")
             + f"?broadcast__id__exact={broadcast.pk}",
@@ -567,9 +611,74 @@ class BroadcastAdmin(admin.ModelAdmin):
                 request, "No failed delivery to retry (members who blocked the bot are not retried).", messages.WARNING
             )
             return
-        if broadcast.status == Broadcast.Status.SENDING:
-            start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: retry failed")
+        _carry_on(broadcast, "retry failed")
         self.message_user(request, f"Retrying {retried} failed deliveries.", messages.SUCCESS)
+
+    def resend_unknown_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """GET: the confirmation page; POST: resend, then back to the progress page."""
+        broadcast = self._broadcast(request, pk)
+        if request.method != "POST":
+            return self._confirm_resend(request, [broadcast], form_url=self._url("resend_unknown", pk))
+        self._resend_unknown(request, [broadcast])
+        return HttpResponseRedirect(self._url("progress", broadcast.pk))
+
+    @admin.action(description="Resend to unknown deliveries of the selected broadcasts", permissions=["change"])
+    def resend_unknown(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        broadcasts = list(queryset)
+        if request.POST.get("post") != "yes":
+            return self._confirm_resend(request, broadcasts, form_url="")
+        self._resend_unknown(request, broadcasts)
+        return None
+
+    def _confirm_resend(self, request: HttpRequest, broadcasts: list[Broadcast], form_url: str) -> HttpResponse:
+        unknown = dict(
+            Delivery.objects.filter(broadcast__in=broadcasts, status=Delivery.Status.UNKNOWN)
+            .sendable_again()
+            .values_list("broadcast")
+            .annotate(n=Count("id"))
+            .order_by()
+        )
+        deliveries = reverse(f"{self.admin_site.name}:broadcasts_delivery_changelist")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Resend to unknown deliveries?",
+            "opts": self.opts,
+            "rows": [
+                (b, unknown.get(b.pk, 0), f"{deliveries}?broadcast__id__exact={b.pk}&status__exact=unknown")
+                for b in broadcasts
+            ],
+            "total_unknown": sum(unknown.values()),
+            "form_url": form_url,
+            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "back_url": self._url("progress", broadcasts[0].pk) if form_url else self._url("changelist"),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/broadcasts/broadcast/resend_unknown.html", context)
+
+    def _resend_unknown(self, request: HttpRequest, broadcasts: list[Broadcast]) -> None:
+        resent = 0
+        for broadcast in broadcasts:
+            again = broadcast.resend_unknown()
+            if again:
+                _carry_on(broadcast, "resend unknown")
+            resent += again
+        if resent:
+            self.message_user(
+                request, f"Resending to {resent} unknown deliveries; some members may get it twice.", messages.SUCCESS
+            )
+        else:
+            self.message_user(
+                request,
+                "No unknown delivery to resend (cancelled broadcasts and members who blocked the bot are not resent).",
+                messages.WARNING,
+            )
+
+
+def _carry_on(broadcast: Broadcast, why: str) -> None:
+    """Deliveries sent again: a sending broadcast needs start_broadcast to enqueue their chunks;
+    a paused one gets them when it is resumed."""
+    if broadcast.status == Broadcast.Status.SENDING:
+        start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: {why}")
 
 
 @admin.register(Delivery)

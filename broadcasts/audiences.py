@@ -1,9 +1,11 @@
 """Who a broadcast goes to. Every audience is a queryset of members, built in SQL so the
 fan-out can copy it into deliveries in one statement; opted-out and blocked members are
-never in any audience."""
+never in any audience. `refusal` says why a broadcast must not be sent as it is."""
+
+from difflib import get_close_matches
 
 from django.conf import settings
-from django.db.models import Exists, F, OuterRef
+from django.db.models import BooleanField, Count, Exists, F, OuterRef, Value
 from django.utils import timezone
 
 from bots.models import TelegramUser
@@ -40,5 +42,65 @@ def _narrow(broadcast: Broadcast, members):
                 )
             )
         case Audience.STAFF:
+            if not settings.OPERATOR_TELEGRAM_IDS:
+                # `telegram_id__in=[]` cannot be compiled into the fan-out's INSERT ... SELECT.
+                return members.filter(Value(False, output_field=BooleanField()))
             return members.filter(telegram_id__in=settings.OPERATOR_TELEGRAM_IDS)
     raise ValueError(f"Unknown audience {broadcast.audience!r}")
+
+
+def refusal(broadcast: Broadcast) -> str | None:
+    """Why this broadcast must not be sent (or scheduled) as it is, worded for the operator;
+    None when it may. The audience is counted now: it can have emptied since the draft."""
+    if not broadcast.body.strip():
+        return "The message is empty: write a text, or choose a template that has one."
+    mistake = audience_mistake(broadcast)
+    if mistake:
+        return mistake
+    if not recipients(broadcast).exists():
+        return f"Nobody is in this audience ({broadcast.get_audience_display()}): there is no one to send it to."
+    return None
+
+
+def audience_mistake(broadcast: Broadcast) -> str | None:
+    """What is wrong with how the audience is given (a campaign or language nobody has, a
+    staff audience with no operators configured), whoever is subscribed today; None if nothing."""
+    value = broadcast.audience_value.strip()
+    match broadcast.audience:
+        case Audience.STAFF if not settings.OPERATOR_TELEGRAM_IDS:
+            return (
+                "No operators are configured for the staff audience: set OPERATOR_TELEGRAM_IDS "
+                "(the operators' Telegram ids, comma-separated) in the environment."
+            )
+        case Audience.CAMPAIGN:
+            return _unknown_campaign(broadcast.bot_id, value)
+        case Audience.LANGUAGE:
+            return _unknown_language(broadcast.bot_id, value)
+    return None
+
+
+def _unknown_campaign(bot_id: int, campaign: str) -> str | None:
+    campaigns = list(
+        Pledge.objects.filter(bot_id=bot_id).exclude(campaign="").values_list("campaign", flat=True).distinct()
+    )
+    if campaign in campaigns:
+        return None
+    if not campaigns:
+        return f"No campaign named “{campaign}”: no pledge of this bot has a campaign yet."
+    same_but_case = [c for c in campaigns if c.lower() == campaign.lower()]
+    close = same_but_case + [c for c in get_close_matches(campaign, campaigns, n=3) if c not in same_but_case]
+    hint = f" Did you mean {_quoted(close)}?" if close else ""
+    return f"No campaign named “{campaign}”.{hint} Campaigns of this bot: {_quoted(sorted(campaigns)[:20])}."
+
+
+def _unknown_language(bot_id: int, code: str) -> str | None:
+    members = TelegramUser.objects.subscribed().filter(bot_id=bot_id)
+    if members.filter(language_code__iexact=code).exists():
+        return None
+    spoken = members.exclude(language_code="").values_list("language_code").annotate(n=Count("id")).order_by("-n")
+    known = ", ".join(f"{language} ({n})" for language, n in spoken[:20])
+    return f"No subscriber has the language code “{code}”. Language codes of subscribers: {known or 'none known'}."
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"“{name}”" for name in names)

@@ -150,9 +150,12 @@ class Broadcast(models.Model):
         counts["total"] = sum(found.values())
         return counts
 
+    OUTCOMES = ("sent", "skipped", "failed", "unknown", "cancelled")
+
     def progress(self, window: int = 30) -> dict:
-        """Counts, the share finished, the send rate over the last `window` seconds (or since
-        the start, if sooner) and the time left at that rate."""
+        """Counts, the share finished and the share of each outcome (for a bar split by outcome),
+        the send rate over the last `window` seconds (or since the start, if sooner), the time
+        left at that rate, and why sending waits, if it does."""
         counts = self.counts()
         unfinished = counts["pending"] + counts["sending"] + counts["retrying"]
         total = counts["total"]
@@ -167,10 +170,19 @@ class Broadcast(models.Model):
             "counts": counts,
             "finished": total - unfinished,
             "percent": round(100 * (total - unfinished) / total, 1) if total else (100.0 if self.is_over else 0.0),
+            "outcomes": {o: round(100 * counts[o] / total, 1) if total else 0.0 for o in self.OUTCOMES},
             "rate": round(rate, 1),
             "eta_seconds": round(unfinished / rate) if rate and unfinished else None,
             "is_over": self.is_over,
+            "stall_reason": self.stall_reason if self.is_stalled else "",
+            "stalled_until": self.stalled_until.isoformat() if self.is_stalled and self.stalled_until else None,
         }
+
+    @property
+    def is_stalled(self) -> bool:
+        """Sending waits for a reason operators should see (a stale reason on a finished
+        broadcast is not shown)."""
+        return bool(self.stall_reason) and not self.is_over
 
     @property
     def is_over(self) -> bool:
@@ -224,25 +236,34 @@ class Broadcast(models.Model):
         """Failed deliveries go back to pending, except those of members who blocked the bot
         (Telegram would refuse them again); a finished broadcast goes back to sending. The
         caller enqueues start_broadcast when the broadcast is sending."""
+        return self._send_again(self.deliveries.filter(status=Delivery.Status.FAILED))
+
+    def resend_unknown(self) -> int:
+        """Deliveries whose send may have arrived (`unknown`) go back to pending, as in
+        retry_failed: the operator's choice, since some members may get the message twice."""
+        return self._send_again(self.deliveries.filter(status=Delivery.Status.UNKNOWN))
+
+    def _send_again(self, deliveries: "DeliveryQuerySet") -> int:
         with transaction.atomic():
             locked = Broadcast.objects.select_for_update().get(pk=self.pk)
             if locked.status == self.Status.CANCELLED:
                 return 0
-            retried = (
-                self.deliveries.filter(status=Delivery.Status.FAILED)
-                .exclude(error__startswith="blocked: ")
-                .exclude(member__is_blocked=True)
-                .update(status=Delivery.Status.PENDING, attempts=0, error="", error_class="")
+            again = deliveries.sendable_again().update(
+                status=Delivery.Status.PENDING, attempts=0, error="", error_class=""
             )
             self.status = locked.status
-            if retried:
+            if again:
                 self._move([self.Status.DONE], self.Status.SENDING, finished_at=None)
-            return retried
+            return again
 
 
 class DeliveryQuerySet(models.QuerySet):
     def pending(self) -> "DeliveryQuerySet":
         return self.filter(status=Delivery.Status.PENDING)
+
+    def sendable_again(self) -> "DeliveryQuerySet":
+        """Not to members who blocked the bot: Telegram would refuse them again."""
+        return self.exclude(error__startswith="blocked: ").exclude(member__is_blocked=True)
 
 
 class Delivery(models.Model):

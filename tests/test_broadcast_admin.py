@@ -257,6 +257,7 @@ def test_schedule_hands_the_draft_to_start_due_broadcasts(staff, bot):
 
 
 def test_a_draft_without_a_time_cannot_be_scheduled(staff, bot):
+    make_members(bot, 1)
     broadcast = Broadcast.objects.create(bot=bot, text="Hi")
 
     response = staff.post(url("preview", broadcast.pk), {"_schedule": "1"}, follow=True)
@@ -410,6 +411,116 @@ def test_retry_failed_on_a_paused_broadcast_waits_for_resume(staff, bot):
     assert not JobRecord.objects.filter(kind=START).exists()
 
 
+def done_with_outcomes(bot: Bot, *statuses: str) -> Broadcast:
+    """A finished broadcast whose deliveries ended as `statuses`, one member each."""
+    broadcast = sending(bot, members=len(statuses))
+    for delivery, status in zip(deliveries(broadcast), statuses, strict=True):
+        Delivery.objects.filter(pk=delivery.pk).update(status=status, error="no answer" if status == "unknown" else "")
+    Broadcast.objects.filter(pk=broadcast.pk).update(status=Status.DONE, finished_at=timezone.now())
+    broadcast.refresh_from_db()
+    return broadcast
+
+
+def test_the_progress_shows_each_outcome_and_the_unknown_in_red(staff, bot):
+    broadcast = done_with_outcomes(bot, "sent", "sent", "failed", "skipped", "unknown", "unknown", "unknown", "sent")
+
+    data = staff.get(url("progress_json", broadcast.pk)).json()
+    page = staff.get(url("progress", broadcast.pk)).content.decode()
+
+    assert data["percent"] == 100.0 and data["is_over"]
+    assert data["outcomes"] == {"sent": 37.5, "skipped": 12.5, "failed": 12.5, "unknown": 37.5, "cancelled": 0.0}
+    assert '<td data-count="unknown" class="broadcast-bad">3</td>' in page
+    assert '<td data-count="failed" class="broadcast-bad">1</td>' in page
+    assert '<td data-count="sent">3</td>' in page
+    assert 'data-part="unknown" style="flex-grow: 3"' in page and 'data-part="sent" style="flex-grow: 3"' in page
+    assert "unknown (may have arrived)" in page
+    assert url("resend_unknown", broadcast.pk) in page
+
+
+def test_the_progress_shows_why_sending_waits(staff, bot):
+    until = timezone.now() + timedelta(seconds=40)
+    broadcast = sending(bot, stall_reason="waiting 40 s for Telegram's flood control", stalled_until=until)
+
+    data = staff.get(url("progress_json", broadcast.pk)).json()
+    page = staff.get(url("progress", broadcast.pk)).content.decode()
+
+    assert data["stall_reason"] == "waiting 40 s for Telegram's flood control"
+    assert data["stalled_until"] == until.isoformat()
+    assert '<p id="progress-stall">' in page and "waiting 40 s for Telegram&#x27;s flood control" in page
+    Broadcast.objects.filter(pk=broadcast.pk).update(status=Status.DONE)
+    data = staff.get(url("progress_json", broadcast.pk)).json()
+    assert (data["stall_reason"], data["stalled_until"]) == ("", None)
+    assert '<p id="progress-stall" hidden>' in staff.get(url("progress", broadcast.pk)).content.decode()
+
+
+def test_resend_to_unknown_asks_first_and_changes_nothing_until_confirmed(staff, bot):
+    broadcast = done_with_outcomes(bot, "sent", "unknown", "unknown", "unknown")
+    TelegramUser.objects.filter(pk=deliveries(broadcast)[3].member_id).update(is_blocked=True)
+
+    page = staff.get(url("resend_unknown", broadcast.pk)).content.decode()
+
+    assert "get it twice" in page and 'value="Yes, resend to 2"' in page
+    assert f'action="{url("resend_unknown", broadcast.pk)}"' in page
+    assert [d.status for d in deliveries(broadcast)] == ["sent", "unknown", "unknown", "unknown"]
+    assert Broadcast.objects.get(pk=broadcast.pk).status == Status.DONE
+    assert not JobRecord.objects.filter(kind=START).exists()
+
+
+def test_resend_to_unknown_reopens_the_broadcast_but_never_resends_to_blocked_members(staff, bot):
+    broadcast = done_with_outcomes(bot, "sent", "unknown", "unknown", "failed")
+    TelegramUser.objects.filter(pk=deliveries(broadcast)[2].member_id).update(is_blocked=True)
+
+    response = staff.post(url("resend_unknown", broadcast.pk), follow=True)
+
+    assert response.redirect_chain[-1][0] == url("progress", broadcast.pk)
+    broadcast.refresh_from_db()
+    assert broadcast.status == Status.SENDING and broadcast.finished_at is None
+    assert [d.status for d in deliveries(broadcast)] == ["sent", "pending", "unknown", "failed"]
+    assert Delivery.objects.get(pk=deliveries(broadcast)[1].pk).error == ""
+    assert JobRecord.objects.get(kind=START).args == [broadcast.pk]
+    assert "Resending to 1 unknown deliveries; some members may get it twice." in messages_of(response)
+
+
+def test_resend_to_unknown_of_a_cancelled_broadcast_changes_nothing(staff, bot):
+    broadcast = done_with_outcomes(bot, "unknown")
+    Broadcast.objects.filter(pk=broadcast.pk).update(status=Status.CANCELLED)
+
+    response = staff.post(url("resend_unknown", broadcast.pk), follow=True)
+
+    assert [d.status for d in deliveries(broadcast)] == ["unknown"]
+    assert not JobRecord.objects.filter(kind=START).exists()
+    assert any("No unknown delivery to resend" in m for m in messages_of(response))
+
+
+def test_resend_to_unknown_as_a_changelist_action_confirms_first(staff, bot):
+    first = done_with_outcomes(bot, "unknown", "sent")
+    second = Broadcast.objects.create(bot=bot, text="paused", status=Status.PAUSED)
+    member = TelegramUser.objects.create(bot=bot, telegram_id=5, is_subscribed=True)
+    Delivery.objects.create(broadcast=second, member=member, chat_id=5, status=Delivery.Status.UNKNOWN)
+    chosen = {"action": "resend_unknown", "_selected_action": [first.pk, second.pk]}
+
+    page = staff.post(reverse("admin:broadcasts_broadcast_changelist"), chosen).content.decode()
+
+    assert "get it twice" in page and 'value="Yes, resend to 2"' in page
+    assert Delivery.objects.filter(status=Delivery.Status.UNKNOWN).count() == 2
+
+    staff.post(reverse("admin:broadcasts_broadcast_changelist"), {**chosen, "post": "yes"})
+
+    assert not Delivery.objects.filter(status=Delivery.Status.UNKNOWN).exists()
+    assert Broadcast.objects.get(pk=first.pk).status == Status.SENDING
+    assert Broadcast.objects.get(pk=second.pk).status == Status.PAUSED  # its deliveries wait for resume
+    assert JobRecord.objects.get(kind=START).args == [first.pk]
+
+
+def test_the_change_form_offers_resend_to_unknown_only_when_there_are_some(staff, bot):
+    with_unknown = done_with_outcomes(bot, "unknown", "sent")
+    Broadcast.objects.filter(pk=with_unknown.pk).update(stall_reason="token rejected")
+    all_sent = Broadcast.objects.create(bot=bot, text="x", status=Status.DONE)
+
+    assert "Resend to 1 unknown" in staff.get(url("change", with_unknown.pk)).content.decode()
+    assert "Resend to" not in staff.get(url("change", all_sent.pk)).content.decode()
+
+
 def test_only_staff_with_change_permission_may_act(client, bot):
     broadcast = sending(bot)
     client.force_login(User.objects.create_user("viewer", password="a long password", is_staff=True))
@@ -428,6 +539,8 @@ def test_the_changelist_shows_counts_in_a_fixed_number_of_queries(staff, bot):
     first = sending(bot, members=5)
     Delivery.objects.filter(pk__in=[d.pk for d in deliveries(first)[:3]]).update(status=Delivery.Status.SENT)
     Delivery.objects.filter(pk=deliveries(first)[3].pk).update(status=Delivery.Status.FAILED)
+    Delivery.objects.filter(pk=deliveries(first)[4].pk).update(status=Delivery.Status.UNKNOWN)
+    Broadcast.objects.filter(pk=first.pk).update(stall_reason="Telegram unreachable since 10:02:03")
     Broadcast.objects.create(bot=bot, text="draft")
     staff.get(reverse("admin:broadcasts_broadcast_changelist"))
 
@@ -440,9 +553,12 @@ def test_the_changelist_shows_counts_in_a_fixed_number_of_queries(staff, bot):
 
     assert len(more) == len(few)
     row = next(b for b in response.context["cl"].result_list if b.pk == first.pk)
-    assert (row.sent_count, row.failed_count, row.total_count) == (3, 1, 5)
+    assert (row.sent_count, row.failed_count, row.skipped_count, row.unknown_count, row.total_count) == (3, 1, 0, 1, 5)
     page = response.content.decode()
     assert url("progress", first.pk) in page
+    summary = '3 sent</span> · <span class="broadcast-bad" title="">1 failed</span> · <span class="broadcast-bad"'
+    assert summary in page and '1 unknown</span></a> <span class="broadcast-of">of 5</span>' in page
+    assert "Telegram unreachable since 10:02:03" in page
 
 
 def test_the_delivery_list_is_read_only_and_searchable_by_member(staff, bot):
@@ -549,3 +665,80 @@ def test_the_progress_page_in_a_browser_updates_its_numbers_and_can_pause(reques
     driver.find_element(By.CSS_SELECTOR, "form[data-when=sending] input[type=submit]").click()
     wait_for(lambda: Broadcast.objects.get(pk=broadcast.pk).status == Status.PAUSED, what="the pause action")
     assert "Paused" in driver.find_element(By.CSS_SELECTOR, ".messagelist").text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_list_fits_1280_px_and_resend_to_unknown_is_confirmed_in_a_browser(request, live_server):
+    """Skipped when selenium or Chromium is missing (see tests/test_dashboard_browser.py)."""
+    driver = request.getfixturevalue("staff_browser")
+    from selenium.webdriver.common.by import By
+
+    shots = request.getfixturevalue("screenshots")
+    driver.set_window_size(1280, 900)
+    bot = Bot.objects.create(token=make_token(7100003), webhook_secret=Bot.new_secret())
+    broadcast = sending(bot, members=20, title="Spring appeal: a reminder to everyone who pledged in March")
+    rows = deliveries(broadcast)
+    Delivery.objects.filter(pk__in=[d.pk for d in rows[:12]]).update(status=Delivery.Status.SENT)
+    Delivery.objects.filter(pk__in=[d.pk for d in rows[12:14]]).update(status=Delivery.Status.FAILED)
+    Delivery.objects.filter(pk__in=[d.pk for d in rows[14:]]).update(status=Delivery.Status.UNKNOWN)
+    Broadcast.objects.filter(pk=broadcast.pk).update(status=Status.DONE)
+    Broadcast.objects.create(
+        bot=bot,
+        title="Flood",
+        text="x",
+        status=Status.SENDING,
+        stall_reason="waiting 40 s for Telegram's flood control",
+    )
+
+    driver.get(live_server.url + reverse("admin:broadcasts_broadcast_changelist"))
+    results = driver.find_element(By.CSS_SELECTOR, "#changelist .results")
+    assert driver.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth", results)
+    unknown = driver.find_elements(By.CSS_SELECTOR, "td.field-deliveries_display .broadcast-bad")[-1]
+    assert unknown.text == "6 unknown" and unknown.value_of_css_property("color") == "rgba(186, 33, 33, 1)"
+    driver.save_screenshot(str(shots / "broadcast_list_1280.png"))
+
+    driver.get(live_server.url + url("progress", broadcast.pk))
+    assert (
+        driver.find_element(By.CSS_SELECTOR, 'td[data-count="unknown"]').value_of_css_property("font-weight") == "700"
+    )
+    part = driver.find_element(By.CSS_SELECTOR, '[data-part="unknown"]')
+    bar = driver.find_element(By.ID, "broadcast-bar")
+    assert part.size["width"] == pytest.approx(bar.size["width"] * 6 / 20, abs=3)
+    driver.save_screenshot(str(shots / "broadcast_progress_outcomes.png"))
+    driver.find_element(By.ID, "progress-resend-unknown").click()
+
+    wait_for(lambda: driver.find_elements(By.ID, "resend-warning"), what="the confirmation page")
+    assert "get it twice" in driver.find_element(By.ID, "resend-warning").text
+    assert [d.status for d in deliveries(broadcast)].count("unknown") == 6
+    driver.save_screenshot(str(shots / "broadcast_resend_unknown.png"))
+    driver.find_element(By.ID, "resend-confirm").click()
+
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".messagelist"), what="the progress page")
+    assert "Resending to 6 unknown deliveries" in driver.find_element(By.CSS_SELECTOR, ".messagelist").text
+    assert [d.status for d in deliveries(broadcast)].count("pending") == 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_progress_page_in_a_browser_shows_a_stall_and_unknown_deliveries_as_they_come(request, live_server):
+    """Skipped when selenium or Chromium is missing (see tests/test_dashboard_browser.py)."""
+    driver = request.getfixturevalue("staff_browser")
+    from selenium.webdriver.common.by import By
+
+    bot = Bot.objects.create(token=make_token(7100004), webhook_secret=Bot.new_secret())
+    broadcast = sending(bot, members=4)
+    driver.get(live_server.url + url("progress", broadcast.pk))
+    stall = driver.find_element(By.ID, "progress-stall")
+    resend = driver.find_element(By.ID, "progress-resend-unknown")
+    assert not stall.is_displayed() and not resend.is_displayed()
+
+    Broadcast.objects.filter(pk=broadcast.pk).update(stall_reason="Telegram unreachable since 10:02:03")
+    Delivery.objects.filter(pk=deliveries(broadcast)[0].pk).update(status=Delivery.Status.UNKNOWN)
+
+    wait_for(lambda: stall.is_displayed(), timeout=15, what="the stall reason to appear")
+    assert "Telegram unreachable since 10:02:03" in stall.text
+    assert resend.is_displayed()
+    cell = driver.find_element(By.CSS_SELECTOR, 'td[data-count="unknown"]')
+    assert cell.text == "1" and "broadcast-bad" in cell.get_attribute("class")
+    part = driver.find_element(By.CSS_SELECTOR, '[data-part="unknown"]')
+    quarter = driver.find_element(By.ID, "broadcast-bar").size["width"] / 4
+    wait_for(lambda: abs(part.size["width"] - quarter) <= 3, timeout=5, what="the bar's unknown part to grow")

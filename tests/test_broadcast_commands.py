@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
-from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate
+from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
 from broadcasts.sending import fan_out
 from queueing.models import JobRecord
 from tests.fake_telegram.objects import make_token
@@ -25,6 +25,14 @@ def bot(settings) -> Bot:
     return Bot.objects.create(token=make_token(7200001), webhook_secret=Bot.new_secret())
 
 
+@pytest.fixture
+def subscriber(bot) -> TelegramUser:
+    """Someone to send to: send_broadcast refuses an audience of nobody."""
+    member = TelegramUser.objects.create(bot=bot, telegram_id=7, first_name="Ann", is_subscribed=True)
+    Pledge.objects.create(bot=bot, member=member, telegram_id=7, amount=100, campaign="spring")
+    return member
+
+
 def send(*args: str) -> tuple[Broadcast, str]:
     out, err = StringIO(), StringIO()
     call_command("send_broadcast", *args, stdout=out, stderr=err)
@@ -37,7 +45,7 @@ def status(*args: str) -> str:
     return out.getvalue()
 
 
-def test_send_broadcast_creates_the_broadcast_and_enqueues_its_start(bot):
+def test_send_broadcast_creates_the_broadcast_and_enqueues_its_start(bot, subscriber):
     broadcast, _ = send("--text", "Hello #first_name", "--parse-mode", "html", "--title", "Spring")
 
     assert (broadcast.bot, broadcast.text, broadcast.parse_mode, broadcast.title) == (
@@ -51,7 +59,7 @@ def test_send_broadcast_creates_the_broadcast_and_enqueues_its_start(bot):
     assert job.args == [broadcast.pk]
 
 
-def test_send_broadcast_with_a_template_and_an_audience(bot):
+def test_send_broadcast_with_a_template_and_an_audience(bot, subscriber):
     template = MessageTemplate.objects.create(name="reminder", text="You owe #balance", parse_mode="MarkdownV2")
 
     broadcast, _ = send(
@@ -63,7 +71,7 @@ def test_send_broadcast_with_a_template_and_an_audience(bot):
     assert broadcast.effective_parse_mode == "MarkdownV2"
 
 
-def test_send_broadcast_at_a_time_schedules_it_without_enqueueing(bot):
+def test_send_broadcast_at_a_time_schedules_it_without_enqueueing(bot, subscriber):
     when = (timezone.now() + timedelta(hours=3)).replace(microsecond=0)
 
     broadcast, err = send("--text", "Later", "--at", when.isoformat())
@@ -73,7 +81,7 @@ def test_send_broadcast_at_a_time_schedules_it_without_enqueueing(bot):
     assert not JobRecord.objects.filter(kind=START).exists()
 
 
-def test_a_misspelt_placeholder_is_a_warning_not_an_error(bot):
+def test_a_misspelt_placeholder_is_a_warning_not_an_error(bot, subscriber):
     broadcast, err = send("--text", "You owe #balnce")
 
     assert "#balnce is not a placeholder" in err
@@ -93,7 +101,7 @@ def test_a_misspelt_placeholder_is_a_warning_not_an_error(bot):
         (["--text", "x", "--bot", "999"], "No such active bot."),
     ],
 )
-def test_bad_input_is_refused_with_a_clear_message(bot, args, message):
+def test_bad_input_is_refused_with_a_clear_message(bot, subscriber, args, message):
     with pytest.raises(CommandError) as refused:
         send(*args)
 
@@ -130,3 +138,30 @@ def test_broadcast_status_prints_counts_and_state(bot):
 def test_broadcast_status_of_an_unknown_id():
     with pytest.raises(CommandError, match="No broadcast with id 404"):
         status("404")
+
+
+def test_broadcast_status_shows_the_unknown_and_why_sending_waits(bot):
+    TelegramUser.objects.bulk_create(
+        TelegramUser(bot=bot, telegram_id=10 + n, first_name=f"M{n}", is_subscribed=True) for n in range(3)
+    )
+    until = timezone.now() + timedelta(seconds=40)
+    broadcast = Broadcast.objects.create(
+        bot=bot,
+        text="Hi",
+        status=Broadcast.Status.SENDING,
+        stall_reason="waiting 40 s for Telegram's flood control",
+        stalled_until=until,
+    )
+    fan_out(broadcast)
+    first, second = broadcast.deliveries.order_by("pk")[:2]
+    Delivery.objects.filter(pk=first.pk).update(status=Delivery.Status.UNKNOWN)
+    Delivery.objects.filter(pk=second.pk).update(status=Delivery.Status.SKIPPED)
+
+    text = status(str(broadcast.pk))
+    data = json.loads(status(str(broadcast.pk), "--json"))
+
+    assert "1 unknown: Telegram may or may not have delivered them." in text and "Resend to unknown" in text
+    assert f"Stalled: waiting 40 s for Telegram's flood control (until {until.isoformat()})" in text
+    assert (data["counts"]["unknown"], data["counts"]["skipped"], data["counts"]["sent"]) == (1, 1, 0)
+    assert data["stall_reason"] == "waiting 40 s for Telegram's flood control"
+    assert data["stalled_until"] == until.isoformat()

@@ -587,6 +587,34 @@ def test_update_builders_make_updates_ptb_understands() -> None:
     assert updates.text_message(OTHER_TOKEN, "x")["update_id"] != updates.text_message(TOKEN, "x")["update_id"]
 
 
+def test_update_ids_never_repeat_across_processes() -> None:
+    """A webhook ignores an update_id it has seen, so a second run of the README demo (a new
+    process) must not reuse the first one's ids; and a later run starts higher, as getUpdates
+    drops ids below the offset already confirmed."""
+    root = Path(__file__).resolve().parent.parent
+    script = (
+        "from tests.fake_telegram import make_token, updates\n"
+        "print(*(updates.text_message(make_token(), '/start')['update_id'] for _ in range(3)))"
+    )
+
+    def ids_of_a_new_process() -> list[int]:
+        out = subprocess.run(
+            [sys.executable, "-c", script],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return [int(n) for n in out.split()]
+
+    first, second = ids_of_a_new_process(), ids_of_a_new_process()
+
+    assert first == sorted(first) and len(set(first)) == 3
+    assert max(first) < min(second)
+    assert max(second) < 2**53
+
+
 # --- standalone -------------------------------------------------------------------------------------
 
 

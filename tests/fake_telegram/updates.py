@@ -2,7 +2,8 @@
 
 Each builder takes the bot's token first, because update ids and message ids are per bot and the
 bot's own User object appears inside some updates (callback queries, my_chat_member). Update ids
-increase per bot across the whole process, as Telegram's do.
+increase across the whole process, as Telegram's do, and never repeat across processes: a webhook
+drops an update_id it has seen, so a second demo run must not start where the first one did.
 
     update = text_message(token, "/start")
     fake.push_update(token, update)          # for getUpdates
@@ -66,19 +67,26 @@ UPDATE_TYPES = (
     "removed_chat_boost",
 )
 
+# Room for this many updates per millisecond of a process's life before a process started
+# later could reach the same ids; the ids stay below 2**53, safe for JSON readers everywhere.
+UPDATE_IDS_PER_MS = 1_000
+_EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+
+
+def _first_update_id() -> int:
+    """Later processes start higher: getUpdates drops ids below the last confirmed offset."""
+    return (time.time_ns() // 1_000_000 - _EPOCH_MS) * UPDATE_IDS_PER_MS
+
+
 _lock = threading.Lock()
-_update_ids: dict[int, itertools.count[int]] = {}
+_update_ids = itertools.count(_first_update_id())
 _message_ids: dict[tuple[int, int], int] = {}
 
 
 def next_update_id(token: str) -> int:
-    """The next update_id for this bot (process-wide, strictly increasing)."""
-    bot_id = bot_id_from_token(token)
+    """The next update_id for this bot: strictly increasing, and unique across bots and processes."""
     with _lock:
-        counter = _update_ids.get(bot_id)
-        if counter is None:
-            counter = _update_ids[bot_id] = itertools.count(100_000_001 + bot_id % 1_000 * 1_000_000)
-        return next(counter)
+        return next(_update_ids)
 
 
 def next_message_id(token: str, chat_id: int) -> int:

@@ -24,6 +24,16 @@ class Command(BaseCommand):
         self.stdout.write(f"{broadcast} ({broadcast.get_audience_display()}): {broadcast.status}")
         self.stdout.write(f"{progress['finished']} of {counts['total']} finished ({progress['percent']}%)")
         self.stdout.write("  ".join(f"{status} {n}" for status, n in counts.items() if status != "total"))
+        if counts["unknown"]:
+            self.stdout.write(
+                self.style.ERROR(
+                    f"{counts['unknown']} unknown: Telegram may or may not have delivered them. "
+                    "An operator can resend them in the admin (Resend to unknown); some may get it twice."
+                )
+            )
+        if progress["stall_reason"]:
+            until = f" (until {progress['stalled_until']})" if progress["stalled_until"] else ""
+            self.stdout.write(self.style.WARNING(f"Stalled: {progress['stall_reason']}{until}"))
         if broadcast.status == Broadcast.Status.SENDING:
             eta = progress["eta_seconds"]
             left = f"{eta} s left" if eta is not None else "time left unknown"

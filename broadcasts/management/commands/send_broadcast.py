@@ -3,6 +3,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from bots.management.commands._bot_option import add_bot_argument, chosen_bot
+from broadcasts.audiences import refusal
 from broadcasts.models import Audience, Broadcast, MessageTemplate, ParseMode
 from broadcasts.personalize import unknown_hashtags
 from broadcasts.tasks import start_broadcast
@@ -43,6 +44,9 @@ class Command(BaseCommand):
         )
         if broadcast.audience == Audience.HAND_PICKED:
             raise CommandError("Hand-picked audiences are chosen in the admin.")
+        refused = refusal(broadcast)
+        if refused:
+            raise CommandError(f"{refused} Nothing was created.")
         for tag in unknown_hashtags(broadcast.body):
             self.stderr.write(self.style.WARNING(f"{tag} is not a placeholder; it is sent as written."))
         broadcast.save()
