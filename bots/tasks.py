@@ -45,7 +45,7 @@ def drain_chat(bot, chat_id: int) -> int:
 def handle_one(update: Update) -> None:
     """A rate limit is waited out without counting as a try; other failures count."""
     try:
-        handlers.handle(update.bot, update)
+        status = handlers.handle(update.bot, update)
     except Exception as exc:
         error_class = classify(exc).error_class
         if error_class == RATE_LIMITED:
@@ -56,7 +56,7 @@ def handle_one(update: Update) -> None:
             update.mark(Update.Status.FAILED, f"{type(exc).__name__}: {exc}")
             return
         raise
-    update.mark(Update.Status.PROCESSED)
+    update.mark(status)
 
 
 @job(queue="downloads")
