@@ -29,9 +29,10 @@ MAX_DEPTH = 32
 # Telegram's numbers are short; PostgreSQL's numeric refuses fractions of over 16,383 digits.
 _LONGEST_NUMBER = 40
 _LARGEST_EXPONENT = 400
-# JSON escapes that no database stores as they are: NUL, and a surrogate that is not half of a pair.
+# JSON escapes that no database stores as they are: NUL, and a surrogate that is not half of a pair
+# (or may not be: an escaped backslash before "ud800" can make a lone low surrogate look paired).
 _UNSTORABLE_ESCAPE = re.compile(
-    r"\\u0000|\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F]"
+    r"\\\\u[dD]|\\u(?:0000|[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F])|[dD][c-fC-F](?<!\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F]))"
 )
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 

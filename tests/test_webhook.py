@@ -209,12 +209,12 @@ def test_nesting_as_deep_as_a_real_update_is_stored(client, bot):
 def test_a_lone_surrogate_is_stored_as_the_replacement_character_and_pairs_are_kept(client, bot):
     # PostgreSQL refuses a lone surrogate; U+FFFD keeps the UTF-16 length entity offsets count in.
     body = json.dumps(message(update_id=13, text="/start PAIR LONE ok"))
-    body = body.replace("PAIR", r"\ud83d\ude00").replace("LONE", r"\ud800 \udc00 \\ud800")
+    body = body.replace("PAIR", r"\ud83d\ude00").replace("LONE", r"\ud800 \udc00 \\ud800 \\ud800\udc00")
 
     assert post(client, 123456, body).status_code == 200
 
     stored = Update.objects.get().payload["message"]
-    assert stored["text"] == "/start \U0001f600 \ufffd \ufffd \\ud800 ok", "an escaped backslash is text"
+    assert stored["text"] == "/start \U0001f600 \ufffd \ufffd \\ud800 \\ud800\ufffd ok", "an escaped backslash is text"
 
 
 @pytest.mark.parametrize(
