@@ -9,7 +9,7 @@ it) and a redelivered update_id is ignored by the unique constraint."""
 from django.db import connection, transaction
 
 from bots.models import Update
-from bots.updates import chat_id_of, parse, storable, update_id_of
+from bots.updates import chat_id_of, loads, storable, update_id_of
 from queueing.locks import try_lock
 
 DISPATCH_BATCH = 500
@@ -24,7 +24,7 @@ def accept_update(bot_pk: int, body: bytes | str) -> None:
     no database would store or Telegram never sends, or ValueError for a body that is not
     UTF-8 JSON."""
     text = body.decode() if isinstance(body, bytes) else body
-    text, payload = storable(text, parse(text))
+    text, payload = storable(text, loads(text))
     with connection.cursor() as cursor:
         cursor.execute(_INSERT, [bot_pk, update_id_of(payload), text, chat_id_of(payload)])
 

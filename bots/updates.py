@@ -76,7 +76,7 @@ def _checked_id(value: object, whose: str) -> int:
     return value
 
 
-def parse(text: str) -> object:
+def loads(text: str) -> object:
     """JSON as every database stores it. Raises MalformedUpdate for what Telegram never sends
     (NaN, Infinity, numbers out of range, nesting deeper than MAX_DEPTH) and ValueError for
     text that is not JSON."""
@@ -105,11 +105,12 @@ def _refuse_constant(name: str) -> float:
 
 
 def _finite_float(literal: str) -> float:
-    value = float(literal)
-    _, _, exponent = literal.lower().partition("e")
-    if len(literal) > _LONGEST_NUMBER or not math.isfinite(value) or abs(int(exponent or 0)) > _LARGEST_EXPONENT:
-        raise MalformedUpdate("the update has a number out of range")
-    return value
+    if len(literal) <= _LONGEST_NUMBER:
+        value = float(literal)
+        exponent = literal.lower().partition("e")[2]
+        if math.isfinite(value) and abs(int(exponent or 0)) <= _LARGEST_EXPONENT:
+            return value
+    raise MalformedUpdate("the update has a number out of range")
 
 
 _decoder = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
