@@ -10,6 +10,8 @@ import telegram
 from bots.models import Bot, TelegramUser, Update
 from bots.pacing import pause_after_429, wait_for_reply_slot
 from bots.telegram_api import call
+from bots.updates import is_id
+from queueing.errors import PermanentError
 
 HELP = (
     "I keep you up to date with the campaign.\n"
@@ -50,20 +52,108 @@ class Context:
             raise
 
 
-def handle(bot: Bot, update: Update) -> None:
-    parsed = telegram.Update.de_json(update.payload, None)
-    user = parsed.effective_user
-    member = TelegramUser.objects.seen(bot, user) if user and not user.is_bot else None
-    context = Context(bot, parsed, member)
-    if parsed.my_chat_member:
-        on_membership_change(context)
-    elif parsed.callback_query:
-        call(bot, "answer_callback_query", callback_query_id=parsed.callback_query.id)
-    elif parsed.message and parsed.effective_chat.type == "private":
+# What the bot reads of the updates it acts on: when python-telegram-bot cannot read a whole
+# update (a shape from another Bot API version than its own), these fields alone still can be.
+_READ = {
+    "message": ("message_id", "date", "chat", "from", "text", "caption", "entities", "caption_entities"),
+    "my_chat_member": ("chat", "from", "date", "old_chat_member", "new_chat_member"),
+    "callback_query": ("id", "from", "chat_instance"),
+}
+# What a member sends; any other message (a pin, a payment, a shared chat...) is a service
+# message that needs no answer.
+_MEMBER_CONTENT = (
+    "text",
+    "animation",
+    "audio",
+    "checklist",
+    "contact",
+    "dice",
+    "document",
+    "location",
+    "paid_media",
+    "photo",
+    "poll",
+    "sticker",
+    "story",
+    "venue",
+    "video",
+    "video_note",
+    "voice",
+)
+# What a surprising shape raises in python-telegram-bot or a handler; handling it again cannot help.
+_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError, OverflowError)
+
+
+def handle(bot: Bot, update: Update) -> str:
+    """Act on one update; returns the status to record: processed, or ignored for what the bot
+    does not act on (channel posts, reactions, boosts, polls, edits, group chatter, business
+    messages, kinds it does not know).
+
+    The bot acts on private messages from members, its membership in private chats and
+    callback queries; which one an update is, is read from the raw JSON, so an update that
+    python-telegram-bot cannot parse matters only if the bot would act on it. An update whose
+    shape the bot cannot handle fails at once (PermanentError), never retried."""
+    try:
+        return _dispatch(bot, update.payload)
+    except _SHAPE_ERRORS as exc:
+        raise PermanentError(f"the update has a shape the bot cannot handle: {type(exc).__name__}: {exc}") from exc
+
+
+def _dispatch(bot: Bot, payload: dict) -> str:
+    if _in_private_chat(payload.get("my_chat_member")):
+        on_membership_change(_context(bot, payload, "my_chat_member"))
+    elif isinstance(query := payload.get("callback_query"), dict) and isinstance(query.get("id"), str):
+        context = _context(bot, payload, "callback_query")
+        call(bot, "answer_callback_query", callback_query_id=context.update.callback_query.id)
+    elif _is_member_message(payload.get("message")):
+        context = _context(bot, payload, "message")
         wait_for_reply_slot(bot, context.chat_id)
         context.slot_taken = True
-        on_private_message(context, parsed.message)
-    # Edited messages, channel posts, group chatter and the rest need no answer.
+        on_private_message(context, context.update.message)
+    else:
+        return Update.Status.IGNORED
+    return Update.Status.PROCESSED
+
+
+def _in_private_chat(carrier: object) -> bool:
+    chat = carrier.get("chat") if isinstance(carrier, dict) else None
+    return isinstance(chat, dict) and chat.get("type") == "private" and is_id(chat.get("id"))
+
+
+def _is_member_message(message: object) -> bool:
+    """Sent by a person (not a bot) in a private chat, with something a person sends."""
+    if not _in_private_chat(message):
+        return False
+    sender = message.get("from")
+    return (
+        isinstance(sender, dict)
+        and sender.get("is_bot") is False
+        and is_id(sender.get("id"))
+        and any(key in message for key in _MEMBER_CONTENT)
+    )
+
+
+def _context(bot: Bot, payload: dict, kind: str) -> Context:
+    parsed = parse(payload, kind)
+    user = parsed.effective_user
+    member = TelegramUser.objects.seen(bot, user) if user and not user.is_bot and is_id(user.id) else None
+    return Context(bot, parsed, member)
+
+
+def parse(payload: dict, kind: str) -> telegram.Update:
+    """The update as python-telegram-bot reads it, or if it cannot, the fields the bot reads of
+    it (`_READ`); PermanentError if even those are unreadable."""
+    try:
+        return telegram.Update.de_json(payload, None)
+    except _SHAPE_ERRORS as exc:
+        carrier = payload[kind]
+        essentials = {key: carrier[key] for key in _READ[kind] if key in carrier}
+        try:
+            return telegram.Update.de_json({"update_id": payload["update_id"], kind: essentials}, None)
+        except _SHAPE_ERRORS:
+            raise PermanentError(
+                f"python-telegram-bot {telegram.__version__} cannot read this {kind}: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def on_membership_change(context: Context) -> None:

@@ -6,7 +6,6 @@ their handling: one job per chat per batch, since a job drains its chat in updat
 Nothing is lost when the broker is down (the job record waits for housekeeping to dispatch
 it) and a redelivered update_id is ignored by the unique constraint."""
 
-import json
 from datetime import timedelta
 
 from django.db import connection, transaction
@@ -14,7 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from bots.models import Update
-from bots.updates import chat_id_of, update_id_of
+from bots.updates import chat_id_of, loads, storable, update_id_of
 from queueing.locks import try_lock
 from queueing.models import JobRecord
 
@@ -29,26 +28,13 @@ ORPHAN_INTERVAL = 2.0
 def accept_update(bot_pk: int, body: bytes | str) -> None:
     """Store a JSON update as received, as one INSERT in autocommit (no model instance, no
     transaction block: this is the webhook's whole cost; the database fills in status and
-    received_at). A redelivered update_id changes nothing. Raises MalformedUpdate, or
-    ValueError for a body that is not UTF-8 JSON."""
+    received_at). A redelivered update_id changes nothing. Raises MalformedUpdate for what
+    no database would store or Telegram never sends, or ValueError for a body that is not
+    UTF-8 JSON."""
     text = body.decode() if isinstance(body, bytes) else body
-    payload = json.loads(text)
-    if "\\u0000" in text:
-        # PostgreSQL's jsonb refuses NUL; U+FFFD keeps the UTF-16 length entity offsets count in.
-        payload = _without_nul(payload)
-        text = json.dumps(payload)
+    text, payload = storable(text, loads(text))
     with connection.cursor() as cursor:
         cursor.execute(_INSERT, [bot_pk, update_id_of(payload), text, chat_id_of(payload)])
-
-
-def _without_nul(value):
-    if isinstance(value, str):
-        return value.replace("\x00", "\ufffd")
-    if isinstance(value, dict):
-        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_without_nul(v) for v in value]
-    return value
 
 
 _INSERT = (

@@ -85,7 +85,7 @@ def handle_one(update: Update) -> None:
             update.mark(Update.Status.FAILED, reason)
             return
         raise
-    update.mark(status or Update.Status.PROCESSED)
+    update.mark(status)
 
 
 def _outage_outlived(update: Update) -> bool:

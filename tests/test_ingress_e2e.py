@@ -115,7 +115,11 @@ def test_real_update_shapes_are_handled_without_error(webhook_bot, fake_telegram
 
     wait_for(lambda: Update.objects.count() == len(shapes), what="every update to be stored")
     wait_for(all_handled, timeout=30, what="every update to be handled")
-    assert set(Update.objects.values_list("status", flat=True)) == {Update.Status.PROCESSED}
+    statuses = dict(Update.objects.values_list("update_id", "status"))
+    assert [statuses[update["update_id"]] for update in shapes] == [
+        Update.Status.IGNORED if "edited_message" in update or "channel_post" in update else Update.Status.PROCESSED
+        for update in shapes
+    ]
     replies = replies_to(fake_telegram, 503, 3)
     assert replies[0].startswith("Hi Bob!")
     assert replies[1] == "Downloading…"

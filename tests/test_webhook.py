@@ -1,9 +1,11 @@
 """The webhook answers every input the way DESIGN.md says, and stores each update once."""
 
 import json
+import socket
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
@@ -41,6 +43,10 @@ def message(update_id=1, chat_id=42, text="/start"):
             "entities": [{"type": "bot_command", "offset": 0, "length": len(text)}],
         },
     }
+
+
+def with_x(value: str) -> str:
+    return '{"update_id": 4, "x": ' + value + "}"
 
 
 def test_the_url_is_named_by_the_digits_before_the_colon(bot):
@@ -129,6 +135,15 @@ def test_an_inactive_bot_is_404(client, bot):
     assert post(client, 123456, message()).status_code == 404
 
 
+def test_a_body_of_one_mebibyte_is_taken_and_one_byte_more_is_413(client, bot):
+    body = json.dumps(message(update_id=3, text="")).replace('"text": ""', '"text": "%s"')
+    exactly = body % ("x" * (1024 * 1024 - len(body) + 2))
+
+    assert post(client, 123456, exactly.encode()).status_code == 200
+    assert post(client, 123456, exactly.replace('"update_id": 3', '"update_id": 30')).status_code == 413
+    assert list(Update.objects.values_list("update_id", flat=True)) == [3]
+
+
 def test_a_body_over_one_mebibyte_is_413(client, bot):
     huge = message(text="x" * (1024 * 1024))
 
@@ -149,6 +164,25 @@ def test_a_body_over_one_mebibyte_is_413(client, bot):
         ({"update_id": "12"}, "update_id"),
         ({"update_id": 1.5}, "update_id"),
         ({"update_id": True}, "update_id"),
+        ({"update_id": 2**63}, "out of range"),
+        ({"update_id": -(2**63) - 1}, "out of range"),
+        ('{"update_id": ' + "9" * 4000 + "}", "out of range"),
+        (message(chat_id=2**63), "chat id"),
+        (message(chat_id=-(2**63) - 1), "chat id"),
+        (message(chat_id=True), "chat id"),
+        (message(chat_id=1.5), "chat id"),
+        ({"update_id": 4, "callback_query": {"id": "1", "from": {"id": False}}}, "sender id"),
+        ('{"update_id": 4, "x": NaN}', "non-finite"),
+        ('{"update_id": 4, "x": [Infinity]}', "non-finite"),
+        ('{"update_id": 4, "x": {"y": -Infinity}}', "non-finite"),
+        ('{"update_id": 4, "x": 1e400}', "out of range"),
+        ('{"update_id": 4, "x": -1e400}', "out of range"),
+        # Python reads these as 0.0; PostgreSQL's numeric refuses them.
+        ('{"update_id": 4, "x": 1e-100000}', "out of range"),
+        (with_x("0." + "0" * 17000 + "1"), "out of range"),
+        (with_x("[" * 40 + "]" * 40), "nested"),
+        (with_x("[" * 5000 + "]" * 5000), "nested"),
+        (with_x('{"a": ' * 5000 + "1" + "}" * 5000), "nested"),
     ],
 )
 def test_malformed_bodies_are_400_with_a_reason(client, bot, body, reason):
@@ -157,6 +191,82 @@ def test_malformed_bodies_are_400_with_a_reason(client, bot, body, reason):
     assert response.status_code == 400
     assert reason in response.json()["error"]
     assert not Update.objects.exists()
+
+
+def test_ids_at_the_edges_of_the_bigint_columns_are_stored(client, bot):
+    assert post(client, 123456, message(update_id=2**63 - 1, chat_id=-(2**63))).status_code == 200
+
+    assert Update.objects.values_list("update_id", "chat_id").get() == (2**63 - 1, -(2**63))
+
+
+def test_nesting_as_deep_as_a_real_update_is_stored(client, bot):
+    update = message(update_id=8)
+    update["message"]["x"] = json.loads("[" * 30 + "]" * 30)
+
+    assert post(client, 123456, update).status_code == 200
+
+
+def test_a_lone_surrogate_is_stored_as_the_replacement_character_and_pairs_are_kept(client, bot):
+    # PostgreSQL refuses a lone surrogate; U+FFFD keeps the UTF-16 length entity offsets count in.
+    body = json.dumps(message(update_id=13, text="/start PAIR LONE ok"))
+    body = body.replace("PAIR", r"\ud83d\ude00").replace("LONE", r"\ud800 \udc00 \\ud800 \\ud800\udc00")
+
+    assert post(client, 123456, body).status_code == 200
+
+    stored = Update.objects.get().payload["message"]
+    assert stored["text"] == "/start \U0001f600 \ufffd \ufffd \\ud800 \\ud800\ufffd ok", "an escaped backslash is text"
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "application/jsonx", ""],
+)
+def test_a_body_that_is_not_sent_as_json_is_415(client, bot, content_type):
+    response = post(client, 123456, message(), content_type=content_type)
+
+    assert response.status_code == 415
+    assert "application/json" in response.json()["error"]
+    assert not Update.objects.exists()
+
+
+def test_json_with_a_charset_is_taken(client, bot):
+    assert post(client, 123456, message(), content_type="application/json; charset=utf-8").status_code == 200
+
+
+def test_a_content_length_that_is_not_a_number_is_read_as_none(client, bot):
+    headers = {"X-Telegram-Bot-Api-Secret-Token": SECRET}
+    response = client.generic(
+        "POST", "/telegram/123456/webhook/", b"{}", "application/json", headers=headers, CONTENT_LENGTH="many"
+    )
+
+    assert response.status_code == 400
+
+
+def test_an_unavailable_database_is_503_so_telegram_delivers_the_update_again(
+    client, bot, transactional_db, monkeypatch, tmp_path
+):
+    assert post(client, 123456, message(update_id=1)).status_code == 200  # the bot is cached
+    with monkeypatch.context() as patch:
+        connection.close()
+        if connection.vendor == "sqlite":
+            patch.setitem(connection.settings_dict, "NAME", str(tmp_path / "missing" / "db.sqlite3"))
+        else:
+            patch.setitem(connection.settings_dict, "PORT", str(_closed_port()))
+
+        response = post(client, 123456, message(update_id=2))
+
+        assert response.status_code == 503
+        assert "database" in response.json()["error"]
+        views._bots.clear()
+        assert post(client, 123456, message(update_id=2)).status_code == 503, "looking up the bot too"
+        connection.close()
+    assert list(Update.objects.values_list("update_id", flat=True)) == [1]
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.mark.parametrize("method", ["get", "put", "delete"])
