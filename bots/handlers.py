@@ -7,7 +7,7 @@ from decimal import Decimal, InvalidOperation
 
 import telegram
 
-from bots.models import Bot, TelegramUser, Update
+from bots.models import Bot, OperatorLink, TelegramUser, Update
 from bots.pacing import pause_after_429, wait_for_reply_slot
 from bots.telegram_api import call
 from bots.updates import is_id
@@ -193,11 +193,20 @@ def download(context: Context, url: str) -> None:
 
 
 def start(context: Context, payload: str) -> None:
+    """Subscribe; with a payload from "Link my Telegram" in the admin, also link the operator."""
     from broadcasts.models import Pledge
 
     member = context.member
     member.subscribe()
     Pledge.objects.attach_to(member)
+    if payload.startswith(OperatorLink.CODE_PREFIX):
+        link = OperatorLink.objects.redeem(context.bot, payload, member)
+        context.reply(
+            f"Linked to {link.user.get_username()} in the admin: tests of broadcasts will come here."
+            if link
+            else "This link has expired or was used already. Make a new one in the admin: Link my Telegram."
+        )
+        return
     name = member.first_name or "there"
     context.reply(
         f"Hi {name}! You're subscribed to campaign updates.\nSend /pledge to see your pledge, /help for more."

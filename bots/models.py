@@ -1,4 +1,5 @@
 import secrets
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -329,3 +330,54 @@ class Download(models.Model):
         for name, value in fields.items():
             setattr(self, name, value)
         Download.objects.filter(pk=self.pk).update(**fields)
+
+
+class OperatorLinkQuerySet(models.QuerySet):
+    def redeem(self, bot: Bot, code: str, member: TelegramUser) -> "OperatorLink | None":
+        """Link the operator who made `code` to `member`: once, and only while the code is fresh.
+        A conditional UPDATE, so two /start with one code cannot both link."""
+        fresh_since = timezone.now() - OperatorLink.VALID_FOR
+        linked = self.filter(bot=bot, code=code, linked_at__isnull=True, created_at__gte=fresh_since).update(
+            member=member, linked_at=timezone.now()
+        )
+        return self.select_related("user").get(bot=bot, code=code) if linked else None
+
+    def linked_member(self, user, bot: Bot) -> TelegramUser | None:
+        """The Telegram account this staff user linked last for this bot."""
+        link = self.filter(user=user, bot=bot, linked_at__isnull=False).select_related("member")
+        found = link.order_by("-linked_at").first()
+        return found.member if found else None
+
+
+class OperatorLink(models.Model):
+    """A staff user's Telegram account, linked by pressing Start on a one-time deep link
+    (https://t.me/<bot>?start=<code>): where "Send a test to me" sends."""
+
+    CODE_PREFIX = "op-"
+    VALID_FOR = timedelta(minutes=15)
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="telegram_links")
+    bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="operator_links")
+    member = models.ForeignKey(
+        TelegramUser, null=True, blank=True, on_delete=models.CASCADE, related_name="operator_links"
+    )
+    code = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    linked_at = models.DateTimeField(null=True, blank=True)
+
+    objects = OperatorLinkQuerySet.as_manager()
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.member or 'not linked yet'}"
+
+    @classmethod
+    def new_code(cls) -> str:
+        # A start payload is 1-64 characters of A-Z, a-z, 0-9, _ and -.
+        return cls.CODE_PREFIX + secrets.token_urlsafe(24)
+
+    @property
+    def expires_at(self):
+        return self.created_at + self.VALID_FOR
+
+    def deep_link(self) -> str:
+        return f"https://t.me/{self.bot.username}?start={self.code}"

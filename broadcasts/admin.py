@@ -9,7 +9,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.validators import URLValidator
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -17,12 +17,14 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 
-from bots.models import Bot, TelegramUser
+from bots.models import Bot, OperatorLink, TelegramUser
+from bots.telegram_api import call
 from broadcasts.audiences import audience_mistake, recipients, refusal
 from broadcasts.importing import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, FileError, ImportResult, decode, import_pledges
 from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
-from broadcasts.personalize import MAX_CAPTION, MAX_TEXT, PLACEHOLDERS, needs_pledge, render, too_long, unknown_hashtags
-from broadcasts.tasks import start_broadcast
+from broadcasts.personalize import MAX_CAPTION, MAX_TEXT, PLACEHOLDERS, needs_pledge, too_long, unknown_hashtags
+from broadcasts.summary import rendered_for, send_summary, with_pledges
+from broadcasts.tasks import send_test, start_broadcast
 from queueing.models import JobRecord
 
 # ---------------------------------------------------------------------------------------------
@@ -215,20 +217,20 @@ class Preview:
         members = recipients(broadcast)
         count = members.count()
         is_caption = bool(broadcast.photo or broadcast.document)
-        with_pledges = members.prefetch_related(Prefetch("pledges", queryset=Pledge.objects.order_by("created_at")))
-        checked = with_pledges.order_by("pk") if count <= cls.FULL_CHECK_LIMIT else with_pledges.order_by("?")
+        prefetched = with_pledges(members)
+        checked = prefetched.order_by("pk") if count <= cls.FULL_CHECK_LIMIT else prefetched.order_by("?")
         texts = [
-            (member, cls._render(broadcast, member))
+            (member, rendered_for(broadcast, member))
             for member in checked[: cls.FULL_CHECK_LIMIT].iterator(chunk_size=1000)
         ]
         parse_mode = broadcast.effective_parse_mode
         long = {member.pk for member, text in texts if too_long(text, is_caption, parse_mode)}
         uses_pledge = needs_pledge(broadcast.body)
-        samples = with_pledges.order_by("pk")[: cls.SAMPLES]
+        samples = prefetched.order_by("pk")[: cls.SAMPLES]
         return cls(
             recipients=count,
             samples=[
-                Sample(m, text := cls._render(broadcast, m), m.pk in long or too_long(text, is_caption, parse_mode))
+                Sample(m, text := rendered_for(broadcast, m), m.pk in long or too_long(text, is_caption, parse_mode))
                 for m in samples
             ],
             needs_pledge=uses_pledge,
@@ -239,16 +241,6 @@ class Preview:
             checked=len(texts),
             is_caption=is_caption,
             limit=MAX_CAPTION if is_caption else MAX_TEXT,
-        )
-
-    @staticmethod
-    def _render(broadcast: Broadcast, member: TelegramUser) -> str:
-        return render(
-            broadcast.body,
-            member,
-            list(member.pledges.all()),
-            broadcast.effective_parse_mode,
-            broadcast.no_pledge_fallback,
         )
 
 
@@ -311,6 +303,15 @@ class BroadcastForm(forms.ModelForm):
             "scheduled_at",
         ]
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields.get("bot")
+        if field is None or self.instance.pk is not None:
+            return
+        bots = list(field.queryset.filter(is_active=True)[:2])
+        if len(bots) == 1:
+            field.initial = bots[0]
+
     def clean(self) -> dict:
         data = super().clean()
         if not data.get("text", "").strip() and not data.get("template"):
@@ -371,9 +372,16 @@ class BroadcastAdmin(admin.ModelAdmin):
         ("Message", {"fields": ["text", "template", "parse_mode", "placeholders", "photo", "document", "buttons"]}),
         ("Audience", {"fields": ["audience", "audience_value", "members", "no_pledge_fallback"]}),
         ("Sending", {"fields": ["allow_paid_broadcast", "scheduled_at"]}),
-        ("State", {"fields": ["status", "created_by", "created_at", "started_at", "finished_at"]}),
+        (
+            "State",
+            {"fields": ["status", "created_by", "created_at", "started_at", "finished_at"], "classes": ["collapse"]},
+        ),
     ]
     readonly_fields = ["placeholders", "status", "created_by", "created_at", "started_at", "finished_at"]
+
+    def get_fieldsets(self, request: HttpRequest, obj: Broadcast | None = None) -> list:
+        """A new broadcast has no state to show yet."""
+        return self.fieldsets if obj else [(name, opts) for name, opts in self.fieldsets if name != "State"]
 
     def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
         return BroadcastChangeList
@@ -471,8 +479,12 @@ class BroadcastAdmin(admin.ModelAdmin):
             wrapped = self.admin_site.admin_view(view)
             return path(f"<int:pk>/{suffix}", wrapped, name=f"{self.opts.app_label}_{self.opts.model_name}_{name}")
 
+        link_telegram = self.admin_site.admin_view(self.link_telegram_view)
         return [
+            path("link-telegram/", link_telegram, name=f"{self.opts.app_label}_{self.opts.model_name}_link_telegram"),
             route("preview/", self.preview_view, "preview"),
+            route("confirm/", self.confirm_view, "confirm"),
+            route("test-send/", self.test_send_view, "test_send"),
             route("progress/", self.progress_view, "progress"),
             route("progress.json", self.progress_json_view, "progress_json"),
             route("action/<slug:action>/", self.action_view, "action"),
@@ -500,17 +512,110 @@ class BroadcastAdmin(admin.ModelAdmin):
         }
 
     def preview_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if request.method != "GET":
+            return HttpResponseNotAllowed(["GET"])
         broadcast = self._broadcast(request, pk)
-        if request.method == "POST":
-            return self._send_or_schedule(request, broadcast)
         context = {
             **self._context(request, broadcast, f"Preview of {broadcast}"),
             "preview": Preview.of(broadcast),
             "refusal": refusal(broadcast) if broadcast.is_editable else None,
             "unknown_hashtags": unknown_hashtags(broadcast.body),
+            "operator": OperatorLink.objects.linked_member(request.user, broadcast.bot),
+            "confirm_url": self._url("confirm", broadcast.pk),
+            "test_send_url": self._url("test_send", broadcast.pk),
+            "link_telegram_url": f"{self._url('link_telegram')}?bot={broadcast.bot_id}",
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/broadcasts/broadcast/preview.html", context)
+
+    def confirm_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """GET: what sending (or scheduling, with ?schedule) would do, to confirm; only the
+        confirmation's POST sends or schedules."""
+        broadcast = self._broadcast(request, pk)
+        if request.method == "POST":
+            return self._send_or_schedule(request, broadcast)
+        if not broadcast.is_editable:
+            self.message_user(request, f"This broadcast is {broadcast.status} already.", messages.WARNING)
+            return HttpResponseRedirect(self._url("progress", broadcast.pk))
+        refused = refusal(broadcast)
+        if refused:
+            self.message_user(request, f"It cannot be sent as it is: {refused}", messages.ERROR)
+            return HttpResponseRedirect(self._url("preview", broadcast.pk))
+        schedule = "schedule" in request.GET and broadcast.scheduled_at is not None
+        title = f"Schedule {broadcast}?" if schedule else f"Send {broadcast} now?"
+        context = {
+            **self._context(request, broadcast, title),
+            "summary": send_summary(broadcast),
+            "schedule": schedule,
+            "preview_url": self._url("preview", broadcast.pk),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/broadcasts/broadcast/confirm.html", context)
+
+    def test_send_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        """POST: the broadcast as the chosen member gets it, marked as a test, to the
+        operator's own Telegram account."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        broadcast = self._broadcast(request, pk)
+        operator = OperatorLink.objects.linked_member(request.user, broadcast.bot)
+        if operator is None:
+            self.message_user(request, "Link your Telegram account first, then send the test.", messages.WARNING)
+            return HttpResponseRedirect(f"{self._url('link_telegram')}?bot={broadcast.bot_id}")
+        chosen = request.POST.get("member", "")
+        member = (
+            TelegramUser.objects.filter(bot=broadcast.bot, pk=int(chosen)).first() if chosen.isdigit() else None
+        ) or operator
+        send_test.enqueue_with(
+            args=[broadcast.pk, member.pk, operator.pk], label=f"broadcast {broadcast.pk}: test as {member}"
+        )
+        self.message_user(
+            request, f"A test, as {member} gets it, is on its way to your Telegram ({operator}).", messages.SUCCESS
+        )
+        return HttpResponseRedirect(self._url("preview", broadcast.pk))
+
+    def link_telegram_view(self, request: HttpRequest) -> HttpResponse:
+        """Link my Telegram: a one-time deep link to the bot; pressing Start on it links the
+        account (bots.handlers.start). POST makes a new link."""
+        if not self.has_view_or_change_permission(request):
+            raise PermissionDenied
+        bots = list(Bot.objects.filter(is_active=True).order_by("pk"))
+        chosen = request.POST.get("bot") or request.GET.get("bot", "")
+        bot = next((b for b in bots if str(b.pk) == chosen), bots[0] if bots else None)
+        here = f"{self._url('link_telegram')}?bot={bot.pk}" if bot else self._url("link_telegram")
+        if request.method == "POST" and bot:
+            if bot.username or self._learn_username(request, bot):
+                OperatorLink.objects.create(user=request.user, bot=bot, code=OperatorLink.new_code())
+            return HttpResponseRedirect(here)
+        links = OperatorLink.objects.filter(user=request.user, bot=bot).select_related("bot")
+        waiting = links.filter(linked_at__isnull=True, created_at__gte=timezone.now() - OperatorLink.VALID_FOR)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Link my Telegram",
+            "opts": self.opts,
+            "bots": bots,
+            "bot": bot,
+            "linked": OperatorLink.objects.linked_member(request.user, bot) if bot else None,
+            "waiting": waiting.order_by("-created_at").first(),
+            "valid_minutes": int(OperatorLink.VALID_FOR.total_seconds() // 60),
+            "here": here,
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/broadcasts/broadcast/link_telegram.html", context)
+
+    def _learn_username(self, request: HttpRequest, bot: Bot) -> bool:
+        """A deep link names the bot by its username: ask Telegram once when it is not known."""
+        try:
+            bot.username = call(bot, "get_me").username
+        except Exception as exc:
+            self.message_user(
+                request,
+                f"Telegram did not say the bot's username ({type(exc).__name__}); enter it on the bot's page.",
+                messages.ERROR,
+            )
+            return False
+        bot.save(update_fields=["username"])
+        return True
 
     def _send_or_schedule(self, request: HttpRequest, broadcast: Broadcast) -> HttpResponse:
         refused = refusal(broadcast) if broadcast.is_editable else None

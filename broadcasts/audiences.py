@@ -1,20 +1,27 @@
 """Who a broadcast goes to. Every audience is a queryset of members, built in SQL so the
 fan-out can copy it into deliveries in one statement; opted-out and blocked members are
-never in any audience. `refusal` says why a broadcast must not be sent as it is."""
+never in any audience. The staff audience is the operators who linked their Telegram
+account in the admin, and the ids in OPERATOR_TELEGRAM_IDS. `refusal` says why a broadcast
+must not be sent as it is."""
 
 from difflib import get_close_matches
 
 from django.conf import settings
-from django.db.models import BooleanField, Count, Exists, F, OuterRef, Value
+from django.db.models import Count, Exists, F, OuterRef, Q
 from django.utils import timezone
 
-from bots.models import TelegramUser
+from bots.models import OperatorLink, TelegramUser
 from broadcasts.models import Audience, Broadcast, Pledge
 
 
 def recipients(broadcast: Broadcast):
     members = TelegramUser.objects.subscribed().filter(bot=broadcast.bot)
     return _narrow(broadcast, members)
+
+
+def audience_members(broadcast: Broadcast):
+    """Everyone the audience names, whether subscribed or not: recipients plus those left out."""
+    return _narrow(broadcast, TelegramUser.objects.filter(bot=broadcast.bot))
 
 
 def _narrow(broadcast: Broadcast, members):
@@ -42,10 +49,11 @@ def _narrow(broadcast: Broadcast, members):
                 )
             )
         case Audience.STAFF:
+            linked = Exists(OperatorLink.objects.filter(member=OuterRef("pk")))
             if not settings.OPERATOR_TELEGRAM_IDS:
                 # `telegram_id__in=[]` cannot be compiled into the fan-out's INSERT ... SELECT.
-                return members.filter(Value(False, output_field=BooleanField()))
-            return members.filter(telegram_id__in=settings.OPERATOR_TELEGRAM_IDS)
+                return members.filter(linked)
+            return members.filter(linked | Q(telegram_id__in=settings.OPERATOR_TELEGRAM_IDS))
     raise ValueError(f"Unknown audience {broadcast.audience!r}")
 
 
@@ -67,9 +75,13 @@ def audience_mistake(broadcast: Broadcast) -> str | None:
     staff audience with no operators configured), whoever is subscribed today; None if nothing."""
     value = broadcast.audience_value.strip()
     match broadcast.audience:
-        case Audience.STAFF if not settings.OPERATOR_TELEGRAM_IDS:
+        case Audience.STAFF if not (
+            settings.OPERATOR_TELEGRAM_IDS
+            or OperatorLink.objects.filter(bot_id=broadcast.bot_id, member__isnull=False).exists()
+        ):
             return (
-                "No operators are configured for the staff audience: set OPERATOR_TELEGRAM_IDS "
+                "No operators are configured for the staff audience: link your Telegram account "
+                "(“Link my Telegram” on the broadcasts page), or set OPERATOR_TELEGRAM_IDS "
                 "(the operators' Telegram ids, comma-separated) in the environment."
             )
         case Audience.CAMPAIGN:

@@ -262,7 +262,7 @@ class ChunkSender:
         self.result = ChunkResult()
         self.text = broadcast.body
         self.parse_mode = broadcast.effective_parse_mode or None
-        self.buttons = self._buttons()
+        self.buttons = keyboard(broadcast)
         self.media = (
             ("sendPhoto", "photo") if broadcast.photo else ("sendDocument", "document") if broadcast.document else None
         )
@@ -514,17 +514,12 @@ class ChunkSender:
         if self.file_id is None:
             async with self.uploading:
                 if self.file_id is None:
-                    upload = self._upload()
+                    upload = attachment(self.broadcast)
                     message = await api.do_api_request(method, api_kwargs={**caption, field: upload})
                     answer = message[field]
                     self.file_id = (answer[-1] if isinstance(answer, list) else answer)["file_id"]
                     return message
         return await api.do_api_request(method, api_kwargs={**caption, field: self.file_id})
-
-    def _upload(self) -> telegram.InputFile:
-        attached = self.broadcast.photo or self.broadcast.document
-        with attached.open("rb") as handle:
-            return telegram.InputFile(handle.read(), filename=Path(attached.name).name)
 
     def _params(self, chat_id: int, **content: str) -> dict:
         params = {"chat_id": chat_id, **content}
@@ -595,13 +590,20 @@ class ChunkSender:
                 stall_reason="", stalled_until=None
             )
 
-    def _buttons(self) -> telegram.InlineKeyboardMarkup | None:
-        buttons = [b for b in self.broadcast.buttons if b.get("text") and b.get("url")]
-        if not buttons:
-            return None
-        return telegram.InlineKeyboardMarkup(
-            [[telegram.InlineKeyboardButton(b["text"], url=b["url"])] for b in buttons]
-        )
+
+def keyboard(broadcast: Broadcast) -> telegram.InlineKeyboardMarkup | None:
+    """The broadcast's URL buttons, one a row."""
+    buttons = [b for b in broadcast.buttons if b.get("text") and b.get("url")]
+    if not buttons:
+        return None
+    return telegram.InlineKeyboardMarkup([[telegram.InlineKeyboardButton(b["text"], url=b["url"])] for b in buttons])
+
+
+def attachment(broadcast: Broadcast) -> telegram.InputFile:
+    """The photo or document to upload."""
+    attached = broadcast.photo or broadcast.document
+    with attached.open("rb") as handle:
+        return telegram.InputFile(handle.read(), filename=Path(attached.name).name)
 
 
 def _flood_wait(seconds: float) -> str:

@@ -3,8 +3,20 @@ import time
 from django.db import transaction
 from django.utils import timezone
 
+from bots.models import TelegramUser
+from bots.pacing import wait_for_reply_slot
+from bots.telegram_api import call
 from broadcasts.models import Broadcast
-from broadcasts.sending import SMALL_BROADCAST, ChunkSender, chunk_bounds, fan_out, finish_if_complete
+from broadcasts.sending import (
+    SMALL_BROADCAST,
+    ChunkSender,
+    attachment,
+    chunk_bounds,
+    fan_out,
+    finish_if_complete,
+    keyboard,
+)
+from broadcasts.summary import marked_as_test
 from queueing.errors import Deferred
 from queueing.jobs import job
 from queueing.locks import try_lock
@@ -78,3 +90,26 @@ def enqueue_due_broadcasts() -> int:
     """The django-q2 Schedule's function: the Schedule runs plain functions, and this hands the
     work to the job contract so it gets a JobRecord, retries and the telegram queue."""
     return start_due_broadcasts.enqueue().pk
+
+
+@job(queue="telegram")
+def send_test(broadcast_id: int, member_id: int, operator_id: int) -> dict:
+    """The broadcast exactly as `member_id` would get it (their text, the buttons, the
+    attachment), marked as a test, to the chat of the operator's linked account (`operator_id`)."""
+    broadcast = Broadcast.objects.select_related("bot", "template").get(pk=broadcast_id)
+    member = TelegramUser.objects.get(pk=member_id)
+    chat_id = TelegramUser.objects.get(pk=operator_id).chat_id
+    text = marked_as_test(broadcast, member)
+    params = {
+        "chat_id": chat_id,
+        "parse_mode": broadcast.effective_parse_mode or None,
+        "reply_markup": keyboard(broadcast),
+    }
+    wait_for_reply_slot(broadcast.bot, chat_id)
+    if broadcast.photo:
+        message = call(broadcast.bot, "send_photo", photo=attachment(broadcast), caption=text, **params)
+    elif broadcast.document:
+        message = call(broadcast.bot, "send_document", document=attachment(broadcast), caption=text, **params)
+    else:
+        message = call(broadcast.bot, "send_message", text=text, **params)
+    return {"message_id": message.message_id, "as": str(member)}

@@ -178,7 +178,7 @@ def test_the_preview_renders_the_first_recipients_and_counts_the_problems(staff,
     assert preview.checked == 7 and not preview.sampled
     page = response.content.decode()
     assert "Dear &amp;lt;b&amp;gt;Bob" in page  # the rendered HTML is shown as text, not markup
-    assert 'name="_send"' in page and 'name="_schedule"' not in page
+    assert 'id="preview-send"' in page and 'id="preview-schedule"' not in page
 
 
 def test_a_caption_has_a_shorter_limit(staff, bot):
@@ -206,7 +206,7 @@ def test_send_now_enqueues_start_broadcast_and_shows_progress(staff, bot):
     make_members(bot, 2)
     broadcast = Broadcast.objects.create(bot=bot, text="Hi")
 
-    response = staff.post(url("preview", broadcast.pk), {"_send": "1"})
+    response = staff.post(url("confirm", broadcast.pk), {"_send": "1"})
 
     assert response.status_code == 302 and response["Location"] == url("progress", broadcast.pk)
     job = JobRecord.objects.get(kind=START)
@@ -216,7 +216,7 @@ def test_send_now_enqueues_start_broadcast_and_shows_progress(staff, bot):
 def test_a_broadcast_that_has_started_is_not_sent_again(staff, bot):
     broadcast = sending(bot)
 
-    response = staff.post(url("preview", broadcast.pk), {"_send": "1"}, follow=True)
+    response = staff.post(url("confirm", broadcast.pk), {"_send": "1"}, follow=True)
 
     assert not JobRecord.objects.filter(kind=START).exists()
     assert any("not sent again" in m for m in messages_of(response))
@@ -226,8 +226,8 @@ def test_a_second_click_on_send_now_enqueues_nothing_more(staff, bot):
     make_members(bot, 2)
     broadcast = Broadcast.objects.create(bot=bot, text="Hi")
 
-    staff.post(url("preview", broadcast.pk), {"_send": "1"})
-    response = staff.post(url("preview", broadcast.pk), {"_send": "1"}, follow=True)
+    staff.post(url("confirm", broadcast.pk), {"_send": "1"})
+    response = staff.post(url("confirm", broadcast.pk), {"_send": "1"}, follow=True)
 
     assert JobRecord.objects.filter(kind=START).count() == 1
     assert any("started already" in m for m in messages_of(response))
@@ -247,9 +247,9 @@ def test_schedule_hands_the_draft_to_start_due_broadcasts(staff, bot):
     make_members(bot, 2)
     when = timezone.now() + timedelta(hours=2)
     broadcast = Broadcast.objects.create(bot=bot, text="Hi", scheduled_at=when)
-    assert 'name="_schedule"' in staff.get(url("preview", broadcast.pk)).content.decode()
+    assert 'id="preview-schedule"' in staff.get(url("preview", broadcast.pk)).content.decode()
 
-    staff.post(url("preview", broadcast.pk), {"_schedule": "1"})
+    staff.post(url("confirm", broadcast.pk), {"_schedule": "1"})
 
     broadcast.refresh_from_db()
     assert broadcast.status == Status.SCHEDULED
@@ -260,7 +260,7 @@ def test_a_draft_without_a_time_cannot_be_scheduled(staff, bot):
     make_members(bot, 1)
     broadcast = Broadcast.objects.create(bot=bot, text="Hi")
 
-    response = staff.post(url("preview", broadcast.pk), {"_schedule": "1"}, follow=True)
+    response = staff.post(url("confirm", broadcast.pk), {"_schedule": "1"}, follow=True)
 
     broadcast.refresh_from_db()
     assert broadcast.status == Status.DRAFT
@@ -585,7 +585,7 @@ def test_send_now_in_the_admin_reaches_telegram_and_progress_ends_at_100(telegra
     )
     clusters.start("telegram", TELEGRAM_RATE_LIMIT="1000")
 
-    client.post(url("preview", broadcast.pk), {"_send": "1"})
+    client.post(url("confirm", broadcast.pk), {"_send": "1"})
 
     data = wait_for(
         lambda: (d := client.get(url("progress_json", broadcast.pk)).json())["is_over"] and d,

@@ -35,7 +35,7 @@ def subscriber(bot) -> TelegramUser:
 
 def send(*args: str) -> tuple[Broadcast, str]:
     out, err = StringIO(), StringIO()
-    call_command("send_broadcast", *args, stdout=out, stderr=err)
+    call_command("send_broadcast", "--yes", *args, stdout=out, stderr=err)
     return Broadcast.objects.get(pk=int(out.getvalue().strip())), err.getvalue()
 
 

@@ -44,7 +44,7 @@ def staff(client):
 
 def send_broadcast(*args: str) -> str:
     out = StringIO()
-    call_command("send_broadcast", *args, stdout=out, stderr=StringIO())
+    call_command("send_broadcast", "--yes", *args, stdout=out, stderr=StringIO())
     return out.getvalue()
 
 
@@ -197,7 +197,9 @@ def test_send_and_schedule_refuse_what_would_reach_nobody(staff, bot, button, fi
     broadcast = Broadcast.objects.create(bot=bot, scheduled_at=timezone.now() + timedelta(hours=1), **fields)
     preview_url = reverse("admin:broadcasts_broadcast_preview", args=[broadcast.pk])
 
-    response = staff.post(preview_url, {button: "1"}, follow=True)
+    confirm_url = reverse("admin:broadcasts_broadcast_confirm", args=[broadcast.pk])
+
+    response = staff.post(confirm_url, {button: "1"}, follow=True)
 
     assert response.redirect_chain[-1][0] == preview_url
     assert any(message in m for m in messages_of(response)), messages_of(response)

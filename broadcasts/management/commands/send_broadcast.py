@@ -1,4 +1,11 @@
+import argparse
+import sys
+from typing import TextIO
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.core.validators import URLValidator
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -6,11 +13,36 @@ from bots.management.commands._bot_option import add_bot_argument, chosen_bot
 from broadcasts.audiences import refusal
 from broadcasts.models import Audience, Broadcast, MessageTemplate, ParseMode
 from broadcasts.personalize import unknown_hashtags
+from broadcasts.summary import SendSummary, send_summary
 from broadcasts.tasks import start_broadcast
 
 
+def button(value: str) -> dict[str, str]:
+    """--button "Pay now=https://example.org/pay" -> {"text": "Pay now", "url": "https://..."}."""
+    text, equals, url = (part.strip() for part in value.partition("="))
+    if not equals or not text or not url:
+        raise argparse.ArgumentTypeError(f'{value!r}: write TEXT=URL, e.g. "Pay now=https://example.org/pay".')
+    if not _is_button_url(url):
+        raise argparse.ArgumentTypeError(f"{url!r} is not an http://, https:// or tg:// link.")
+    return {"text": text, "url": url}
+
+
+def _is_button_url(url: str) -> bool:
+    if url.startswith("tg://"):
+        return bool(urlsplit(url).netloc)
+    try:
+        URLValidator(schemes=["http", "https"])(url)
+    except ValidationError:
+        return False
+    return True
+
+
 class Command(BaseCommand):
-    help = "Create a broadcast and send it now, or schedule it with --at. Prints the broadcast's id."
+    help = (
+        "Create a broadcast and send it now, or schedule it with --at. Shows who gets it and asks "
+        "first (--yes does not ask; --dry-run only shows). Prints the broadcast's id."
+    )
+    stealth_options = ("stdin",)
 
     def add_arguments(self, parser):
         message = parser.add_mutually_exclusive_group(required=True)
@@ -29,6 +61,18 @@ class Command(BaseCommand):
             help=f"One of {', '.join(m for m in ParseMode.values if m)} (default: plain text).",
         )
         parser.add_argument("--title", default="", help="A title for operators.")
+        parser.add_argument(
+            "--button",
+            action="append",
+            type=button,
+            default=[],
+            metavar="TEXT=URL",
+            help="A URL button under the message (http, https or tg link); repeat for more.",
+        )
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Show who would get it and how it reads; create and send nothing."
+        )
+        parser.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
         add_bot_argument(parser)
 
     def handle(self, *args, **options):
@@ -41,6 +85,7 @@ class Command(BaseCommand):
             audience=self._audience(options["audience"], options["audience_value"]),
             audience_value=options["audience_value"],
             scheduled_at=self._when(options["at"]),
+            buttons=options["button"],
         )
         if broadcast.audience == Audience.HAND_PICKED:
             raise CommandError("Hand-picked audiences are chosen in the admin.")
@@ -49,6 +94,14 @@ class Command(BaseCommand):
             raise CommandError(f"{refused} Nothing was created.")
         for tag in unknown_hashtags(broadcast.body):
             self.stderr.write(self.style.WARNING(f"{tag} is not a placeholder; it is sent as written."))
+        summary = send_summary(broadcast)
+        if options["dry_run"]:
+            self.stdout.write("\n".join(summary.lines()))
+            self.stderr.write("Dry run: nothing was created or sent.")
+            return
+        self.stderr.write("\n".join(summary.lines()))
+        if not options["yes"]:
+            self._confirm(broadcast, summary, options.get("stdin", sys.stdin))
         broadcast.save()
         if broadcast.scheduled_at:
             broadcast.schedule()
@@ -57,6 +110,18 @@ class Command(BaseCommand):
             start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: start")
             self.stderr.write("Sending has started; follow it with: manage.py broadcast_status " + str(broadcast.pk))
         self.stdout.write(str(broadcast.pk))
+
+    def _confirm(self, broadcast: Broadcast, summary: SendSummary, stdin: TextIO) -> None:
+        if not stdin.isatty():
+            raise CommandError(
+                "Not sent: nobody can confirm on a non-interactive input. Add --yes to send without "
+                "asking, or --dry-run to see the summary only. Nothing was created."
+            )
+        when = f"on {broadcast.scheduled_at.isoformat()}" if broadcast.scheduled_at else "now"
+        self.stderr.write(f"Send to {summary.recipients} recipients {when}? [y/N] ", ending="")
+        self.stderr.flush()
+        if stdin.readline().strip().lower() not in ("y", "yes"):
+            raise CommandError("Not sent. Nothing was created.")
 
     def _template(self, name: str | None) -> MessageTemplate | None:
         if name is None:
