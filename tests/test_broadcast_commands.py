@@ -165,3 +165,99 @@ def test_broadcast_status_shows_the_unknown_and_why_sending_waits(bot):
     assert (data["counts"]["unknown"], data["counts"]["skipped"], data["counts"]["sent"]) == (1, 1, 0)
     assert data["stall_reason"] == "waiting 40 s for Telegram's flood control"
     assert data["stalled_until"] == until.isoformat()
+
+
+# -- confirmation, --dry-run, --yes, --button ----------------------------------------------------
+
+
+class Terminal(StringIO):
+    """Standard input as a person at a terminal types it."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def run(*args: str, stdin: StringIO) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command("send_broadcast", *args, stdin=stdin, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_dry_run_prints_the_summary_and_creates_nothing(bot, subscriber):
+    TelegramUser.objects.create(bot=bot, telegram_id=8, first_name="Bo", is_subscribed=False, is_blocked=True)
+
+    out, err = run("--text", "Hello #first_name, #balance to go", "--dry-run", stdin=StringIO())
+
+    assert "Audience: All subscribers: 1 recipients" in out
+    assert "Left out: 1 blocked the bot, 0 opted out, 0 never subscribed" in out
+    assert "Estimated time: under a second" in out
+    assert "---\nHello Ann, 100 USD to go\n---" in out
+    assert "Dry run: nothing was created or sent." in err
+    assert not Broadcast.objects.exists() and not JobRecord.objects.exists()
+
+
+def test_without_yes_a_non_interactive_input_is_refused(bot, subscriber):
+    with pytest.raises(CommandError) as refused:
+        run("--text", "Hi", stdin=StringIO("y\n"))
+
+    assert "nobody can confirm on a non-interactive input. Add --yes" in str(refused.value)
+    assert not Broadcast.objects.exists() and not JobRecord.objects.exists()
+
+
+def test_at_a_terminal_it_asks_and_sends_on_yes(bot, subscriber):
+    out, err = run("--text", "Hi", stdin=Terminal("y\n"))
+
+    assert "Audience: All subscribers: 1 recipients" in err and "Send to 1 recipients now? [y/N]" in err
+    broadcast = Broadcast.objects.get(pk=int(out))
+    assert JobRecord.objects.get(kind=START).args == [broadcast.pk]
+
+
+def test_at_a_terminal_anything_but_yes_sends_nothing(bot, subscriber):
+    with pytest.raises(CommandError, match=r"^Not sent\. Nothing was created\.$"):
+        run("--text", "Hi", stdin=Terminal("\n"))
+
+    assert not Broadcast.objects.exists() and not JobRecord.objects.exists()
+
+
+def test_yes_sends_without_asking(bot, subscriber):
+    out, err = run("--text", "Hi", "--yes", stdin=StringIO())
+
+    assert "[y/N]" not in err
+    assert JobRecord.objects.get(kind=START).args == [int(out)]
+
+
+def test_buttons_are_given_as_text_equals_url(bot, subscriber):
+    broadcast, _ = send(
+        "--text",
+        "Hi",
+        "--button",
+        "Pay now=https://example.org/pay?ref=bc",
+        "--button",
+        "Channel=tg://resolve?domain=news",
+        "--button",
+        "Site = http://example.org",
+    )
+
+    assert broadcast.buttons == [
+        {"text": "Pay now", "url": "https://example.org/pay?ref=bc"},
+        {"text": "Channel", "url": "tg://resolve?domain=news"},
+        {"text": "Site", "url": "http://example.org"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        ("Pay", "'Pay': write TEXT=URL"),
+        ("=https://example.org", "write TEXT=URL"),
+        ("Pay=javascript:alert(1)", "'javascript:alert(1)' is not an http://, https:// or tg:// link."),
+        ("Pay=ftp://example.org/x", "is not an http://, https:// or tg:// link."),
+        ("Pay=tg://", "is not an http://, https:// or tg:// link."),
+    ],
+)
+def test_a_bad_button_is_refused(bot, subscriber, value, message):
+    with pytest.raises(CommandError, match="argument --button") as refused:
+        send("--text", "Hi", "--button", value)
+
+    assert message in str(refused.value)
+    assert not Broadcast.objects.exists()
