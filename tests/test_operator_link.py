@@ -13,6 +13,7 @@ from bots import handlers
 from bots.models import OperatorLink, TelegramUser, Update
 from broadcasts.audiences import recipients
 from broadcasts.models import Audience, Broadcast, Pledge
+from broadcasts.sending import fan_out
 from broadcasts.tasks import send_test
 from queueing.models import JobRecord
 from tests.fake_telegram.objects import make_user
@@ -116,6 +117,7 @@ def test_linked_operators_make_up_the_staff_audience(staff, telegram_bot, settin
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", audience=Audience.STAFF)
 
     assert [m.telegram_id for m in recipients(broadcast)] == [OPERATOR_ID]
+    assert fan_out(broadcast) == 1 and broadcast.deliveries.get().chat_id == OPERATOR_ID
 
 
 @pytest.fixture
