@@ -18,6 +18,8 @@ from broadcasts.tasks import send_test
 from queueing.models import JobRecord
 from tests.fake_telegram.objects import make_user
 from tests.fake_telegram.updates import text_message
+from tests.test_dashboard_browser import browser, screenshots, staff_browser  # noqa: F401 (fixtures)
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -188,3 +190,34 @@ def test_send_a_test_without_a_linked_account_asks_to_link_first(staff, telegram
 
     assert response["Location"] == link_url(telegram_bot)
     assert not JobRecord.objects.filter(kind=SEND_TEST).exists()
+
+
+def test_link_then_send_a_test_in_a_browser(request, live_server, telegram_bot, press_start):
+    """Skipped when selenium or Chromium is missing (see tests/test_dashboard_browser.py)."""
+    driver = request.getfixturevalue("staff_browser")
+    shots = request.getfixturevalue("screenshots")
+    from selenium.webdriver.common.by import By
+
+    ann = TelegramUser.objects.create(bot=telegram_bot, telegram_id=42, first_name="Ann", is_subscribed=True)
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hello #first_name")
+    driver.get(live_server.url + reverse("admin:broadcasts_broadcast_changelist"))
+    driver.find_element(By.ID, "link-telegram-tool").click()
+    wait_for(lambda: driver.find_elements(By.ID, "link-none"), what="the link page")
+    driver.find_element(By.ID, "link-new").click()
+
+    deep_link = wait_for(lambda: driver.find_elements(By.ID, "link-deep-link"), what="the deep link")[0]
+    code = OperatorLink.objects.get().code
+    assert deep_link.get_attribute("href") == f"https://t.me/bot{telegram_bot.telegram_id}_bot?start={code}"
+    driver.save_screenshot(str(shots / "operator_link.png"))
+    press_start(telegram_bot, f"/start {code}")
+    driver.refresh()
+    assert "Olga" in driver.find_element(By.ID, "link-linked").text
+
+    driver.get(live_server.url + reverse("admin:broadcasts_broadcast_preview", args=[broadcast.pk]))
+    driver.find_element(By.CSS_SELECTOR, f'[data-test-as="{ann.pk}"]').click()
+
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".messagelist"), what="the preview again")
+    assert "A test, as Ann gets it, is on its way" in driver.find_element(By.CSS_SELECTOR, ".messagelist").text
+    driver.save_screenshot(str(shots / "broadcast_test_send.png"))
+    operator = TelegramUser.objects.get(bot=telegram_bot, telegram_id=OPERATOR_ID)
+    assert JobRecord.objects.get(kind=SEND_TEST).args == [broadcast.pk, ann.pk, operator.pk]
