@@ -331,7 +331,12 @@ class ChunkSender:
         return await asyncio.get_running_loop().run_in_executor(self.db, func, *args)
 
     async def _send_all(self) -> None:
-        api = await telegram_api.api_for_async(self.broadcast.bot)
+        try:
+            api = await telegram_api.api_for_async(self.broadcast.bot)  # asks getMe the first time
+        except (Unreachable, NoAnswer, telegram.error.InvalidToken) as exc:
+            self.outage = exc if not isinstance(exc, NoAnswer) else Unreachable(str(exc))
+            self.deferral = await self._in_db(self._trip)
+            return
         tasks: set[asyncio.Task] = set()
         exhausted = False
         next_ask = 0.0
