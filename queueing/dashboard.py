@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-from queueing import health
+from queueing import health, redaction
 from queueing.models import Alert, ClusterHeartbeat, JobRecord
 from queueing.queues import broker_for, queue_names
 from queueing.stats import binned_counts, failure_rates, queues_now, unrolled, window_by, window_start
@@ -230,7 +230,8 @@ def dashboard_data(hours: int) -> dict:
                 "queue": job.queue,
                 "kind": job.kind,
                 "error_class": job.error_class,
-                "error": job.last_error[:300],
+                # Stored redacted; rows from before redaction existed are redacted here.
+                "error": redaction.redact(job.last_error)[:300],
                 "finished_at": job.finished_at.isoformat() if job.finished_at else None,
                 "url": reverse("admin:queueing_jobrecord_change", args=[job.pk]),
                 "class_url": _history_url(status="failed", error_class=job.error_class),
@@ -258,7 +259,7 @@ def _alerts(problems: list) -> list[dict]:
             {
                 "name": check.name,
                 "level": check.status,
-                "detail": check.detail,
+                "detail": redaction.redact(check.detail),
                 "since": alert.raised_at.isoformat() if alert else None,
                 "notified_at": alert.last_notified_at.isoformat() if alert and alert.last_notified_at else None,
                 "note": note,
