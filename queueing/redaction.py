@@ -67,11 +67,12 @@ def format_traceback(exc: BaseException) -> str:
 
 
 def redact_all(value):
-    """Every string inside dicts, lists and tuples redacted (a Sentry event, a JSON body)."""
+    """Every string inside dicts (keys too), lists and tuples redacted (a Sentry event)."""
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {key: redact_all(item) for key, item in value.items()}
+        # Sentry sends local variables, whose keys may be tokens.
+        return {redact_all(key): redact_all(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [redact_all(item) for item in value]
     return value
