@@ -130,6 +130,7 @@ class JobRecord(models.Model):
 
     class Meta:
         ordering = ["-enqueued_at"]
+        permissions = [("view_queue_dashboard", "Can view the queue dashboard and its JSON")]
         indexes = [
             models.Index(fields=["queue", "status", "next_retry_at"]),
             models.Index(fields=["status", "finished_at"]),
