@@ -23,6 +23,7 @@ from queueing.sentry import init_sentry
 from tests.fake_telegram import Fault, make_token, updates
 from tests.test_alerts import telegram_cluster_alive
 from tests.test_sentry import DSN, Capture
+from tests.waiting import wait_for
 
 FAILURES = ["invalid_token", "server_error", "forbidden", "network"]
 SECRET_HALF = "AAHsecretHalfOfTheBotToken_0123-xyz"
@@ -261,3 +262,27 @@ def test_a_new_bot_s_token_is_redacted_at_once():
     redaction.redact("warm the cache")
     bot = Bot.objects.create(token="123:short-secret", webhook_secret="another-webhook-secret")
     assert redaction.redact(f"{bot.token} and another-webhook-secret") == "[redacted] and [redacted]"
+
+
+@pytest.mark.e2e
+def test_a_rejected_token_reaches_no_cluster_log_and_no_column_end_to_end(
+    clusters, webhook_bot, fake_telegram, settings
+):
+    """The issue's reproduction: Telegram rejects the token while a real telegram cluster answers
+    /start and sends an alert."""
+    settings.TELEGRAM_BOT_TOKEN = ""
+    token = webhook_bot.token
+    Bot.objects.filter(pk=webhook_bot.pk).update(api_base_url=f"{fake_telegram.url}/nowhere/bot")
+    cluster = clusters.start("telegram", TELEGRAM_BOT_TOKEN="", QUEUE_TELEGRAM_WORKERS="1")
+    fake_telegram.push_update(token, updates.text_message(token, "/start"))
+    alert = alerts.send_alert.enqueue_with(args=[5001, "hello"], label="alert to 5001")
+
+    update = wait_for(lambda: Update.objects.filter(status=Update.Status.FAILED).first(), what="the update to fail")
+    record = wait_for(
+        lambda: JobRecord.objects.filter(pk=alert.pk, status=JobRecord.Status.FAILED).first(), what="the alert to fail"
+    )
+    assert update.error == record.last_error == "InvalidToken: The token `[redacted]` was rejected by the server."
+    wait_for(lambda: f"Job {record.pk} queueing.alerts.send_alert: The token `[redacted]`" in cluster.log(), what="log")
+    assert token.partition(":")[2] not in cluster.log()
+    for columns in JobRecord.objects.values_list("last_error", "traceback"):
+        assert token.partition(":")[2] not in "".join(columns)
