@@ -160,15 +160,10 @@ AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
 AXES_COOLOFF_TIME = timedelta(minutes=env_float("LOGIN_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
 AXES_RESET_ON_SUCCESS = True
-# Behind LOGIN_PROXY_COUNT proxies (nginx: 1) the client's address is the one the nearest
-# proxy appended to X-Forwarded-For; without a proxy, whatever a client sends there is ignored.
+# Proxies in front of gunicorn (nginx: 1) whose X-Forwarded-For tells the client's address;
+# with none, whatever a client sends there is ignored (config.login).
 LOGIN_PROXY_COUNT = env_int("LOGIN_PROXY_COUNT", 0)
-if LOGIN_PROXY_COUNT:
-    AXES_IPWARE_PROXY_COUNT = LOGIN_PROXY_COUNT
-    AXES_IPWARE_PROXY_ORDER = "right-most"
-    AXES_IPWARE_META_PRECEDENCE_ORDER = ["HTTP_X_FORWARDED_FOR", "REMOTE_ADDR"]
-else:
-    AXES_IPWARE_META_PRECEDENCE_ORDER = ["REMOTE_ADDR"]
+AXES_CLIENT_IP_CALLABLE = "config.login.client_ip"
 
 # Telegram
 TELEGRAM_BOT_TOKEN = env_str("TELEGRAM_BOT_TOKEN")

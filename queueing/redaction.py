@@ -58,7 +58,7 @@ def redact(text: str) -> str:
 
 
 def describe(exc: BaseException) -> str:
-    """ "TypeName: message", redacted: what a job, an update or a delivery records as its error."""
+    """The error as "TypeName: message", redacted: what a job, an update or a delivery records."""
     return redact(f"{type(exc).__name__}: {exc}")
 
 

@@ -73,3 +73,18 @@ def test_a_client_cannot_pick_its_address_with_x_forwarded_for():
             reverse("admin:login"), {"username": f"guess{n}", "password": "wrong"}
         )
     assert log_in("bob", PASSWORD, "127.0.4.1") == LOCKED
+
+
+def behind_nginx(client_address: str, spoofed: str) -> Client:
+    return Client(REMOTE_ADDR="127.0.0.1", HTTP_X_FORWARDED_FOR=f"{spoofed}, {client_address}")
+
+
+def test_behind_a_proxy_the_address_is_the_one_it_appended(settings):
+    settings.LOGIN_PROXY_COUNT = 1
+    for n in range(settings.AXES_FAILURE_LIMIT):
+        behind_nginx("127.0.5.1", spoofed=f"127.0.9.{n}").post(
+            reverse("admin:login"), {"username": f"guess{n}", "password": "wrong"}
+        )
+    login = {"username": "bob", "password": PASSWORD, "next": reverse("admin:index")}
+    assert behind_nginx("127.0.5.1", spoofed="127.0.9.99").post(reverse("admin:login"), login).status_code == LOCKED
+    assert behind_nginx("127.0.5.2", spoofed="127.0.5.1").post(reverse("admin:login"), login).status_code == 302
