@@ -16,6 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_safe
 
 from bots.models import Bot, TelegramUser
 from broadcasts.audiences import audience_mistake, recipients, refusal
@@ -473,8 +474,8 @@ class BroadcastAdmin(admin.ModelAdmin):
 
         return [
             route("preview/", self.preview_view, "preview"),
-            route("progress/", self.progress_view, "progress"),
-            route("progress.json", self.progress_json_view, "progress_json"),
+            route("progress/", require_safe(self.progress_view), "progress"),
+            route("progress.json", require_safe(self.progress_json_view), "progress_json"),
             route("action/<slug:action>/", self.action_view, "action"),
             route("resend-unknown/", self.resend_unknown_view, "resend_unknown"),
             *super().get_urls(),
