@@ -6,6 +6,7 @@ event or an alert message. The failures are real ones, from the fake Telegram.""
 import io
 import logging
 import socket
+from datetime import timedelta
 
 import pytest
 import sentry_sdk
@@ -16,8 +17,9 @@ from django.utils import timezone
 from bots import tasks
 from bots.models import Bot, Update
 from queueing import alerts, redaction
+from queueing.errors import ServiceUnavailable
 from queueing.health import DOWN, Check
-from queueing.models import Alert, JobRecord
+from queueing.models import Alert, Circuit, JobRecord
 from queueing.runner import run_job
 from queueing.sentry import init_sentry
 from tests.fake_telegram import Fault, make_token, updates
@@ -69,7 +71,8 @@ def failed_alert_job(bot: Bot) -> JobRecord:
 
 
 def failed_update(bot: Bot) -> Update:
-    """A /start the bot cannot answer, on its last try."""
+    """A /start the bot cannot answer: on its last try, or (Telegram unreachable, its token
+    rejected) after an outage past the horizon."""
     payload = updates.text_message(bot.token, "/start")
     update = Update.objects.create(
         bot=bot,
@@ -77,9 +80,14 @@ def failed_update(bot: Bot) -> Update:
         payload=payload,
         chat_id=payload["message"]["chat"]["id"],
         status=Update.Status.ENQUEUED,
-        attempts=tasks.MAX_UPDATE_ATTEMPTS - 1,
+        attempts=tasks.handle_update.attempt_budget - 1,
     )
-    tasks.handle_one(update)
+    try:
+        tasks.handle_one(update)
+    except ServiceUnavailable:
+        Update.objects.filter(pk=update.pk).update(received_at=timezone.now() - timedelta(days=2))
+        update.refresh_from_db()
+        tasks.handle_one(update)
     update.refresh_from_db()
     assert update.status == Update.Status.FAILED
     return update
@@ -91,7 +99,8 @@ def telegram_error(bot: Bot) -> Exception:
     try:
         telegram_api.call(bot, "send_message", chat_id=5001, text="hello")
     except Exception as exc:
-        return exc
+        # While Telegram is unreachable the call says so; what it could not reach is the cause.
+        return exc.__cause__ if isinstance(exc, ServiceUnavailable) else exc
     raise AssertionError("the fake Telegram answered")
 
 
@@ -140,7 +149,7 @@ def test_any_logger_s_message_and_traceback_are_redacted(failing_bot, console):
 def test_the_update_error_has_no_token(failing_bot):
     update = failed_update(failing_bot)
     if failing_bot.failure == "invalid_token":
-        assert update.error == "InvalidToken: The token `[redacted]` was rejected by the server."
+        assert update.error.endswith("(token rejected)")
     assert_no_secret(update.error, failing_bot)
 
 
@@ -277,12 +286,14 @@ def test_a_rejected_token_reaches_no_cluster_log_and_no_column_end_to_end(
     fake_telegram.push_update(token, updates.text_message(token, "/start"))
     alert = alerts.send_alert.enqueue_with(args=[5001, "hello"], label="alert to 5001")
 
-    update = wait_for(lambda: Update.objects.filter(status=Update.Status.FAILED).first(), what="the update to fail")
+    # A rejected token holds the bot's work like an outage: the update and the alert wait.
     record = wait_for(
-        lambda: JobRecord.objects.filter(pk=alert.pk, status=JobRecord.Status.FAILED).first(), what="the alert to fail"
+        lambda: JobRecord.objects.filter(pk=alert.pk).exclude(traceback="").first(), what="the alert to be refused"
     )
-    assert update.error == record.last_error == "InvalidToken: The token `[redacted]` was rejected by the server."
-    wait_for(lambda: f"Job {record.pk} queueing.alerts.send_alert: The token `[redacted]`" in cluster.log(), what="log")
+    assert record.last_error == "ServiceUnavailable: Telegram unreachable: token rejected"
+    assert "InvalidToken: The token `[redacted]` was rejected by the server." in record.traceback
+    assert Circuit.objects.get().reason == "token rejected"
+    wait_for(lambda: "unreachable (token rejected)" in cluster.log(), what="the outage in the log")
     assert token.partition(":")[2] not in cluster.log()
     for columns in JobRecord.objects.values_list("last_error", "traceback"):
         assert token.partition(":")[2] not in "".join(columns)
