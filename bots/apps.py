@@ -1,5 +1,13 @@
 from django.apps import AppConfig
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_delete, post_migrate, post_save
+
+
+def bot_secrets() -> list[str]:
+    """Every bot's token and webhook secret, for queueing.redaction (which adds each token's
+    secret half)."""
+    from bots.models import Bot
+
+    return [secret for pair in Bot.objects.values_list("token", "webhook_secret") for secret in pair]
 
 
 class BotsConfig(AppConfig):
@@ -10,10 +18,15 @@ class BotsConfig(AppConfig):
         from django_q.conf import Conf
 
         from bots import download_folders, inbox
+        from bots.models import Bot
         from bots.signals import sync_settings_bot
+        from queueing import redaction
         from queueing.housekeeping import register_duty
 
         post_migrate.connect(sync_settings_bot, sender=self)
+        redaction.register_secrets(bot_secrets)
+        for signal in (post_save, post_delete):
+            signal.connect(redaction.forget, sender=Bot)
         register_duty("telegram", inbox.DISPATCH_INTERVAL, inbox.dispatch_received)
         register_duty("telegram", inbox.ORPHAN_INTERVAL, inbox.hand_on_orphans)
         register_duty("downloads", download_folders.SWEEP_INTERVAL, download_folders.sweep_stale_folders)

@@ -28,6 +28,7 @@ from bots import url_safety
 from bots.download_folders import DiskFull, is_disk_full, temporary_folder
 from bots.models import Bot, Download, MediaCache, TelegramUser
 from bots.telegram_api import call
+from queueing import redaction
 from queueing.errors import (
     DEFERRED,
     MAYBE_DONE,
@@ -202,7 +203,7 @@ def fail(download: Download, progress: "Progress", exc: BaseException) -> None:
         return
     if error_class == MAYBE_DONE:
         progress.show(MAYBE_SENT)
-        download.mark(Download.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:5000])
+        download.mark(Download.Status.FAILED, error=redaction.describe(exc)[:5000])
         return
     if isinstance(exc, DiskFull):
         # Permanent errors stay out of Sentry; this one is the operator's to fix.
@@ -212,7 +213,7 @@ def fail(download: Download, progress: "Progress", exc: BaseException) -> None:
         return
     user_message = exc.user_message if isinstance(exc, PermanentError) and exc.user_message else GAVE_UP
     progress.show(user_message)
-    download.mark(Download.Status.FAILED, error=f"{type(exc).__name__}: {exc}"[:5000])
+    download.mark(Download.Status.FAILED, error=redaction.describe(exc)[:5000])
 
 
 def _last_attempt(download: Download) -> bool:
@@ -502,7 +503,7 @@ def kind_of(info: dict, path: Path, size: int) -> str:
 def translate_error(exc: BaseException) -> PermanentError | RetriableError:
     """yt-dlp's failures in the job contract's terms: what retrying cannot fix is permanent,
     with a message for the member; network trouble, timeouts and 5xx are retriable."""
-    technical = f"{type(exc).__name__}: {exc}"
+    technical = redaction.describe(exc)
     if unsafe := url_safety.refused(exc):
         return PermanentError(f"Refused: {unsafe}", user_message=REFUSED)
     if isinstance(exc, url_safety.UnsafeURL):

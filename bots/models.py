@@ -7,6 +7,8 @@ from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
 
+from queueing import redaction
+
 if TYPE_CHECKING:
     import telegram
 
@@ -225,6 +227,7 @@ class Update(models.Model):
         return self.processed_at - self.received_at if self.processed_at else None
 
     def mark(self, status: str, error: str = "") -> None:
+        error = redaction.redact(error)
         self.status, self.error, self.processed_at = status, error, timezone.now()
         Update.objects.filter(pk=self.pk).update(status=status, error=error, processed_at=self.processed_at)
 

@@ -6,7 +6,7 @@ from django.utils import timezone
 from bots import handlers
 from bots.models import Update
 from bots.telegram_api import circuit_key
-from queueing import circuit
+from queueing import circuit, redaction
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, ServiceUnavailable, classify
 from queueing.jobs import job
 from queueing.locks import try_lock
@@ -70,7 +70,7 @@ def handle_one(update: Update) -> None:
     except Exception as exc:
         handling.update(handling_since=None)
         error_class = classify(exc).error_class
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = redaction.describe(exc)
         if error_class == DEFERRED and _outage_outlived(update):
             update.mark(Update.Status.FAILED, f"Given up after {settings.TELEGRAM_OUTAGE_HORIZON} s: {reason}")
             return

@@ -16,6 +16,7 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
+from django.views.decorators.http import require_POST, require_safe
 
 from bots.models import Bot, OperatorLink, TelegramUser
 from bots.telegram_api import call
@@ -482,11 +483,11 @@ class BroadcastAdmin(admin.ModelAdmin):
         link_telegram = self.admin_site.admin_view(self.link_telegram_view)
         return [
             path("link-telegram/", link_telegram, name=f"{self.opts.app_label}_{self.opts.model_name}_link_telegram"),
-            route("preview/", self.preview_view, "preview"),
+            route("preview/", require_safe(self.preview_view), "preview"),
             route("confirm/", self.confirm_view, "confirm"),
-            route("test-send/", self.test_send_view, "test_send"),
-            route("progress/", self.progress_view, "progress"),
-            route("progress.json", self.progress_json_view, "progress_json"),
+            route("test-send/", require_POST(self.test_send_view), "test_send"),
+            route("progress/", require_safe(self.progress_view), "progress"),
+            route("progress.json", require_safe(self.progress_json_view), "progress_json"),
             route("action/<slug:action>/", self.action_view, "action"),
             route("resend-unknown/", self.resend_unknown_view, "resend_unknown"),
             *super().get_urls(),
@@ -512,8 +513,6 @@ class BroadcastAdmin(admin.ModelAdmin):
         }
 
     def preview_view(self, request: HttpRequest, pk: int) -> HttpResponse:
-        if request.method != "GET":
-            return HttpResponseNotAllowed(["GET"])
         broadcast = self._broadcast(request, pk)
         context = {
             **self._context(request, broadcast, f"Preview of {broadcast}"),
@@ -555,8 +554,6 @@ class BroadcastAdmin(admin.ModelAdmin):
     def test_send_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """POST: the broadcast as the chosen member gets it, marked as a test, to the
         operator's own Telegram account."""
-        if request.method != "POST":
-            return HttpResponseNotAllowed(["POST"])
         broadcast = self._broadcast(request, pk)
         operator = OperatorLink.objects.linked_member(request.user, broadcast.bot)
         if operator is None:

@@ -37,7 +37,7 @@ from bots.transport import NoAnswer, Unreachable
 from broadcasts.audiences import recipients
 from broadcasts.models import Broadcast, Delivery, Pledge
 from broadcasts.personalize import render
-from queueing import circuit
+from queueing import circuit, redaction
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
 from queueing.queues import get_queue
 from queueing.ratelimit import Grant, get_limiter
@@ -277,6 +277,7 @@ class ChunkSender:
         # Claimed (marked `sending`) and not yet on their way: delivery id -> its send task.
         self.undeparted: dict[int, asyncio.Task] = {}
         self.deadline = time.monotonic() + time_left() - DEADLINE_MARGIN
+        redaction.redact("")  # learns the secrets here: error texts are redacted on the event loop
         self.deferral: Deferral | None = None
         self.outage: Exception | None = None  # Telegram unreachable, or the token rejected
         self.circuit_key = telegram_api.circuit_key(broadcast.bot_id)
@@ -331,7 +332,12 @@ class ChunkSender:
         return await asyncio.get_running_loop().run_in_executor(self.db, func, *args)
 
     async def _send_all(self) -> None:
-        api = await telegram_api.api_for_async(self.broadcast.bot)
+        try:
+            api = await telegram_api.api_for_async(self.broadcast.bot)  # asks getMe the first time
+        except (Unreachable, NoAnswer, telegram.error.InvalidToken) as exc:
+            self.outage = exc if not isinstance(exc, NoAnswer) else Unreachable(str(exc))
+            self.deferral = await self._in_db(self._trip)
+            return
         tasks: set[asyncio.Task] = set()
         exhausted = False
         next_ask = 0.0
@@ -535,7 +541,7 @@ class ChunkSender:
         """Sort a failed send: an outage or a 429 puts it back (not a try); one that may
         have arrived is `unknown`; a permanent error or the last attempt fails it; anything
         else is retried after the queue's backoff."""
-        reason = f"{type(exc).__name__}: {exc}"[:1000]
+        reason = redaction.describe(exc)[:1000]
         if isinstance(exc, Unreachable) or telegram_api.token_rejected(exc):
             self.outage = self.outage or exc
             reason = telegram_api.unreachable_reason(exc)

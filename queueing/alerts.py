@@ -27,7 +27,7 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from queueing import health
+from queueing import health, redaction
 from queueing.errors import RATE_LIMITED, PermanentError, classify
 from queueing.heartbeat import alive_clusters
 from queueing.jobs import job
@@ -74,9 +74,7 @@ def evaluate(problems: dict[str, health.Check] | None = None, now: datetime | No
 def _open(check: health.Check, now: datetime) -> Alert | None:
     try:
         with transaction.atomic():
-            return Alert.objects.create(
-                key=check.name, level=check.status, detail=check.detail[:DETAIL_LENGTH], raised_at=now
-            )
+            return Alert.objects.create(key=check.name, level=check.status, detail=_detail(check), raised_at=now)
     except IntegrityError:  # another process opened it a moment ago
         return None
 
@@ -87,7 +85,7 @@ def _crossed(alert: Alert, check: health.Check, now: datetime) -> int:
     fields: dict = {}
     if alert.clear_since is not None:
         fields["clear_since"] = None
-    detail = check.detail[:DETAIL_LENGTH]
+    detail = _detail(check)
     if (alert.level, alert.detail) != (check.status, detail):
         fields.update(level=check.status, detail=detail)
         alert.level, alert.detail = check.status, detail
@@ -133,6 +131,11 @@ def _clear(alert: Alert, now: datetime) -> int:
     return 0
 
 
+def _detail(check: health.Check) -> str:
+    # A check's detail may quote an exception, and with it a URL holding a password.
+    return redaction.redact(check.detail)[:DETAIL_LENGTH]
+
+
 def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
 
@@ -175,6 +178,7 @@ def tell(text: str) -> int:
     chats = list(settings.ALERT_CHAT_IDS)
     if not chats:
         return 0
+    text = redaction.redact(text)
     if alive_clusters(SEND_QUEUE).exists():
         for chat_id in chats:
             send_alert.enqueue_with(args=[chat_id, text], label=f"alert to {chat_id}")

@@ -1,6 +1,6 @@
-"""The queue dashboard in the admin (staff only) and the JSON endpoint behind the same login.
-Every number comes from queueing.stats, health and the heartbeats: no query reads more than
-the chosen window's per-minute rows and the unfinished jobs."""
+"""The queue dashboard in the admin and the JSON endpoint behind the same login, for staff with
+the view_queue_dashboard permission. Every number comes from queueing.stats, health and the
+heartbeats: no query reads more than the chosen window's per-minute rows and the unfinished jobs."""
 
 import logging
 from collections.abc import Callable
@@ -10,13 +10,15 @@ from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
+from django.views.decorators.http import require_safe
 
-from queueing import health
+from queueing import health, redaction
 from queueing.models import Alert, ClusterHeartbeat, JobRecord
 from queueing.queues import broker_for, queue_names
 from queueing.stats import binned_counts, failure_rates, queues_now, unrolled, window_by, window_start
@@ -26,6 +28,8 @@ logger = logging.getLogger(__name__)
 WINDOWS = (1, 6, 24)
 CHART_BINS = 60
 RECENT_FAILURES = 10
+# Worker hosts, failures and broadcast titles: more than every staff user needs to see.
+PERMISSION = "queueing.view_queue_dashboard"
 
 
 @dataclass
@@ -230,7 +234,8 @@ def dashboard_data(hours: int) -> dict:
                 "queue": job.queue,
                 "kind": job.kind,
                 "error_class": job.error_class,
-                "error": job.last_error[:300],
+                # Stored redacted; rows from before redaction existed are redacted here.
+                "error": redaction.redact(job.last_error)[:300],
                 "finished_at": job.finished_at.isoformat() if job.finished_at else None,
                 "url": reverse("admin:queueing_jobrecord_change", args=[job.pk]),
                 "class_url": _history_url(status="failed", error_class=job.error_class),
@@ -258,7 +263,7 @@ def _alerts(problems: list) -> list[dict]:
             {
                 "name": check.name,
                 "level": check.status,
-                "detail": check.detail,
+                "detail": redaction.redact(check.detail),
                 "since": alert.raised_at.isoformat() if alert else None,
                 "notified_at": alert.last_notified_at.isoformat() if alert and alert.last_notified_at else None,
                 "note": note,
@@ -267,6 +272,8 @@ def _alerts(problems: list) -> list[dict]:
     return result
 
 
+@require_safe
+@permission_required(PERMISSION, raise_exception=True)
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     hours = _hours(request)
     data = dashboard_data(hours)
@@ -288,6 +295,8 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
     return TemplateResponse(request, template, context)
 
 
+@require_safe
+@permission_required(PERMISSION, raise_exception=True)
 def dashboard_json(request: HttpRequest) -> JsonResponse:
     data = dashboard_data(_hours(request))
     del data["_points"]

@@ -1,6 +1,5 @@
 import logging
 import math
-import traceback as tb
 import uuid
 from datetime import timedelta
 
@@ -8,6 +7,7 @@ from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from queueing import redaction
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
 
 logger = logging.getLogger(__name__)
@@ -153,6 +153,7 @@ class JobRecord(models.Model):
 
     class Meta:
         ordering = ["-enqueued_at"]
+        permissions = [("view_queue_dashboard", "Can view the queue dashboard and its JSON")]
         indexes = [
             models.Index(fields=["queue", "status", "next_retry_at"]),
             models.Index(fields=["status", "finished_at"]),
@@ -195,8 +196,8 @@ class JobRecord(models.Model):
         now = timezone.now()
         fields = {
             "error_class": classification.error_class,
-            "last_error": f"{type(exc).__name__}: {exc}"[:5000],
-            "traceback": "".join(tb.format_exception(exc))[-20000:],
+            "last_error": redaction.describe(exc)[:5000],
+            "traceback": redaction.format_traceback(exc)[-20000:],
         }
         if classification.error_class in (RATE_LIMITED, DEFERRED):
             fields.update(

@@ -12,20 +12,23 @@ from contextlib import contextmanager
 import sentry_sdk
 import telegram.error
 
-from queueing.errors import PERMANENT, RATE_LIMITED, classify
+from queueing import redaction
+from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, classify
 
 # Expected in normal operation, and already in the job history: a member who blocked the bot
 # or whose chat is gone, and flood control (the job waits it out and runs again).
-DROPPED = {PERMANENT, RATE_LIMITED}
+DROPPED = {PERMANENT, RATE_LIMITED, DEFERRED, MAYBE_DONE}
 
 
 def before_send(event: dict, hint: dict) -> dict | None:
+    """Drop what is expected; redact every string of the rest (messages, exception values,
+    local variables, breadcrumbs)."""
     exc_info = hint.get("exc_info")
     if exc_info and exc_info[1] is not None:
         exc = exc_info[1]
         if isinstance(exc, telegram.error.RetryAfter) or classify(exc).error_class in DROPPED:
             return None
-    return event
+    return redaction.redact_all(event)
 
 
 def init_sentry(dsn: str | None = None, **options) -> bool:

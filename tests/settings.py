@@ -11,6 +11,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 os.environ.setdefault("VAR_DIR", str(Path(__file__).resolve().parent.parent / "var" / "test"))
 os.environ.setdefault("REDIS_TEST_DB", "15")
+# The live servers and fake Telegram speak plain HTTP (production's HSTS and redirect follow this).
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 _worker = os.environ.get("PYTEST_XDIST_WORKER")
 if _worker and os.environ.get("TEST_WORKER_PLACES") != _worker:
     os.environ["TEST_WORKER_PLACES"] = _worker

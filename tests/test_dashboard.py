@@ -4,7 +4,7 @@ queues hold, with real qcluster processes where workers matter."""
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
@@ -44,13 +44,16 @@ def beat(queue: str, age: timedelta = timedelta(0), pid: int = 1) -> ClusterHear
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", [DASHBOARD, JSON])
-def test_only_staff_see_the_dashboard(client, name):
+def test_only_staff_with_the_dashboard_permission_see_the_dashboard(client, name):
     url = reverse(name)
     assert client.get(url).status_code == 302
     client.force_login(User.objects.create_user("member", password="x"))
     response = client.get(url)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
-    client.force_login(User.objects.create_user("operator", password="x", is_staff=True))
+    operator = User.objects.create_user("operator", password="x", is_staff=True)
+    client.force_login(operator)
+    assert client.get(url).status_code == 403
+    operator.user_permissions.add(Permission.objects.get(codename="view_queue_dashboard"))
     assert client.get(url).status_code == 200
 
 

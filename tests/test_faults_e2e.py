@@ -5,6 +5,7 @@ does. Each test states every member's end state at the fake Telegram: exactly on
 Long waits are scaled down by settings (a 6 s job timeout against an 8 s flood wait, a 2 s
 probe interval), never by another code path."""
 
+import time
 from collections import Counter
 
 import pytest
@@ -47,7 +48,17 @@ def status_of(broadcast: Broadcast) -> str:
     return broadcast.status
 
 
-def assert_exactly_once_or_unknown(broadcast: Broadcast, fake) -> Counter:
+def report(fault: str, members: set, copies: Counter, unknown: set, since: float) -> None:
+    """One line per fault for the closing notes: `pytest tests/test_faults_e2e.py -s | grep FAULT`."""
+    lost = members - set(copies) - unknown
+    duplicated = [chat for chat in members if copies[chat] > 1]
+    print(
+        f"\nFAULT | {fault} | affected {len(members)} | lost {len(lost)} | duplicated {len(duplicated)}"
+        f" | unknown {len(unknown)} | recovered in {time.monotonic() - since:.1f} s"
+    )
+
+
+def assert_exactly_once_or_unknown(broadcast: Broadcast, fake, fault: str = "", since: float = 0.0) -> Counter:
     """Every member got one copy, or is shown `unknown`; the counts say so. Returns the
     deliveries' statuses."""
     copies = delivered(fake)
@@ -58,6 +69,8 @@ def assert_exactly_once_or_unknown(broadcast: Broadcast, fake) -> Counter:
     assert set(copies) | unknown == members, "every member has their copy or is shown unknown"
     sent = set(broadcast.deliveries.filter(status=Delivery.Status.SENT).values_list("chat_id", flat=True))
     assert sent <= set(copies), "never 'sent' when it was not"
+    if fault:
+        report(fault, members, copies, unknown, since)
     return statuses
 
 
@@ -78,6 +91,7 @@ def test_members_who_wrote_during_an_outage_are_answered_once_when_telegram_is_b
     assert not Update.objects.filter(status=Update.Status.FAILED).exists()
 
     fake_telegram.clear_faults()
+    back = time.monotonic()
 
     for user in members:
         fake_telegram.wait_for_calls(1, method="sendMessage", chat_id=user["id"], timeout=30)
@@ -86,6 +100,7 @@ def test_members_who_wrote_during_an_outage_are_answered_once_when_telegram_is_b
         what="every update to be processed",
     )
     copies = delivered(fake_telegram)
+    report("Telegram 502, members writing", {user["id"] for user in members}, copies, set(), back)
     assert {user["id"]: copies[user["id"]] for user in members} == {user["id"]: 1 for user in members}
     wait_for(lambda: not Circuit.objects.exists(), what="the circuit to close")
     assert not JobRecord.objects.failed().exists()
@@ -107,9 +122,10 @@ def test_a_broadcast_during_an_outage_waits_and_then_serves_each_member_once(tel
     )
     assert "unreachable since" in broadcast.stall_reason
     fake_telegram.clear_faults()
+    back = time.monotonic()
 
     wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=60, what="the broadcast to finish")
-    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram, "Telegram 502 mid-broadcast", back)
     assert statuses == {Delivery.Status.SENT: 60}
     assert broadcast.stall_reason == ""
     assert not JobRecord.objects.failed().exists()
@@ -134,9 +150,11 @@ def test_a_flood_wait_longer_than_the_job_defers_it_and_loses_nothing(
     fake_telegram.fail("rate_limit", method="sendMessage", chat_id=chat_ids[members // 2], retry_after=8, times=1)
 
     broadcast = broadcast_to_everyone(telegram_bot)
+    began = time.monotonic()
 
     wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=60, what="the broadcast to finish")
-    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
+    fault = f"429 retry_after 8 s, {members}-member broadcast, 6 s job"
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram, fault, began)
     assert statuses == {Delivery.Status.SENT: members}, "0 missed, 0 duplicated, 0 unknown"
     chunks = JobRecord.objects.of_kinds(send_chunk)
     assert chunks.filter(queue=queue).exists()
@@ -155,7 +173,8 @@ def test_a_send_telegram_answers_after_the_client_gave_up_is_unknown_and_never_s
 
     wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=60, what="the broadcast to finish")
     wait_for(lambda: len(delivered(fake_telegram)) == 10, what="the slow answers to be given")
-    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
+    fault = "answers after the client's timeout, broadcast"
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram, fault, time.monotonic())
     assert statuses == {Delivery.Status.UNKNOWN: 10}
     assert set(broadcast.deliveries.values_list("error", flat=True)) == {
         "Telegram did not answer within 1 s: it may have arrived, so it is not sent again."
@@ -197,9 +216,11 @@ def test_eight_kills_in_a_row_the_broadcast_still_finishes_and_nobody_gets_two(t
         )
         cluster.kill()
     clusters.start("broadcasts", **env)
+    restarted = time.monotonic()
 
     wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=120, what="the broadcast to finish")
-    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
+    fault = "8 SIGKILLs of the broadcasts cluster"
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram, fault, restarted)
     assert statuses[Delivery.Status.SENT] + statuses[Delivery.Status.UNKNOWN] == len(members)
 
 
@@ -218,9 +239,10 @@ def test_a_rejected_token_pauses_the_broadcast_until_it_is_fixed_and_resumed(tel
     fake_telegram.clear_faults()
     assert broadcast.resume()
     start_broadcast.enqueue(broadcast.pk)
+    resumed = time.monotonic()
 
     wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=60, what="the rest to be sent")
-    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram, "token rejected, fixed, resumed", resumed)
     assert statuses == {Delivery.Status.SENT: 30}
     assert not Circuit.objects.exists()
 
@@ -239,6 +261,7 @@ def test_killing_the_telegram_cluster_mid_traffic_answers_each_member_once_or_sa
 
     first.kill()
     clusters.start("telegram", **env)
+    restarted = time.monotonic()
 
     wait_for(
         lambda: not Update.objects.filter(status__in=[Update.Status.RECEIVED, Update.Status.ENQUEUED]).exists(),
@@ -250,6 +273,7 @@ def test_killing_the_telegram_cluster_mid_traffic_answers_each_member_once_or_sa
     assert max(copies.values()) == 1, "nobody was answered twice"
     assert {user["id"] for user in members} == set(copies) | set(failed), "answered, or shown as failed"
     assert set(failed.values()) <= {WORKER_DIED}
+    report("SIGKILL of the telegram cluster mid-replies", {u["id"] for u in members}, copies, set(failed), restarted)
 
 
 def _kill_database_connections() -> int:
@@ -303,7 +327,9 @@ def test_connections_dropped_mid_broadcast_lose_and_duplicate_nothing(
         sent_before = len(delivered(fake_telegram))
         wait_for(lambda sent_before=sent_before: len(delivered(fake_telegram)) >= sent_before + 40, timeout=30)
         assert kill_connections() > 0
+    killed = time.monotonic()
 
     wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=120, what="the broadcast to finish")
-    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram)
+    fault = f"connections dropped 3 times mid-broadcast ({kill_connections.__name__})"
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram, fault, killed)
     assert statuses[Delivery.Status.SENT] + statuses[Delivery.Status.UNKNOWN] == 300

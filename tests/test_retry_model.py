@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from bots import telegram_api
 from bots.inbox import hand_on_orphans
-from bots.models import Update
+from bots.models import TelegramUser, Update
 from bots.tasks import WORKER_DIED, handle_one
 from queueing import circuit
 from queueing.errors import DEFERRED, MAYBE_DONE, MaybeDone, ServiceUnavailable, classify
@@ -216,3 +216,26 @@ def test_an_update_older_than_the_outage_horizon_is_given_up(telegram_bot, fake_
     update.refresh_from_db()
     assert update.status == Update.Status.FAILED
     assert update.error.startswith("Given up after 60 s: ServiceUnavailable: Telegram unreachable since")
+
+
+@pytest.mark.django_db
+def test_a_chunk_that_finds_telegram_unreachable_defers_with_every_delivery_still_pending(telegram_bot, fake_telegram):
+    from broadcasts.models import Broadcast, Delivery
+    from broadcasts.sending import ChunkSender, fan_out
+
+    TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=8000 + n, is_subscribed=True) for n in range(5)
+    )
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
+    fan_out(broadcast)
+    ids = list(broadcast.deliveries.values_list("pk", flat=True))
+    fake_telegram.fail("bad_gateway")
+    telegram_api._state["pid"] = None  # a fresh process: its first call is getMe
+
+    sender = ChunkSender(broadcast, min(ids), max(ids))
+    sender.run()
+
+    telegram_api._state["pid"] = None
+    assert sender.deferral is not None and sender.deferral.reason.startswith("Telegram unreachable since")
+    assert set(broadcast.deliveries.values_list("status", "attempts")) == {(Delivery.Status.PENDING, 0)}
+    assert Circuit.objects.exists()

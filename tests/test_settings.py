@@ -19,16 +19,23 @@ print(json.dumps({
     "broker": "redis" if "redis" in settings.Q_CLUSTER else settings.Q_CLUSTER.get("orm"),
     "redis": settings.Q_CLUSTER.get("redis"), "cache": settings.CACHES["default"]["BACKEND"],
     "telegram_workers": settings.Q_CLUSTER["ALT_CLUSTERS"]["telegram"]["workers"],
+    "ssl_redirect": settings.SECURE_SSL_REDIRECT, "hsts_seconds": settings.SECURE_HSTS_SECONDS,
+    "secure_cookies": [settings.SESSION_COOKIE_SECURE, settings.CSRF_COOKIE_SECURE],
 }))
 """
+PRODUCTION = {
+    "DEBUG": "0",
+    "SECRET_KEY": "a-long-random-production-key-" + "k3y" * 20,
+    "ALLOWED_HOSTS": "bot.example.org",
+}
 
 
-def settings_with(tmp_path, **env: str) -> subprocess.CompletedProcess:
+def settings_with(tmp_path, *command: str, **env: str) -> subprocess.CompletedProcess:
     """config.settings loaded fresh in a process whose environment is only `env`, with a private
     VAR_DIR and the settings file tmp_path/.env (which need not exist): a developer's own .env
-    never leaks in."""
+    never leaks in. It prints the settings SHOW reads, or runs the manage.py `command`."""
     return subprocess.run(
-        [sys.executable, "-c", SHOW],
+        [sys.executable, *(["manage.py", *command] if command else ["-c", SHOW])],
         cwd=ROOT,
         env={
             "PATH": "/usr/bin:/bin",
@@ -93,6 +100,31 @@ def test_a_bad_value_stops_start_up_with_its_name_and_what_was_expected(tmp_path
     result = settings_with(tmp_path, **{name: value})
     assert result.returncode != 0
     assert f"ImproperlyConfigured: {message}" in result.stderr
+
+
+def test_production_settings_pass_check_deploy_with_no_warning(tmp_path):
+    result = settings_with(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues (0 silenced)." in result.stdout
+
+
+def test_production_redirects_to_https_with_hsts_and_secure_cookies(tmp_path):
+    values = shown(tmp_path, **PRODUCTION)
+    assert values["ssl_redirect"] is True
+    assert values["hsts_seconds"] >= 365 * 24 * 3600
+    assert values["secure_cookies"] == [True, True]
+
+
+def test_a_plain_http_deployment_turns_redirect_hsts_and_secure_cookies_off_together(tmp_path):
+    values = shown(tmp_path, **PRODUCTION, SECURE_SSL_REDIRECT="0")
+    assert values["ssl_redirect"] is False
+    assert values["hsts_seconds"] == 0
+    assert values["secure_cookies"] == [False, False]
+
+
+def test_debug_mode_stays_on_plain_http(tmp_path):
+    values = shown(tmp_path, DEBUG="1")
+    assert (values["ssl_redirect"], values["hsts_seconds"]) == (False, 0)
 
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="SQLite only")
