@@ -3,6 +3,7 @@ half-imported, and importing again never duplicates."""
 
 import io
 import os
+import pty
 import time
 from datetime import date, timedelta
 from decimal import Decimal
@@ -520,6 +521,26 @@ def test_the_command_explains_a_missing_or_non_utf8_file(bot, csv_file, tmp_path
         path = csv_file(HEADER + "42,1,0,,Zoë,,\n", encoding="latin-1")
         call_command("import_pledges", path, "--bot", "123456", stderr=err)
     assert err.getvalue().startswith("line 1: The file is not UTF-8 text.")
+
+
+def test_the_command_shows_its_progress_on_a_terminal_and_not_on_a_pipe(bot, csv_file):
+    path = csv_file(HEADER + "".join(f"{i},1,0,,,,\n" for i in range(1, 2501)))
+
+    def stderr_of_import(reader: int, writer: int) -> str:
+        with os.fdopen(writer, "w") as stream:
+            call_command("import_pledges", path, "--bot", "123456", stdout=io.StringIO(), stderr=stream)
+        try:
+            return os.read(reader, 65536).decode()
+        finally:
+            os.close(reader)
+
+    assert (
+        stderr_of_import(*pty.openpty())
+        == "\r 40% 1,001/2,501 lines\r 80% 2,001/2,501 lines\r100% 2,501/2,501 lines\r\n"
+    )
+    Pledge.objects.all().delete()
+    assert stderr_of_import(*os.pipe()) == ""
+    assert Pledge.objects.count() == 2500
 
 
 def test_the_command_reports_a_missing_column(bot, csv_file):

@@ -1,7 +1,6 @@
-import sys
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
 from bots.management.commands._bot_option import add_bot_argument, chosen_bot
 from broadcasts.importing import ImportResult, count_lines, import_pledges
@@ -42,7 +41,7 @@ class Command(BaseCommand):
 
     def run_import(self, bot, path: Path, dry_run: bool, skip_errors: bool, every_row: bool) -> ImportResult:
         try:
-            progress = ProgressLine(count_lines(path)) if sys.stderr.isatty() else None
+            progress = ProgressLine(count_lines(path), self.stderr) if self.stderr.isatty() else None
             with path.open(encoding="utf-8-sig", newline="") as file:
                 result = import_pledges(
                     bot,
@@ -60,17 +59,16 @@ class Command(BaseCommand):
 
 
 class ProgressLine:
-    """`  42% 42,000/100,000 lines`, rewritten in place on the terminal's stderr (tqdm is not a dependency)."""
+    """` 42% 42,000/100,000 lines`, rewritten in place on a terminal (tqdm is not a dependency)."""
 
-    def __init__(self, total_lines: int, stream=None):
+    def __init__(self, total_lines: int, stream: OutputWrapper):
         self.total = max(total_lines, 1)
-        self.stream = stream or sys.stderr
+        self.stream = stream
 
     def __call__(self, lines: int) -> None:
         percent = min(100, 100 * lines // self.total)
-        self.stream.write(f"\r{percent:3d}% {lines:,}/{self.total:,} lines")
+        self.stream.write(f"\r{percent:3d}% {lines:,}/{self.total:,} lines", ending="")
         self.stream.flush()
 
     def finish(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
+        self.stream.write("")
