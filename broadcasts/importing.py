@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.template.defaultfilters import pluralize
 
 from bots.models import Bot, TelegramUser
@@ -177,7 +177,7 @@ def import_pledges(
                 new, changed = _plan(bot, batch, result)
                 if not dry_run:
                     Pledge.objects.bulk_create(new, batch_size=BATCH_SIZE)
-                    Pledge.objects.bulk_update(changed, UPDATED_FIELDS, batch_size=BATCH_SIZE)
+                    _update(changed)
                 if progress:
                     progress(line)
             result.applied = not dry_run and result.valid_rows > 0 and (skip_errors or not result.error_count)
@@ -442,6 +442,17 @@ def _plan(bot: Bot, rows: list[Row], result: ImportResult) -> tuple[list[Pledge]
             action = "unchanged"
         result.add(RowOutcome(row.line, row.telegram_id, row.campaign, row.name, action, changes))
     return new, changed
+
+
+def _update(pledges: list[Pledge]) -> None:
+    """One executemany: bulk_update builds a CASE per field per row, seconds per thousand rows on SQLite."""
+    if not pledges:
+        return
+    fields = [Pledge._meta.get_field(name) for name in UPDATED_FIELDS]
+    assignments = ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in fields)
+    rows = [[f.get_db_prep_save(getattr(p, f.attname), connection) for f in fields] + [p.pk] for p in pledges]
+    with connection.cursor() as cursor:
+        cursor.executemany(f"UPDATE {Pledge._meta.db_table} SET {assignments} WHERE id = %s", rows)
 
 
 def _existing(bot: Bot, ids: set[int]) -> dict[tuple[int, str], list[Pledge]]:

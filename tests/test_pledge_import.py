@@ -409,7 +409,7 @@ def test_a_failure_while_writing_leaves_nothing_behind(bot, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(Pledge.objects, "bulk_update", broken)
+    monkeypatch.setattr("broadcasts.importing._update", broken)
     with pytest.raises(RuntimeError):
         run(bot, GOOD)
 
