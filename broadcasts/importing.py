@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
 from django.template.defaultfilters import pluralize
 from django.utils import timezone
 
@@ -35,6 +35,8 @@ MAX_NAME = Pledge._meta.get_field("name").max_length
 COPIED_FIELDS = ["amount", "paid_amount", "due_date", "currency", "name"]
 UPDATED_FIELDS = [*COPIED_FIELDS, "member"]
 BATCH_SIZE = 1000
+# Columns whose Python values (int, str, None) every database driver takes as they are.
+PLAIN_FIELDS = (models.IntegerField, models.CharField, models.TextField, models.ForeignKey)
 SAMPLE_SIZE = 50
 BINARY_PROBE = 8192
 MAX_CONTENT = 300  # characters of an offending line shown with its error
@@ -480,7 +482,11 @@ def _executemany(sql: str, fields: list, pledges: list[PledgeValues]) -> None:
     if not pledges:
         return
     database = connections[DEFAULT_DB_ALIAS]  # the proxy `connection` costs a lookup per value
-    rows = [[f.get_db_prep_save(p[f.attname], database) for f in fields] for p in pledges]
+    adapted = [(f.attname, None if isinstance(f, PLAIN_FIELDS) else f) for f in fields]
+    rows = [
+        [p[name] if field is None else field.get_db_prep_save(p[name], database) for name, field in adapted]
+        for p in pledges
+    ]
     with database.cursor() as cursor:
         cursor.executemany(sql, rows)
 
