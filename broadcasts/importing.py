@@ -168,7 +168,7 @@ def import_pledges(
     1. Read the header (delimiter sniffed from it) and check the columns: any problem there stops everything.
     2. Parse and validate each row of a batch, noting errors with their line and content.
     3. Match the batch to existing pledges by (telegram id, campaign) and attach members who exist.
-    4. Write the batch (bulk_create, bulk_update), unless this is a dry run.
+    4. Write the batch (one INSERT and one UPDATE, each an executemany), unless this is a dry run.
     5. All batches share one transaction, rolled back at the end if there were errors and not
        skip_errors: a file with errors changes nothing.
     """
@@ -190,7 +190,7 @@ def import_pledges(
     except FileError as exc:
         result.applied = False
         result.add_error(LineError(exc.line, str(exc)))
-    result.errors.sort(key=lambda error: error.line)  # a batch's duplicates are found after its bad lines
+    result.errors.sort(key=lambda error: error.line)  # a batch's ambiguous rows are found after its bad lines
     return result
 
 

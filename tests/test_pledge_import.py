@@ -14,6 +14,8 @@ from django.conf import settings
 from django.contrib.auth.models import Permission, User
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 
 from bots.models import Bot, TelegramUser
 from broadcasts.importing import import_pledges
@@ -255,6 +257,27 @@ def test_a_changed_file_updates_the_pledges_it_names(bot):
         (42, Decimal("1250"), Decimal("1250"), date(2030, 4, 1), "EUR", "Roof"),
         GOOD_PLEDGES[1],
     ]
+
+
+def test_a_file_of_several_batches_creates_then_updates_every_row(bot):
+    ann = TelegramUser.objects.create(bot=bot, telegram_id=2400, first_name="Ann")
+    first = HEADER + "".join(f"{i},{i},0,,Donor {i},,\n" for i in range(1, 2501))
+    second = HEADER + "".join(f"{i},{i + 1},1,2030-01-0{i % 9 + 1},Donor {i},EUR,\n" for i in range(1, 2501))
+
+    assert (run(bot, first).created, Pledge.objects.count()) == (2500, 2500)
+    result = run(bot, second)
+
+    assert (result.created, result.updated, result.unchanged) == (0, 2500, 0)
+    assert len(result.samples["updated"]) == 50
+    pledge = Pledge.objects.get(telegram_id=2400)
+    assert (pledge.amount, pledge.paid_amount, pledge.due_date, pledge.currency, pledge.member) == (
+        Decimal("2401"),
+        Decimal("1"),
+        date(2030, 1, 7),
+        "EUR",
+        ann,
+    )
+    assert Pledge.objects.filter(currency="EUR", paid_amount=1).count() == 2500
 
 
 def test_pledges_of_another_bot_are_never_touched(bot):
@@ -766,3 +789,28 @@ def test_the_message_template_admin_lists_placeholders_and_warns(admin_client, d
 
     assert "<code>#days_remain</code>" in html
     assert "Not placeholders, sent as written: #balnce" in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_moves_imported_names_out_of_notes():
+    before, after = ("broadcasts", "0006_pledge_name"), ("broadcasts", "0007_pledge_name_from_note")
+    executor = MigrationExecutor(connection)
+    executor.migrate([before])
+    old = executor.loader.project_state([before]).apps
+    old_bot = old.get_model("bots", "Bot").objects.create(token="123456:AAE-secret", telegram_id=123456)
+    OldPledge = old.get_model("broadcasts", "Pledge")
+    for telegram_id, note in [(1, "name: Ann Lee"), (2, "Pays in cash"), (3, "name: Bob\nand a note")]:
+        OldPledge.objects.create(bot=old_bot, telegram_id=telegram_id, amount=Decimal("1"), note=note)
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([after])
+    moved = executor.loader.project_state([after]).apps.get_model("broadcasts", "Pledge")
+    rows = sorted(moved.objects.values_list("telegram_id", "name", "note"))
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())  # as the other tests expect it
+
+    assert rows == [
+        (1, "Ann Lee", ""),
+        (2, "", "Pays in cash"),
+        (3, "", "name: Bob\nand a note"),
+    ]
