@@ -1,16 +1,20 @@
-import io
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
+from pathlib import Path
 from typing import ClassVar
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.validators import URLValidator
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum, Value
+from django.db.models.functions import Greatest
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
+from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
@@ -21,7 +25,18 @@ from django.views.decorators.http import require_POST, require_safe
 from bots.models import Bot, OperatorLink, TelegramUser
 from bots.telegram_api import call
 from broadcasts.audiences import audience_mistake, recipients, refusal
-from broadcasts.importing import OPTIONAL_COLUMNS, REQUIRED_COLUMNS, FileError, ImportResult, decode, import_pledges
+from broadcasts.exports import deliveries_csv, pledges_csv
+from broadcasts.importing import (
+    ACTIONS,
+    OPTIONAL_COLUMNS,
+    REQUIRED_COLUMNS,
+    ImportResult,
+    discard_stale_uploads,
+    discard_upload,
+    import_pledges,
+    keep_upload,
+    kept_upload,
+)
 from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
 from broadcasts.personalize import MAX_CAPTION, MAX_TEXT, PLACEHOLDERS, needs_pledge, too_long, unknown_hashtags
 from broadcasts.summary import rendered_for, send_summary, with_pledges
@@ -49,17 +64,11 @@ class OverdueFilter(admin.SimpleListFilter):
         return queryset
 
 
-class PledgeImportForm(forms.Form):
-    MAX_SIZE = 10 * 1024 * 1024
+class PledgeUploadForm(forms.Form):
+    MAX_SIZE = 50 * 1024 * 1024
 
     bot = forms.ModelChoiceField(queryset=Bot.objects.filter(is_active=True))
     file = forms.FileField(label="CSV file")
-    dry_run = forms.BooleanField(
-        required=False, initial=True, help_text="Check the file and show what would change, changing nothing."
-    )
-    skip_errors = forms.BooleanField(
-        required=False, help_text="Import the good rows even when some rows have errors (those are listed)."
-    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -70,21 +79,38 @@ class PledgeImportForm(forms.Form):
     def clean_file(self):
         upload = self.cleaned_data["file"]
         if upload.size > self.MAX_SIZE:
-            raise forms.ValidationError("The file is larger than 10 MB.")
+            raise forms.ValidationError("The file is larger than 50 MB.")
         return upload
 
-    def run(self) -> ImportResult:
-        data = self.cleaned_data
-        try:
-            text = decode(data["file"].read())
-        except FileError as exc:
-            return ImportResult(dry_run=data["dry_run"], errors=[(exc.line, str(exc))])
-        return import_pledges(data["bot"], io.StringIO(text), dry_run=data["dry_run"], skip_errors=data["skip_errors"])
+
+class PledgeConfirmForm(forms.Form):
+    """The upload the operator has just checked, kept on the server: importing it needs no second upload."""
+
+    bot = forms.ModelChoiceField(queryset=Bot.objects.filter(is_active=True), widget=forms.HiddenInput)
+    token = forms.CharField(widget=forms.HiddenInput)
+
+
+def run_import(bot: Bot, path: Path, dry_run: bool) -> ImportResult:
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        return import_pledges(bot, file, dry_run=dry_run, skip_errors=True)
+
+
+class PledgeChangeList(ChangeList):
+    def totals(self) -> list[dict]:
+        """Pledged, paid and balance of everything the filters select, per currency: one query."""
+        balance = Greatest(F("amount") - F("paid_amount"), Value(Decimal("0")))
+        return list(
+            self.queryset.order_by()
+            .values("currency")
+            .annotate(pledges=Count("id"), pledged=Sum("amount"), paid=Sum("paid_amount"), balance=Sum(balance))
+            .order_by("currency")
+        )
 
 
 @admin.register(Pledge)
 class PledgeAdmin(admin.ModelAdmin):
     list_display = [
+        "name_display",
         "who",
         "amount_display",
         "paid_display",
@@ -95,39 +121,135 @@ class PledgeAdmin(admin.ModelAdmin):
         "bot",
     ]
     list_filter = ["campaign", "currency", OverdueFilter, "bot"]
-    search_fields = ["=telegram_id", "member__first_name", "member__last_name", "member__username", "campaign"]
-    search_help_text = "Searches the Telegram id, the member's name and username, and the campaign."
+    search_fields = [
+        "=telegram_id",
+        "name",
+        "member__first_name",
+        "member__last_name",
+        "member__username",
+        "campaign",
+    ]
+    search_help_text = "Searches the Telegram id, the name, the member's name and username, and the campaign."
     list_select_related = ["member", "bot"]
     raw_id_fields = ["member"]
+    show_full_result_count = False
+    actions = ["broadcast_to_members"]
 
     def get_urls(self):
-        import_view = self.admin_site.admin_view(self.import_view)
-        name = f"{self.opts.app_label}_{self.opts.model_name}_import"
-        return [path("import/", import_view, name=name), *super().get_urls()]
+        def route(suffix: str, view, name: str):
+            return path(suffix, self.admin_site.admin_view(view), name=f"{self.opts.app_label}_pledge_{name}")
+
+        return [
+            route("import/", self.import_view, "import"),
+            route("export/", self.export_view, "export"),
+            *super().get_urls(),
+        ]
+
+    def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
+        return PledgeChangeList
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         extra_context = {**(extra_context or {}), "can_import": self.has_import_permission(request)}
-        return super().changelist_view(request, extra_context)
+        response = super().changelist_view(request, extra_context)
+        cl = getattr(response, "context_data", {}).get("cl")
+        if isinstance(cl, PledgeChangeList):
+            response.context_data["totals"] = cl.totals()
+            response.context_data["export_url"] = f"{self._url('export')}{cl.get_query_string()}"
+        return response
 
     def has_import_permission(self, request: HttpRequest) -> bool:
         return self.has_add_permission(request) and self.has_change_permission(request)
 
+    def _url(self, name: str) -> str:
+        return reverse(f"{self.admin_site.name}:{self.opts.app_label}_pledge_{name}")
+
     def import_view(self, request: HttpRequest) -> HttpResponse:
+        """GET: the upload form. POST of a file: keep it and show what importing it would do.
+        POST of a kept file's token: import it."""
         if not self.has_import_permission(request):
             raise PermissionDenied
-        form = PledgeImportForm(request.POST, request.FILES) if request.method == "POST" else PledgeImportForm()
-        result = form.run() if form.is_bound and form.is_valid() else None
+        discard_stale_uploads()
+        if request.method == "POST" and "token" in request.POST:
+            return self._import_kept(request, PledgeConfirmForm(request.POST))
+        form = PledgeUploadForm(request.POST, request.FILES) if request.method == "POST" else PledgeUploadForm()
+        if not (form.is_bound and form.is_valid()):
+            return self._import_page(request, form)
+        bot = form.cleaned_data["bot"]
+        token = keep_upload(form.cleaned_data["file"].chunks())
+        result = run_import(bot, kept_upload(token), dry_run=True)
+        if not result.valid_rows:
+            discard_upload(token)
+            return self._import_page(request, form, result)
+        confirm = PledgeConfirmForm(initial={"bot": bot, "token": token})
+        return self._import_page(request, PledgeUploadForm(initial={"bot": bot}), result, confirm)
+
+    def _import_kept(self, request: HttpRequest, confirm: PledgeConfirmForm) -> HttpResponse:
+        kept = kept_upload(confirm.data.get("token", ""))
+        if not (confirm.is_valid() and kept):
+            self.message_user(request, "That file is no longer here (kept for a day); choose it again.", messages.ERROR)
+            return HttpResponseRedirect(self._url("import"))
+        try:
+            result = run_import(confirm.cleaned_data["bot"], kept, dry_run=False)
+        finally:
+            discard_upload(confirm.cleaned_data["token"])
+        self.message_user(request, result.summary(), messages.SUCCESS if result.applied else messages.ERROR)
+        return HttpResponseRedirect(self._url("changelist"))
+
+    def _import_page(self, request, form, result=None, confirm=None) -> HttpResponse:
         context = {
             **self.admin_site.each_context(request),
             "title": "Import pledges from CSV",
             "opts": self.opts,
             "form": form,
             "result": result,
+            "confirm": confirm,
+            "samples": [(action, getattr(result, action), result.samples[action]) for action in ACTIONS]
+            if result
+            else [],
             "required_columns": REQUIRED_COLUMNS,
             "optional_columns": OPTIONAL_COLUMNS,
-            "changelist_url": reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_changelist"),
+            "changelist_url": self._url("changelist"),
         }
+        request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/broadcasts/pledge/import.html", context)
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """The pledges the changelist shows with the same filters, search and order, as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            cl = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseRedirect(self._url("changelist"))
+        return pledges_csv(cl.queryset)
+
+    @admin.action(description="Broadcast to these members", permissions=["view"])
+    def broadcast_to_members(self, request: HttpRequest, queryset: QuerySet) -> HttpResponse | None:
+        """A draft broadcast to the hand-picked members of the selected pledges (those who have /started)."""
+        if not request.user.has_perm("broadcasts.add_broadcast"):
+            self.message_user(request, "You may not create broadcasts.", messages.ERROR)
+            return None
+        with_members = queryset.filter(member__isnull=False)
+        bots = list(with_members.order_by().values_list("bot", flat=True).distinct()[:2])
+        if len(bots) != 1:
+            problem = "pledges of more than one bot" if bots else "no pledge whose member has pressed /start"
+            self.message_user(request, f"Nothing to broadcast to: the selection has {problem}.", messages.ERROR)
+            return None
+        members = with_members.order_by().values_list("member", flat=True).distinct()
+        with transaction.atomic():
+            broadcast = Broadcast.objects.create(
+                bot_id=bots[0], audience=Audience.HAND_PICKED, created_by=request.user, title="To selected pledges"
+            )
+            broadcast.members.set(members)
+        count = broadcast.members.count()
+        broadcast.title = f"To {count} members of selected pledges"
+        broadcast.save(update_fields=["title"])
+        self.message_user(request, f"A draft broadcast to {count} members: write the message, then send it.")
+        return HttpResponseRedirect(reverse(f"{self.admin_site.name}:broadcasts_broadcast_change", args=[broadcast.pk]))
+
+    @admin.display(description="name", ordering="name")
+    def name_display(self, pledge: Pledge) -> str:
+        return pledge.name or "-"
 
     @admin.display(description="member", ordering="telegram_id")
     def who(self, pledge: Pledge) -> str:
@@ -147,9 +269,11 @@ class PledgeAdmin(admin.ModelAdmin):
 
     @admin.display(description="days remaining", ordering="due_date")
     def days_remaining_display(self, pledge: Pledge) -> str:
+        if pledge.is_overdue:
+            return f"{pledge.days_overdue} day{pluralize(pledge.days_overdue)} overdue"
         if pledge.days_remaining is None:
             return "-"
-        return f"{pledge.days_remaining} (overdue)" if pledge.is_overdue else str(pledge.days_remaining)
+        return str(pledge.days_remaining)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -792,6 +916,29 @@ class DeliveryAdmin(admin.ModelAdmin):
     list_select_related = ["broadcast", "member"]
     show_full_result_count = False
     list_per_page = 100
+
+    def get_urls(self) -> list:
+        export = self.admin_site.admin_view(self.export_view)
+        return [path("export/", export, name="broadcasts_delivery_export"), *super().get_urls()]
+
+    def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
+        response = super().changelist_view(request, extra_context)
+        cl = getattr(response, "context_data", {}).get("cl")
+        if cl is not None:
+            export = reverse(f"{self.admin_site.name}:broadcasts_delivery_export")
+            response.context_data["export_url"] = f"{export}{cl.get_query_string()}"
+        return response
+
+    def export_view(self, request: HttpRequest) -> HttpResponse:
+        """The deliveries the changelist shows (filtered by broadcast, from its progress page), as CSV."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            cl = self.get_changelist_instance(request)
+        except IncorrectLookupParameters:
+            return HttpResponseRedirect(reverse(f"{self.admin_site.name}:broadcasts_delivery_changelist"))
+        broadcast = request.GET.get("broadcast__id__exact", "")
+        return deliveries_csv(cl.queryset, f"broadcast-{broadcast}-deliveries" if broadcast.isdigit() else "deliveries")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

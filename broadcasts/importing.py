@@ -3,15 +3,21 @@ importing the same file again changes nothing."""
 
 import csv
 import io
+import itertools
 import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from django.conf import settings
-from django.db import transaction
+from django.db import DEFAULT_DB_ALIAS, connection, connections, models, transaction
 from django.template.defaultfilters import pluralize
+from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
 from broadcasts.models import Pledge
@@ -25,14 +31,24 @@ DELIMITERS = ",;\t"
 MAX_AMOUNT = Decimal("1000000000000")  # Pledge.amount: 14 digits, 2 of them decimals
 MAX_TELEGRAM_ID = 2**63 - 1
 MAX_CAMPAIGN = Pledge._meta.get_field("campaign").max_length
-NAME_NOTE = "name: "
-UPDATED_FIELDS = ["amount", "paid_amount", "due_date", "currency", "member", "note"]
+MAX_NAME = Pledge._meta.get_field("name").max_length
+COPIED_FIELDS = ["amount", "paid_amount", "due_date", "currency", "name"]
+UPDATED_FIELDS = [*COPIED_FIELDS, "member"]
+BATCH_SIZE = 1000
+# Columns whose Python values (int, str, None) every database driver takes as they are.
+PLAIN_FIELDS = (models.IntegerField, models.CharField, models.TextField, models.ForeignKey)
+SAMPLE_SIZE = 50
+BINARY_PROBE = 8192
+MAX_CONTENT = 300  # characters of an offending line shown with its error
+KEEP_UPLOADS_FOR = timedelta(days=1)
+NOT_UTF8 = "The file is not UTF-8 text. Save it from your spreadsheet as “CSV UTF-8”."
 
 _NUMBER = re.compile(r"^\d+(\.\d+)?$")
 _THOUSANDS = re.compile(r"^\d{1,3}(,\d{3})+(\.\d+)?$")
 _DECIMAL_COMMA = re.compile(r"^\d+,\d{1,2}$")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _CURRENCY = re.compile(r"^[A-Z0-9]{1,8}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{32}$")
 
 
 class RowError(ValueError):
@@ -59,6 +75,7 @@ class Row:
     currency: str
     campaign: str
     name: str
+    content: str  # the line's cells as the file has them, for an error found later
 
     @property
     def key(self) -> tuple[int, str]:
@@ -70,17 +87,33 @@ class RowOutcome:
     line: int
     telegram_id: int
     campaign: str
+    name: str
     action: str  # "created", "updated" or "unchanged"
     changes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class LineError:
+    line: int
+    reason: str
+    content: str = ""  # the offending line's cells, as the file has them
+
+
+ACTIONS = ("created", "updated", "unchanged")
+
+
 @dataclass
 class ImportResult:
+    """Counts of every kind, and the first `sample_size` rows and errors (all when None): a
+    100,000-row file is summarised, not listed."""
+
+    sample_size: int | None = SAMPLE_SIZE
     created: int = 0
     updated: int = 0
     unchanged: int = 0
-    errors: list[tuple[int, str]] = field(default_factory=list)
-    rows: list[RowOutcome] = field(default_factory=list)
+    error_count: int = 0
+    errors: list[LineError] = field(default_factory=list)
+    samples: dict[str, list[RowOutcome]] = field(default_factory=lambda: {action: [] for action in ACTIONS})
     dry_run: bool = False
     applied: bool = False  # whether anything was written to the database
 
@@ -88,70 +121,155 @@ class ImportResult:
     def valid_rows(self) -> int:
         return self.created + self.updated + self.unchanged
 
+    @property
+    def rows(self) -> list[RowOutcome]:
+        """The sampled rows in file order."""
+        return sorted((row for rows in self.samples.values() for row in rows), key=lambda row: row.line)
+
+    def add(self, outcome: RowOutcome) -> None:
+        setattr(self, outcome.action, getattr(self, outcome.action) + 1)
+        self._keep(self.samples[outcome.action], outcome)
+
+    def add_error(self, error: LineError) -> None:
+        self.error_count += 1
+        self._keep(self.errors, error)
+
+    def _keep(self, sample: list, item) -> None:
+        if self.sample_size is None or len(sample) < self.sample_size:
+            sample.append(item)
+
     def summary(self) -> str:
         counts = f"{self.created} created, {self.updated} updated, {self.unchanged} unchanged"
-        n = len(self.errors)
+        n = self.error_count
         errors = f"{n} error{pluralize(n)}"
         if self.applied:
             skipped = f" Skipped {n} line{pluralize(n)} with errors." if n else ""
             return f"Imported: {counts}.{skipped}"
         if self.dry_run:
             return f"Dry run, nothing changed. The import would give: {counts}; {errors}."
-        if self.errors:
+        if self.error_count:
             return f"Nothing imported: {errors}."
         return "Nothing imported: the file has no pledges."
 
 
-def import_pledges(bot: Bot, file_obj: TextIO, dry_run: bool = False, skip_errors: bool = False) -> ImportResult:
-    """Import a pledge CSV for one bot.
+Progress = Callable[[int], None]  # called with the number of lines read so far
+
+
+def import_pledges(
+    bot: Bot,
+    file_obj: TextIO,
+    dry_run: bool = False,
+    skip_errors: bool = False,
+    sample_size: int | None = SAMPLE_SIZE,
+    progress: Progress | None = None,
+) -> ImportResult:
+    """Import a pledge CSV for one bot, streaming it in batches of BATCH_SIZE rows.
 
     1. Read the header (delimiter sniffed from it) and check the columns: any problem there stops everything.
-    2. Parse and validate each row, collecting errors with their line numbers.
-    3. Match rows to existing pledges by (telegram id, campaign) and attach members who exist.
-    4. Write, in one transaction, unless this is a dry run or there were errors and not skip_errors.
+    2. Parse and validate each row of a batch, noting errors with their line and content.
+    3. Match the batch to existing pledges by (telegram id, campaign) and attach members who exist.
+    4. Write the batch (one INSERT and one UPDATE, each an executemany), unless this is a dry run.
+    5. All batches share one transaction, rolled back at the end if there were errors and not
+       skip_errors: a file with errors changes nothing.
     """
-    result = ImportResult(dry_run=dry_run)
+    result = ImportResult(sample_size=sample_size, dry_run=dry_run)
     try:
-        rows = _parse(file_obj.read(), result.errors)
+        with transaction.atomic():
+            if not dry_run:
+                Bot.objects.select_for_update().filter(pk=bot.pk).first()  # one import per bot at a time
+            for batch, line in _batches(file_obj, result):
+                new, changed = _plan(bot, batch, result)
+                if not dry_run:
+                    _insert(new)
+                    _update(changed)
+                if progress:
+                    progress(line)
+            result.applied = not dry_run and result.valid_rows > 0 and (skip_errors or not result.error_count)
+            if not result.applied:
+                transaction.set_rollback(True)
     except FileError as exc:
-        result.errors.append((exc.line, str(exc)))
-        return result
-    with transaction.atomic():
-        if not dry_run:
-            Bot.objects.select_for_update().filter(pk=bot.pk).first()  # one import per bot at a time
-        new, changed = _plan(bot, rows, result)
-        if dry_run or (result.errors and not skip_errors) or not result.valid_rows:
-            return result
-        Pledge.objects.bulk_create(new, batch_size=500)
-        Pledge.objects.bulk_update(changed, UPDATED_FIELDS, batch_size=500)
-        result.applied = True
+        result.applied = False
+        result.add_error(LineError(exc.line, str(exc)))
+    result.errors.sort(key=lambda error: error.line)  # a batch's ambiguous rows are found after its bad lines
     return result
 
 
-def decode(data: bytes) -> str:
-    """An uploaded file's text; spreadsheets save CSV as UTF-8 (with or without a BOM)."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise FileError("The file is not UTF-8 text. Save it from your spreadsheet as “CSV UTF-8”.") from None
+def keep_upload(chunks: Iterable[bytes]) -> str:
+    """Store an uploaded file until it is imported (or for KEEP_UPLOADS_FOR); its token."""
+    folder = _uploads_folder()
+    folder.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(24)
+    with (folder / f"{token}.csv").open("xb") as file:
+        for chunk in chunks:
+            file.write(chunk)
+    return token
 
 
-def _parse(text: str, errors: list[tuple[int, str]]) -> list[Row]:
-    text = text.removeprefix("\ufeff")
-    if "\x00" in text:
-        raise FileError("This is not a CSV file: it contains binary data.")
-    if not text.strip():
-        raise FileError("The file is empty.")
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text))
+def kept_upload(token: str) -> Path | None:
+    """The kept file of this token, or None when there is none (imported, expired, or a made-up token)."""
+    path = _uploads_folder() / f"{token}.csv"
+    return path if _TOKEN.match(token) and path.is_file() else None
+
+
+def discard_upload(token: str) -> None:
+    if path := kept_upload(token):
+        path.unlink(missing_ok=True)
+
+
+def discard_stale_uploads() -> None:
+    if not _uploads_folder().is_dir():
+        return
+    cutoff = time.time() - KEEP_UPLOADS_FOR.total_seconds()
+    for path in _uploads_folder().glob("*.csv"):
+        if path.stat().st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+
+
+def _uploads_folder() -> Path:
+    return Path(settings.VAR_DIR) / "pledge-imports"
+
+
+def count_lines(path: Path) -> int:
+    """Lines in a file, for a progress bar (a quoted cell over several lines counts each)."""
+    with path.open("rb") as file:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: file.read(1 << 20), b""))
+
+
+def _batches(file_obj: TextIO, result: ImportResult) -> Iterator[tuple[list["Row"], int]]:
+    """Valid rows in batches, each with the last line it read; errors go into result."""
     try:
-        return _parse_rows(reader, errors)
+        lines = _lines(file_obj)
+        head = _up_to_header(lines)
+        reader = csv.reader(itertools.chain(head, lines), delimiter=_sniff_delimiter(head[-1]))
+        yield from _parse_rows(reader, result)
     except csv.Error as exc:
         raise FileError(f"This is not a readable CSV file: {exc}.", reader.line_num) from None
+    except UnicodeDecodeError:
+        raise FileError(NOT_UTF8) from None
 
 
-def _parse_rows(reader: "_csv.Reader", errors: list[tuple[int, str]]) -> list[Row]:
-    """Valid rows; each bad one goes into errors under the line it starts on. Blank lines are skipped."""
-    rows: list[Row] = []
+def _lines(file_obj: TextIO) -> Iterator[str]:
+    """The file's lines. A NUL in the first few kilobytes is a binary file (a spreadsheet, a PDF)."""
+    start = file_obj.read(BINARY_PROBE)
+    if "\x00" in start:
+        raise FileError("This is not a CSV file: it contains binary data.")
+    start = start.removeprefix("\ufeff") + file_obj.readline()
+    return itertools.chain(io.StringIO(start, newline=""), file_obj)
+
+
+def _up_to_header(lines: Iterator[str]) -> list[str]:
+    """The blank lines before the header, and the header line."""
+    head = []
+    for line in lines:
+        head.append(line)
+        if line.strip():
+            return head
+    raise FileError("The file is empty.")
+
+
+def _parse_rows(reader: "_csv.Reader", result: ImportResult) -> Iterator[tuple[list["Row"], int]]:
+    """Blank lines are skipped; a bad row is reported under the line it starts on."""
+    batch: list[Row] = []
     seen: dict[tuple[int, str], int] = {}
     columns: list[str] | None = None
     line = 0
@@ -162,20 +280,24 @@ def _parse_rows(reader: "_csv.Reader", errors: list[tuple[int, str]]) -> list[Ro
         if columns is None:
             columns = _columns(values, start)
             continue
+        content = reader.dialect.delimiter.join(values)[:MAX_CONTENT]
         try:
-            row = _row(start, columns, values)
+            row = _row(start, columns, values, content)
             _check_unique(row, seen)
         except RowError as exc:
-            errors.append((start, str(exc)))
+            result.add_error(LineError(start, str(exc), content))
         else:
-            rows.append(row)
-    return rows
+            batch.append(row)
+        if len(batch) == BATCH_SIZE:
+            yield batch, line
+            batch = []
+    if batch or line:
+        yield batch, line
 
 
-def _sniff_delimiter(text: str) -> str:
+def _sniff_delimiter(header: str) -> str:
     """The delimiter used most in the header line. csv.Sniffer guesses from the data rows too and
     is thrown by commas in names and amounts; the header has only column names."""
-    header = text.strip().splitlines()[0]
     return max(DELIMITERS, key=header.count)
 
 
@@ -205,7 +327,7 @@ def _columns(header: list[str], line: int) -> list[str]:
     return columns
 
 
-def _row(line: int, columns: list[str], values: list[str]) -> Row:
+def _row(line: int, columns: list[str], values: list[str], content: str) -> Row:
     if len(values) > len(columns) and not any(value.strip() for value in values[len(columns) :]):
         values = values[: len(columns)]  # spreadsheets pad rows with empty cells
     if len(values) != len(columns):
@@ -223,7 +345,8 @@ def _row(line: int, columns: list[str], values: list[str]) -> Row:
         due_date=_due_date(cells["due_date"]),
         currency=_currency(cells.get("currency", "")),
         campaign=_campaign(cells.get("campaign", "")),
-        name=cells.get("name", ""),
+        name=_name(cells.get("name", "")),
+        content=content,
     )
 
 
@@ -286,6 +409,12 @@ def _campaign(text: str) -> str:
     return text
 
 
+def _name(text: str) -> str:
+    if len(text) > MAX_NAME:
+        raise RowError(f"name is longer than {MAX_NAME} characters")
+    return text
+
+
 def _check_unique(row: Row, seen: dict[tuple[int, str], int]) -> None:
     if row.key in seen:
         campaign = f"campaign {row.campaign!r}" if row.campaign else "no campaign"
@@ -293,39 +422,88 @@ def _check_unique(row: Row, seen: dict[tuple[int, str], int]) -> None:
     seen[row.key] = row.line
 
 
-def _plan(bot: Bot, rows: list[Row], result: ImportResult) -> tuple[list[Pledge], list[Pledge]]:
-    """The pledges to create and those to update; counts and outcomes go into result."""
+PledgeValues = dict[str, object]  # a pledge's columns by attribute name: plain values, no model instance
+
+
+def _plan(bot: Bot, rows: list[Row], result: ImportResult) -> tuple[list[PledgeValues], list[PledgeValues]]:
+    """The pledges of one batch to create and those to update; counts and samples go into result."""
     ids = {row.telegram_id for row in rows}
-    members = {m.telegram_id: m for m in TelegramUser.objects.filter(bot=bot, telegram_id__in=ids)}
+    members = dict(TelegramUser.objects.filter(bot=bot, telegram_id__in=ids).values_list("telegram_id", "pk"))
     existing = _existing(bot, ids)
-    new: list[Pledge] = []
-    changed: list[Pledge] = []
+    new: list[PledgeValues] = []
+    changed: list[PledgeValues] = []
+    now = timezone.now()
     for row in rows:
         matches = existing.get(row.key, [])
         if len(matches) > 1:
-            result.errors.append((row.line, _ambiguous(row, len(matches))))
+            result.add_error(LineError(row.line, _ambiguous(row, len(matches)), row.content))
             continue
-        pledge = matches[0] if matches else Pledge(bot=bot, telegram_id=row.telegram_id, campaign=row.campaign)
-        changes = _apply(row, pledge, members.get(row.telegram_id))
-        if not matches:
-            new.append(pledge)
-            result.created += 1
-            result.rows.append(RowOutcome(row.line, row.telegram_id, row.campaign, "created"))
-        elif changes:
-            changed.append(pledge)
-            result.updated += 1
-            result.rows.append(RowOutcome(row.line, row.telegram_id, row.campaign, "updated", changes))
+        if matches:
+            pledge = matches[0]
+            changes = _apply(row, pledge, members.get(row.telegram_id))
+            if changes:
+                changed.append(pledge)
+            action = "updated" if changes else "unchanged"
         else:
-            result.unchanged += 1
-            result.rows.append(RowOutcome(row.line, row.telegram_id, row.campaign, "unchanged"))
-    result.errors.sort()
+            new.append(_new(bot, row, members.get(row.telegram_id), now))
+            action, changes = "created", []
+        result.add(RowOutcome(row.line, row.telegram_id, row.campaign, row.name, action, changes))
     return new, changed
 
 
-def _existing(bot: Bot, ids: set[int]) -> dict[tuple[int, str], list[Pledge]]:
-    found: dict[tuple[int, str], list[Pledge]] = {}
-    for pledge in Pledge.objects.filter(bot=bot, telegram_id__in=ids).order_by("pk"):
-        found.setdefault((pledge.telegram_id, pledge.campaign), []).append(pledge)
+def _new(bot: Bot, row: Row, member_id: int | None, now: datetime) -> PledgeValues:
+    fields = {name: getattr(row, name) for name in COPIED_FIELDS}
+    return {
+        **fields,
+        "bot_id": bot.pk,
+        "member_id": member_id,
+        "telegram_id": row.telegram_id,
+        "campaign": row.campaign,
+        "note": "",
+        "created_at": now,
+    }
+
+
+def _insert(pledges: list[PledgeValues]) -> None:
+    """One executemany: bulk_create on SQLite sends 90 rows per INSERT, each compiled anew."""
+    fields = [f for f in Pledge._meta.concrete_fields if not f.primary_key]
+    placeholders = ", ".join(["%s"] * len(fields))
+    _executemany(f"INSERT INTO {_table()} ({_columns_sql(fields, '')}) VALUES ({placeholders})", fields, pledges)
+
+
+def _update(pledges: list[PledgeValues]) -> None:
+    """One executemany: bulk_update builds a CASE per field per row, seconds per thousand rows on SQLite."""
+    fields = [Pledge._meta.get_field(name) for name in UPDATED_FIELDS]
+    sql = f"UPDATE {_table()} SET {_columns_sql(fields, ' = %s')} WHERE id = %s"
+    _executemany(sql, [*fields, Pledge._meta.pk], pledges)
+
+
+def _executemany(sql: str, fields: list, pledges: list[PledgeValues]) -> None:
+    if not pledges:
+        return
+    database = connections[DEFAULT_DB_ALIAS]  # the proxy `connection` costs a lookup per value
+    adapted = [(f.attname, None if isinstance(f, PLAIN_FIELDS) else f) for f in fields]
+    rows = [
+        [p[name] if field is None else field.get_db_prep_save(p[name], database) for name, field in adapted]
+        for p in pledges
+    ]
+    with database.cursor() as cursor:
+        cursor.executemany(sql, rows)
+
+
+def _table() -> str:
+    return connection.ops.quote_name(Pledge._meta.db_table)
+
+
+def _columns_sql(fields: list, suffix: str) -> str:
+    return ", ".join(f"{connection.ops.quote_name(f.column)}{suffix}" for f in fields)
+
+
+def _existing(bot: Bot, ids: set[int]) -> dict[tuple[int, str], list[PledgeValues]]:
+    found: dict[tuple[int, str], list[PledgeValues]] = {}
+    columns = ["id", "telegram_id", "campaign", *(f.attname for f in map(Pledge._meta.get_field, UPDATED_FIELDS))]
+    for pledge in Pledge.objects.filter(bot=bot, telegram_id__in=ids).order_by("pk").values(*columns):
+        found.setdefault((pledge["telegram_id"], pledge["campaign"]), []).append(pledge)
     return found
 
 
@@ -337,20 +515,14 @@ def _ambiguous(row: Row, count: int) -> str:
     )
 
 
-def _apply(row: Row, pledge: Pledge, member: TelegramUser | None) -> list[str]:
-    """Copy the row onto the pledge; the names of the fields that changed.
-
-    The name goes into the note only for someone who has not pressed /start (their member row
-    carries the name otherwise) and only into an empty note, so an operator's note is never lost."""
-    changes = []
-    for name in ("amount", "paid_amount", "due_date", "currency"):
-        if getattr(pledge, name) != getattr(row, name):
-            setattr(pledge, name, getattr(row, name))
-            changes.append(name)
-    if member is not None and pledge.member_id is None:
-        pledge.member = member
+def _apply(row: Row, pledge: PledgeValues, member_id: int | None) -> list[str]:
+    """Copy the row onto the pledge; the names of the fields that changed. An empty name in the
+    file keeps the name the pledge has."""
+    copied = COPIED_FIELDS if row.name else [name for name in COPIED_FIELDS if name != "name"]
+    changes = [name for name in copied if pledge[name] != getattr(row, name)]
+    for name in changes:
+        pledge[name] = getattr(row, name)
+    if member_id is not None and pledge["member_id"] is None:
+        pledge["member_id"] = member_id
         changes.append("member")
-    if row.name and pledge.member_id is None and not pledge.note:
-        pledge.note = f"{NAME_NOTE}{row.name}"
-        changes.append("note")
     return changes

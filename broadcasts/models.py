@@ -21,6 +21,7 @@ class Pledge(models.Model):
     bot = models.ForeignKey(Bot, on_delete=models.CASCADE, related_name="pledges")
     member = models.ForeignKey(TelegramUser, null=True, blank=True, on_delete=models.SET_NULL, related_name="pledges")
     telegram_id = models.BigIntegerField(help_text="The member's Telegram id; the pledge attaches when they /start.")
+    name = models.CharField(max_length=200, blank=True, help_text="The donor's name, as the imported file gives it.")
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     paid_amount = models.DecimalField(max_digits=14, decimal_places=2, default=Decimal("0"))
     currency = models.CharField(max_length=8, default=settings.PLEDGE_DEFAULT_CURRENCY)
@@ -32,10 +33,11 @@ class Pledge(models.Model):
     objects = PledgeQuerySet.as_manager()
 
     class Meta:
-        indexes = [models.Index(fields=["bot", "telegram_id"])]
+        # campaign: the list's campaign filter reads its distinct values from the index.
+        indexes = [models.Index(fields=["bot", "telegram_id"]), models.Index(fields=["campaign"])]
 
     def __str__(self) -> str:
-        return f"{self.format(self.amount)} by {self.member or self.telegram_id}"
+        return f"{self.format(self.amount)} by {self.member or self.name or self.telegram_id}"
 
     @property
     def balance(self) -> Decimal:
@@ -50,6 +52,11 @@ class Pledge(models.Model):
     @property
     def is_overdue(self) -> bool:
         return bool(self.due_date and self.due_date < date.today() and self.balance > 0)
+
+    @property
+    def days_overdue(self) -> int:
+        """Days since the due date of a pledge with a balance still due; 0 otherwise."""
+        return (date.today() - self.due_date).days if self.is_overdue else 0
 
     def format(self, value: Decimal) -> str:
         """1234.5 USD -> "1,234.50 USD"; whole amounts drop the cents."""

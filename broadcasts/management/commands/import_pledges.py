@@ -1,15 +1,18 @@
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, OutputWrapper
 
 from bots.management.commands._bot_option import add_bot_argument, chosen_bot
-from broadcasts.importing import ImportResult, import_pledges
+from broadcasts.importing import ImportResult, count_lines, import_pledges
+
+MAX_ERRORS_SHOWN = 1000
 
 
 class Command(BaseCommand):
     help = (
         "Import pledges from a CSV file with the columns telegram_id, amount, paid_amount, due_date "
-        "(YYYY-MM-DD) and optionally name, currency, campaign. Importing a file again updates, never duplicates."
+        "(YYYY-MM-DD) and optionally name, currency, campaign. Importing a file again updates, never duplicates. "
+        "On a terminal, a progress line shows on stderr."
     )
 
     def add_arguments(self, parser):
@@ -22,22 +25,50 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         bot = chosen_bot(options)
-        result = self.run_import(bot, options["file"], options["dry_run"], options["skip_errors"])
-        if options["verbosity"] > 1:
+        every_row = options["verbosity"] > 1
+        result = self.run_import(bot, options["file"], options["dry_run"], options["skip_errors"], every_row)
+        if every_row:
             for row in result.rows:
                 changes = f" ({', '.join(row.changes)})" if row.changes else ""
                 self.stdout.write(f"line {row.line}: {row.action} {row.telegram_id} {row.campaign}{changes}".rstrip())
-        for line, reason in result.errors:
-            self.stderr.write(f"line {line}: {reason}")
-        if result.errors and not result.applied:
+        for error in result.errors:
+            self.stderr.write(f"line {error.line}: {error.reason}")
+        if result.error_count > len(result.errors):
+            self.stderr.write(f"... and {result.error_count - len(result.errors)} more errors")
+        if result.error_count and not result.applied:
             raise CommandError(result.summary())
         self.stdout.write(self.style.SUCCESS(result.summary()))
 
-    def run_import(self, bot, path: Path, dry_run: bool, skip_errors: bool) -> ImportResult:
+    def run_import(self, bot, path: Path, dry_run: bool, skip_errors: bool, every_row: bool) -> ImportResult:
         try:
+            progress = ProgressLine(count_lines(path), self.stderr) if self.stderr.isatty() else None
             with path.open(encoding="utf-8-sig", newline="") as file:
-                return import_pledges(bot, file, dry_run=dry_run, skip_errors=skip_errors)
+                result = import_pledges(
+                    bot,
+                    file,
+                    dry_run=dry_run,
+                    skip_errors=skip_errors,
+                    sample_size=None if every_row else MAX_ERRORS_SHOWN,
+                    progress=progress,
+                )
         except FileNotFoundError:
             raise CommandError(f"No such file: {path}") from None
-        except UnicodeDecodeError:
-            raise CommandError(f"{path} is not UTF-8 text. Save it from your spreadsheet as “CSV UTF-8”.") from None
+        if progress:
+            progress.finish()
+        return result
+
+
+class ProgressLine:
+    """` 42% 42,000/100,000 lines`, rewritten in place on a terminal (tqdm is not a dependency)."""
+
+    def __init__(self, total_lines: int, stream: OutputWrapper):
+        self.total = max(total_lines, 1)
+        self.stream = stream
+
+    def __call__(self, lines: int) -> None:
+        percent = min(100, 100 * lines // self.total)
+        self.stream.write(f"\r{percent:3d}% {lines:,}/{self.total:,} lines", ending="")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        self.stream.write("")
