@@ -1,12 +1,16 @@
 """Pacing replies: about one message a second into one chat and twenty a minute into a
-group, and a slot in the bot's overall rate, which replies share with broadcasts."""
+group, and a slot in the bot's overall rate, which replies share with broadcasts. The
+slot is taken before the handler changes anything; the reply then leaves when the bot's
+record of actual departures (queueing.departures) has room for it."""
 
+import math
 import time
 
 import telegram
 from django.conf import settings
 
 from bots.models import Bot
+from queueing.departures import REPLIES, get_departure_log
 from queueing.errors import RateLimited
 from queueing.ratelimit import get_limiter
 
@@ -27,6 +31,15 @@ def wait_for_reply_slot(bot: Bot, chat_id: int) -> None:
     # slot not yet claimed.
     overall = limiter.take(f"bot:{bot.pk}", settings.TELEGRAM_RATE_LIMIT * margin, 1)
     time.sleep(max(chat.delay, overall.delay))
+
+
+def wait_for_departure(bot: Bot) -> None:
+    """Just before the reply's request: wait until fewer than the bot's limit of messages
+    (replies and broadcasts, from every process) left within Telegram's sliding second."""
+    log = get_departure_log()
+    limit = max(1, math.floor(settings.TELEGRAM_RATE_LIMIT))
+    while wait := log.leave(f"bot:{bot.pk}", REPLIES, limit):
+        time.sleep(wait)
 
 
 def pause_after_429(bot: Bot, exc: telegram.error.RetryAfter) -> None:

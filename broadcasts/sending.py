@@ -11,6 +11,7 @@ import heapq
 import logging
 import math
 import time
+import uuid
 import warnings
 from collections import deque
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import telegram
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Prefetch
 from django.utils import timezone
 from telegram.warnings import PTBUserWarning
@@ -31,6 +32,7 @@ from bots.models import TelegramUser
 from broadcasts.audiences import recipients
 from broadcasts.models import Broadcast, Delivery, Pledge
 from broadcasts.personalize import render
+from queueing.departures import DepartureLog, get_departure_log
 from queueing.errors import PERMANENT, RATE_LIMITED, RETRIABLE, classify
 from queueing.queues import get_queue
 from queueing.ratelimit import Grant, get_limiter
@@ -129,14 +131,31 @@ class Departures:
       window on time would arrive within the same second. Measured against the fake, a
       message never reached it later than its round trip beyond the fastest predicted;
     - consecutive departures at least 1 / (CATCH_UP * rate) apart: catching up is no burst;
-    - nothing during a 429 pause, and nothing else until the first send is answered.
+    - nothing during a 429 pause, and nothing else until the first send is answered;
+    - with a shared `log` (queueing.departures), the bot's other senders (replies, other
+      broadcast senders in any process) count too. Every SYNC seconds a send records this
+      sender's departures since the last time in one batch, in the background, which also
+      says when another sender last sent. While one did within the last SHARED seconds,
+      each send first checks the shared window and records itself there atomically.
 
-    `clock` and `sleep` are the event loop's; tests pass their own."""
+    `clock` and `sleep` are the event loop's, `offload(func)` runs a blocking call of the log
+    (by default in a thread of its own); tests pass their own."""
 
     MAX_DELAY = 1.0
     POLL = 0.002  # while the window's oldest send is still unanswered
+    SYNC = 0.1
+    SHARED = 2.0
 
-    def __init__(self, limit: float, margin: float, clock=time.monotonic, sleep=asyncio.sleep):
+    def __init__(
+        self,
+        limit: float,
+        margin: float,
+        clock=time.monotonic,
+        sleep=asyncio.sleep,
+        log: DepartureLog | None = None,
+        key: str = "",
+        offload=None,
+    ):
         self.rate = limit * (1 - margin)
         self.burst = max(1, math.floor(limit))
         self.window = self.burst / (limit * (1 - margin * WINDOW_SLACK))
@@ -146,6 +165,13 @@ class Departures:
         self.paused_until = 0.0
         self.clock, self.sleep = clock, sleep
         self.lock = asyncio.Lock()
+        self.log, self.key, self.sender = log, key, f"broadcast:{uuid.uuid4().hex}"
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="departures") if log else None
+        self.offload = offload or self._in_thread
+        self.unrecorded: list[float] = []  # own departures not yet in the log
+        self.synced_at: float | None = None
+        self.syncing: asyncio.Task | None = None
+        self.others_at = -math.inf  # when another sender last sent, as far as the log said
 
     def earliest(self, now: float) -> tuple[float, bool]:
         """The earliest moment the next send may leave, slots aside, and whether that may
@@ -182,11 +208,59 @@ class Departures:
                 now = self.clock()
                 earliest, moving = self.earliest(now)
                 if earliest <= now:
-                    break
+                    if (wait := await self._shared_wait(now)) <= 0:
+                        break
+                    await self.sleep(wait)
+                    continue
                 await self.sleep(min(earliest - now, self.POLL) if moving else earliest - now)
             departure = Departure(self.clock())
             self.recent.append(departure)
+            if wait < 0:
+                self.unrecorded.append(departure.at)
             return departure
+
+    async def _shared_wait(self, now: float) -> float:
+        """0 if this send is recorded in the shared log and may leave, < 0 if it may leave and
+        is to be recorded with the next batch, else how long to wait for the shared window."""
+        if self.log is None:
+            return 0.0
+        if self.synced_at is None:
+            await self._sync()
+        elif now - self.synced_at >= self.SYNC and (self.syncing is None or self.syncing.done()):
+            self.syncing = asyncio.create_task(self._sync())
+        if now - self.others_at >= self.SHARED:
+            return -1.0
+        if self.unrecorded:
+            await self._sync()
+        return await self.offload(self.log.leave, self.key, self.sender, self.burst)
+
+    async def _sync(self) -> None:
+        """Record the departures not recorded yet, and learn when another sender last sent."""
+        batch, self.unrecorded = self.unrecorded, []
+
+        def record() -> float | None:
+            now = self.clock()
+            return self.log.record(self.key, self.sender, [now - at for at in batch])
+
+        others_age = await self.offload(record)
+        self.synced_at = self.clock()
+        if others_age is not None:
+            self.others_at = max(self.others_at, self.synced_at - others_age)
+
+    async def _in_thread(self, func, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.thread, func, *args)
+
+    async def close(self) -> None:
+        """Record the last departures; then the thread and its database connection close."""
+        if self.log is None:
+            return
+        if self.syncing:
+            await self.syncing
+        if self.unrecorded:
+            await self._sync()
+        if self.thread:
+            await self._in_thread(connections.close_all)
+            self.thread.shutdown()
 
     def answered(self, departure: Departure, at: float | None = None) -> None:
         departure.answered = self.clock() if at is None else at
@@ -223,9 +297,9 @@ class ChunkSender:
         self.continue_until = continue_until
         paid = broadcast.allow_paid_broadcast
         limit = settings.TELEGRAM_PAID_RATE_LIMIT if paid else settings.TELEGRAM_RATE_LIMIT
-        self.departures = Departures(limit, settings.TELEGRAM_RATE_MARGIN)
-        self.rate = self.departures.rate
         self.rate_key = f"bot:{broadcast.bot_id}" + (":paid" if paid else "")
+        self.departures = Departures(limit, settings.TELEGRAM_RATE_MARGIN, log=get_departure_log(), key=self.rate_key)
+        self.rate = self.departures.rate
         self.limiter = get_limiter()
         self.result = ChunkResult()
         self.text = broadcast.body
@@ -276,6 +350,7 @@ class ChunkSender:
         try:
             telegram_api.run(self._send_all())
         finally:
+            telegram_api.run(self.departures.close())
             self.db.submit(close_old_connections).result()
             self.db.shutdown()
         return self.result

@@ -331,6 +331,20 @@ class RateLimitBucket(models.Model):
         return self.key
 
 
+class Departure(models.Model):
+    """The database backend of queueing.departures: when a message of a key (a bot) left."""
+
+    key = models.CharField(max_length=200)
+    sender = models.CharField(max_length=100, help_text="Replies, or one broadcast sender.")
+    at = models.FloatField(help_text="When it left (Unix time).")
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.sender} at {self.at:.3f}"
+
+
 class Circuit(models.Model):
     """A service that stopped answering (Telegram for one bot), shared by every process:
     while it is open, work that needs the service waits instead of spending attempts, and
