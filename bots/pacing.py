@@ -3,14 +3,13 @@ group, and a slot in the bot's overall rate, which replies share with broadcasts
 slot is taken before the handler changes anything; the reply then leaves when the bot's
 record of actual departures (queueing.departures) has room for it."""
 
-import math
 import time
 
 import telegram
 from django.conf import settings
 
 from bots.models import Bot
-from queueing.departures import REPLIES, get_departure_log
+from queueing.departures import REPLIES, get_departure_log, window
 from queueing.errors import RateLimited
 from queueing.ratelimit import get_limiter
 
@@ -37,8 +36,8 @@ def wait_for_departure(bot: Bot) -> None:
     """Just before the reply's request: wait until fewer than the bot's limit of messages
     (replies and broadcasts, from every process) left within Telegram's sliding second."""
     log = get_departure_log()
-    limit = max(1, math.floor(settings.TELEGRAM_RATE_LIMIT))
-    while wait := log.leave(f"bot:{bot.pk}", REPLIES, limit):
+    limit, seconds = window(settings.TELEGRAM_RATE_LIMIT, settings.TELEGRAM_RATE_MARGIN)
+    while wait := log.leave(f"bot:{bot.pk}", REPLIES, limit, seconds):
         time.sleep(wait)
 
 

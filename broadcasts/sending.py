@@ -32,7 +32,7 @@ from bots.models import TelegramUser
 from broadcasts.audiences import recipients
 from broadcasts.models import Broadcast, Delivery, Pledge
 from broadcasts.personalize import render
-from queueing.departures import DepartureLog, get_departure_log
+from queueing.departures import DepartureLog, get_departure_log, window
 from queueing.errors import PERMANENT, RATE_LIMITED, RETRIABLE, classify
 from queueing.queues import get_queue
 from queueing.ratelimit import Grant, get_limiter
@@ -49,8 +49,6 @@ RETRY_BACKOFF = 2.0
 SLOT_HORIZON = 0.25
 # A sender that fell behind its slots catches up at most this many times faster than the rate.
 CATCH_UP = 1.5
-# The share of TELEGRAM_RATE_MARGIN kept as slack in each sliding window (see Departures).
-WINDOW_SLACK = 0.25
 UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
 
 
@@ -121,9 +119,8 @@ class Departures:
     event-loop wake-ups a millisecond or two late). Catching up obeys, on actual departures:
 
     - any `limit` consecutive departures span at least one second plus WINDOW_SLACK of the
-      margin (1.25 ms at 30/s and 0.5%): never more than `limit` in one second. The rest of
-      the margin is what a late sender catches up with: were the window as long as `limit`
-      slots, a sender once late would stay late, leaving in bursts once per window;
+      margin (1.25 ms at 30/s and 0.5%; queueing.departures.window): never more than `limit`
+      in one second;
     - plus however late the window's oldest send may have reached Telegram: its round trip
       beyond the fastest one seen (capped at MAX_DELAY; one still unanswered counts as
       answered now). A busy machine or network holds a request back for 10-20 ms now and
@@ -132,19 +129,17 @@ class Departures:
       message never reached it later than its round trip beyond the fastest predicted;
     - consecutive departures at least 1 / (CATCH_UP * rate) apart: catching up is no burst;
     - nothing during a 429 pause, and nothing else until the first send is answered;
-    - with a shared `log` (queueing.departures), the bot's other senders (replies, other
-      broadcast senders in any process) count too. Every SYNC seconds a send records this
-      sender's departures since the last time in one batch, in the background, which also
-      says when another sender last sent. While one did within the last SHARED seconds,
-      each send first checks the shared window and records itself there atomically.
+    - with a shared `log` (queueing.departures), the bot's other senders count too (replies,
+      another chunk in another process): each send then checks the shared window and records
+      itself there in one step, in a thread of its own so that the event loop never waits
+      for Redis or the database. Paid broadcasts have a key of their own, which no reply
+      shares, and up to 1000 sends a second: they keep to their own record only.
 
     `clock` and `sleep` are the event loop's, `offload(func)` runs a blocking call of the log
     (by default in a thread of its own); tests pass their own."""
 
     MAX_DELAY = 1.0
     POLL = 0.002  # while the window's oldest send is still unanswered
-    SYNC = 0.1
-    SHARED = 2.0
 
     def __init__(
         self,
@@ -157,8 +152,7 @@ class Departures:
         offload=None,
     ):
         self.rate = limit * (1 - margin)
-        self.burst = max(1, math.floor(limit))
-        self.window = self.burst / (limit * (1 - margin * WINDOW_SLACK))
+        self.burst, self.window = window(limit, margin)
         self.min_gap = 1 / (CATCH_UP * self.rate)
         self.recent: deque[Departure] = deque(maxlen=self.burst)
         self.fastest = math.inf  # the shortest round trip seen
@@ -168,10 +162,6 @@ class Departures:
         self.log, self.key, self.sender = log, key, f"broadcast:{uuid.uuid4().hex}"
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="departures") if log else None
         self.offload = offload or self._in_thread
-        self.unrecorded: list[float] = []  # own departures not yet in the log
-        self.synced_at: float | None = None
-        self.syncing: asyncio.Task | None = None
-        self.others_at = -math.inf  # when another sender last sent, as far as the log said
 
     def earliest(self, now: float) -> tuple[float, bool]:
         """The earliest moment the next send may leave, slots aside, and whether that may
@@ -208,58 +198,29 @@ class Departures:
                 now = self.clock()
                 earliest, moving = self.earliest(now)
                 if earliest <= now:
-                    if (wait := await self._shared_wait(now)) <= 0:
+                    if not (wait := await self._shared_wait()):
                         break
                     await self.sleep(wait)
                     continue
                 await self.sleep(min(earliest - now, self.POLL) if moving else earliest - now)
             departure = Departure(self.clock())
             self.recent.append(departure)
-            if wait < 0:
-                self.unrecorded.append(departure.at)
             return departure
 
-    async def _shared_wait(self, now: float) -> float:
-        """0 if this send is recorded in the shared log and may leave, < 0 if it may leave and
-        is to be recorded with the next batch, else how long to wait for the shared window."""
+    async def _shared_wait(self) -> float:
+        """0 once this send is recorded in the bot's shared log of departures; else how long
+        until the shared window has room for it."""
         if self.log is None:
             return 0.0
-        if self.synced_at is None:
-            await self._sync()
-        elif now - self.synced_at >= self.SYNC and (self.syncing is None or self.syncing.done()):
-            self.syncing = asyncio.create_task(self._sync())
-        if now - self.others_at >= self.SHARED:
-            return -1.0
-        if self.unrecorded:
-            await self._sync()
-        return await self.offload(self.log.leave, self.key, self.sender, self.burst)
-
-    async def _sync(self) -> None:
-        """Record the departures not recorded yet, and learn when another sender last sent."""
-        batch, self.unrecorded = self.unrecorded, []
-
-        def record() -> float | None:
-            now = self.clock()
-            return self.log.record(self.key, self.sender, [now - at for at in batch])
-
-        others_age = await self.offload(record)
-        self.synced_at = self.clock()
-        if others_age is not None:
-            self.others_at = max(self.others_at, self.synced_at - others_age)
+        return await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
 
     async def _in_thread(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self.thread, func, *args)
 
-    async def close(self) -> None:
-        """Record the last departures; then the thread and its database connection close."""
-        if self.log is None:
-            return
-        if self.syncing:
-            await self.syncing
-        if self.unrecorded:
-            await self._sync()
+    def close(self) -> None:
+        """The log's thread and its database connection close."""
         if self.thread:
-            await self._in_thread(connections.close_all)
+            self.thread.submit(connections.close_all).result()
             self.thread.shutdown()
 
     def answered(self, departure: Departure, at: float | None = None) -> None:
@@ -298,7 +259,8 @@ class ChunkSender:
         paid = broadcast.allow_paid_broadcast
         limit = settings.TELEGRAM_PAID_RATE_LIMIT if paid else settings.TELEGRAM_RATE_LIMIT
         self.rate_key = f"bot:{broadcast.bot_id}" + (":paid" if paid else "")
-        self.departures = Departures(limit, settings.TELEGRAM_RATE_MARGIN, log=get_departure_log(), key=self.rate_key)
+        log = None if paid else get_departure_log()
+        self.departures = Departures(limit, settings.TELEGRAM_RATE_MARGIN, log=log, key=self.rate_key)
         self.rate = self.departures.rate
         self.limiter = get_limiter()
         self.result = ChunkResult()
@@ -350,7 +312,7 @@ class ChunkSender:
         try:
             telegram_api.run(self._send_all())
         finally:
-            telegram_api.run(self.departures.close())
+            self.departures.close()
             self.db.submit(close_old_connections).result()
             self.db.shutdown()
         return self.result
