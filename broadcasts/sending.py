@@ -32,7 +32,7 @@ from bots.models import TelegramUser
 from broadcasts.audiences import recipients
 from broadcasts.models import Broadcast, Delivery, Pledge
 from broadcasts.personalize import render
-from queueing.departures import DepartureLog, get_departure_log, window
+from queueing.departures import MOST_HELD, DepartureLog, get_departure_log, window
 from queueing.errors import PERMANENT, RATE_LIMITED, RETRIABLE, classify
 from queueing.queues import get_queue
 from queueing.ratelimit import Grant, get_limiter
@@ -130,16 +130,23 @@ class Departures:
     - consecutive departures at least 1 / (CATCH_UP * rate) apart: catching up is no burst;
     - nothing during a 429 pause, and nothing else until the first send is answered;
     - with a shared `log` (queueing.departures), the bot's other senders count too (replies,
-      another chunk in another process): each send then checks the shared window and records
-      itself there in one step, in a thread of its own so that the event loop never waits
-      for Redis or the database. Paid broadcasts have a key of their own, which no reply
-      shares, and up to 1000 sends a second: they keep to their own record only.
+      another chunk in another process). At most every SYNC seconds this sender records its
+      departures since the last time in one batch, which says when another sender last sent,
+      and holds `places` in the shared window until the next batch, for the sends it makes
+      meanwhile: a reply that checks the window then counts them before they are recorded.
+      While another sender sent within the last SHARED seconds, each send instead checks the
+      shared window and records itself there in one step (see the module docstring of
+      queueing.departures). Calls of the log run in a thread of their own: the event loop
+      never waits for Redis or the database. Paid broadcasts have a key of their own, which
+      no reply shares, and up to 1000 sends a second: they keep to their own record only.
 
     `clock` and `sleep` are the event loop's, `offload(func)` runs a blocking call of the log
     (by default in a thread of its own); tests pass their own."""
 
     MAX_DELAY = 1.0
     POLL = 0.002  # while the window's oldest send is still unanswered
+    SYNC = 0.1
+    SHARED = 2.0
 
     def __init__(
         self,
@@ -162,6 +169,12 @@ class Departures:
         self.log, self.key, self.sender = log, key, f"broadcast:{uuid.uuid4().hex}"
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="departures") if log else None
         self.offload = offload or self._in_thread
+        self.places = min(MOST_HELD, math.ceil(CATCH_UP * self.rate * self.SYNC) + 1)
+        self.unrecorded: list[float] = []  # own departures not yet in the log
+        self.synced_at = -math.inf
+        self.reserved = 0  # places held at the last sync
+        self.others_at = -math.inf  # when another sender last sent, as the log last said
+        self.sharing = False
 
     def earliest(self, now: float) -> tuple[float, bool]:
         """The earliest moment the next send may leave, slots aside, and whether that may
@@ -205,23 +218,51 @@ class Departures:
                 await self.sleep(min(earliest - now, self.POLL) if moving else earliest - now)
             departure = Departure(self.clock())
             self.recent.append(departure)
+            if self.log and not self.sharing:
+                self.unrecorded.append(departure.at)
             return departure
 
     async def _shared_wait(self) -> float:
-        """0 once this send is recorded in the bot's shared log of departures; else how long
-        until the shared window has room for it."""
+        """0 if this send may leave (recorded in the shared log, or to be recorded with the
+        next batch); else how long until the shared window has room for it."""
         if self.log is None:
             return 0.0
-        return await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
+        if self.clock() - self.synced_at >= self.SYNC or (not self.sharing and len(self.unrecorded) >= self.reserved):
+            await self._sync()
+        if self.sharing:
+            return await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
+        return 0.0
+
+    async def _sync(self) -> None:
+        """Record this sender's departures since the last time, hold places for those of the
+        next SYNC seconds unless others send (each send then records itself), and learn when
+        another sender last sent."""
+        batch, self.unrecorded = self.unrecorded, []
+        reserve = 0 if self.sharing else self.places
+
+        def record() -> float | None:
+            now = self.clock()
+            # Held a little beyond SYNC: the next batch may be a moment late.
+            return self.log.record(self.key, self.sender, [now - at for at in batch], reserve, 2 * self.SYNC)
+
+        others_age = await self.offload(record)
+        self.synced_at, self.reserved = self.clock(), reserve
+        if others_age is not None:
+            self.others_at = max(self.others_at, self.synced_at - others_age)
+        self.sharing = self.synced_at - self.others_at < self.SHARED
 
     async def _in_thread(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self.thread, func, *args)
 
     def close(self) -> None:
-        """The log's thread and its database connection close."""
-        if self.thread:
-            self.thread.submit(connections.close_all).result()
-            self.thread.shutdown()
+        """Record the last departures and give the places held back; the log's thread and
+        its database connection close."""
+        if self.log is None:
+            return
+        ages = [self.clock() - at for at in self.unrecorded]
+        self.thread.submit(self.log.record, self.key, self.sender, ages, 0, 0.0).result()
+        self.thread.submit(connections.close_all).result()
+        self.thread.shutdown()
 
     def answered(self, departure: Departure, at: float | None = None) -> None:
         departure.answered = self.clock() if at is None else at

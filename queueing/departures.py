@@ -8,9 +8,14 @@ actually leave, and a message leaves only when fewer than `limit` of the bot's m
 left within the last `window` seconds (one second plus a small slack), checked and recorded
 in one atomic step.
 
-Replies and broadcast sends (broadcasts.sending.Departures) alike check and record each
-departure with `leave`: one Redis script or one short transaction, at most the bot's rate
-times a second."""
+Replies check and record each departure (`leave`). A broadcast sender, up to the bot's rate
+from one process, records its departures in batches (`record`) and holds places in the
+window for those it makes before the next batch, so that a reply counts them before they are
+recorded; the batch also tells it when another sender last sent. While others send, each of
+its sends checks the window too (broadcasts.sending.Departures). Why that is enough: a
+broadcast send that leaves between two batches without looking at the log is covered by a
+held place that every reply since the last batch counted, and the batch before it saw every
+earlier reply."""
 
 import math
 import time
@@ -18,6 +23,7 @@ from functools import cache
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Max
 
 from queueing.models import Departure, RateLimitBucket
 
@@ -27,6 +33,9 @@ from queueing.models import Departure, RateLimitBucket
 # as long as `limit` slots, a sender once late would stay late.
 WINDOW_SLACK = 0.25
 REPLIES = "replies"  # the sender of every reply, whichever process sends it
+# Departures are kept this long, so that a sender can tell whether others sent lately.
+KEEP = 5.0
+MOST_HELD = 100  # places one sender may hold in the window
 
 
 def window(limit: float, margin: float) -> tuple[int, float]:
@@ -45,52 +54,124 @@ def wait_for_room(times: list[float], now: float, limit: int, window: float) -> 
 
 class DepartureLog:
     def leave(self, key: str, sender: str, limit: int, window: float) -> float:
-        """Record a departure of `sender` now if fewer than `limit` departures of `key` are
-        within the last `window` seconds, and return 0; else record nothing and return how
-        long until there is room."""
+        """Record a departure of `sender` now if fewer than `limit` departures (and held
+        places) of `key` are within the last `window` seconds, and return 0; else record that
+        it waits and return how long until there is room."""
+        raise NotImplementedError
+
+    def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
+        """Record departures of `sender` that happened `ages` seconds ago (ages, not times:
+        each machine's clock differs from the log's), and hold `reserve` places in the window
+        for the departures it makes in the next `until` seconds, in place of those it held.
+        Returns how many seconds ago another sender last sent or waited, or None if none did
+        within KEEP seconds."""
         raise NotImplementedError
 
 
 class DatabaseDepartureLog(DepartureLog):
-    """One row per departure, written under the key's RateLimitBucket row lock (PostgreSQL)
-    or SQLite's write lock (taken at BEGIN). `clock`: Unix time, or a test's."""
+    """One row per departure, held place or wait, written under the key's RateLimitBucket row
+    lock (PostgreSQL) or SQLite's write lock (taken at BEGIN). `clock`: Unix time, or a test's."""
 
     def __init__(self, clock=time.time):
         self.clock = clock
 
     def leave(self, key: str, sender: str, limit: int, window: float) -> float:
         with transaction.atomic():
-            RateLimitBucket.objects.bulk_create([RateLimitBucket(key=key)], ignore_conflicts=True)
-            RateLimitBucket.objects.select_for_update().get(key=key)
-            now = self.clock()
-            Departure.objects.filter(key=key, at__lte=now - window).delete()
-            times = Departure.objects.filter(key=key).order_by("at").values_list("at", flat=True)
-            wait = wait_for_room(list(times), now, limit, window)
-            if not wait:
-                Departure.objects.create(key=key, sender=sender, at=now)
+            now = self._locked(key)
+            inside = Departure.objects.filter(key=key, at__gt=now - window).exclude(kind=Departure.Kind.WAITING)
+            wait = wait_for_room(list(inside.order_by("at").values_list("at", flat=True)), now, limit, window)
+            kind = Departure.Kind.WAITING if wait else Departure.Kind.LEFT
+            Departure.objects.create(key=key, sender=sender, kind=kind, at=now)
         return wait
 
+    def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
+        with transaction.atomic():
+            now = self._locked(key)
+            Departure.objects.filter(key=key, sender=sender, kind=Departure.Kind.HELD).delete()
+            Departure.objects.bulk_create(
+                [Departure(key=key, sender=sender, at=now - age) for age in ages]
+                + [Departure(key=key, sender=sender, kind=Departure.Kind.HELD, at=now + until) for _ in range(reserve)]
+            )
+            others = Departure.objects.filter(key=key).exclude(sender=sender).exclude(kind=Departure.Kind.HELD)
+            last = others.aggregate(last=Max("at"))["last"]
+        return None if last is None else now - last
 
-# Redis's clock, not each machine's. KEYS[1]: a sorted set of departures (member
-# "serial:sender", score the time); KEYS[2]: the serial.
-_LEAVE = """
+    def _locked(self, key: str) -> float:
+        """Lock the key, forget what is older than KEEP and return the time now."""
+        RateLimitBucket.objects.bulk_create([RateLimitBucket(key=key)], ignore_conflicts=True)
+        RateLimitBucket.objects.select_for_update().get(key=key)
+        now = self.clock()
+        Departure.objects.filter(key=key, at__lte=now - KEEP).delete()
+        return now
+
+
+# Redis's clock, not each machine's. KEYS[1]: a sorted set of departures and held places
+# (members "serial:sender" and "held:sender:i", scores their times); KEYS[2]: a hash, when
+# each sender last left or waited, how many places it holds ("held:sender"), and the serial.
+_NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local limit = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
-local inside = redis.call('ZCARD', KEYS[1])
-if inside >= limit then
-  local oldest = redis.call('ZRANGE', KEYS[1], inside - limit, inside - limit, 'WITHSCORES')
-  return tostring(math.max(tonumber(oldest[2]) + window - now, 0.000001))
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[1]))
+redis.call('EXPIRE', KEYS[1], math.ceil(ARGV[1]) + 1)
+redis.call('EXPIRE', KEYS[2], math.ceil(ARGV[1]) + 1)
+local function seen(sender, at)
+  local last = tonumber(redis.call('HGET', KEYS[2], sender) or '0')
+  redis.call('HSET', KEYS[2], sender, string.format('%.6f', math.max(last, at)))
 end
-local serial = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], now, serial .. ':' .. ARGV[1])
-local expiry = math.ceil(window) + 1
-redis.call('EXPIRE', KEYS[1], expiry)
-redis.call('EXPIRE', KEYS[2], expiry)
+local function depart(sender, at)
+  local serial = redis.call('HINCRBY', KEYS[2], 'serial', 1)
+  redis.call('ZADD', KEYS[1], at, serial .. ':' .. sender)
+  seen(sender, at)
+end
+"""
+_LEAVE = (
+    _NOW
+    + """
+local sender, limit, window = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local inside = redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.6f', now - window), '+inf')
+if inside >= limit then
+  local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%.6f', now - window), '+inf',
+                           'WITHSCORES', 'LIMIT', inside - limit, 1)
+  seen(sender, now)
+  return tostring(math.max(tonumber(first[2]) + window - now, 0.000001))
+end
+depart(sender, now)
 return '0'
 """
+)
+_RECORD = (
+    _NOW
+    + """
+local sender, reserve, hold = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 5, #ARGV do
+  depart(sender, now - tonumber(ARGV[i]))
+end
+local held = tonumber(redis.call('HGET', KEYS[2], 'held:' .. sender) or '0')
+for i = 1, math.max(held, reserve) do
+  if i <= reserve then
+    redis.call('ZADD', KEYS[1], now + hold, 'held:' .. sender .. ':' .. i)
+  else
+    redis.call('ZREM', KEYS[1], 'held:' .. sender .. ':' .. i)
+  end
+end
+redis.call('HSET', KEYS[2], 'held:' .. sender, reserve)
+local others = nil
+local last = redis.call('HGETALL', KEYS[2])
+for i = 1, #last, 2 do
+  local at = tonumber(last[i + 1])
+  if last[i] == 'serial' or last[i] == sender or string.sub(last[i], 1, 5) == 'held:' then
+  elseif at <= now - tonumber(ARGV[1]) then
+    redis.call('HDEL', KEYS[2], last[i])
+  elseif others == nil or at > others then
+    others = at
+  end
+end
+if others == nil then
+  return false
+end
+return tostring(now - others)
+"""
+)
 
 
 class RedisDepartureLog(DepartureLog):
@@ -99,11 +180,20 @@ class RedisDepartureLog(DepartureLog):
     def __init__(self, url: str):
         import redis
 
-        self._leave = redis.Redis.from_url(url).register_script(_LEAVE)
+        client = redis.Redis.from_url(url)
+        self._leave = client.register_script(_LEAVE)
+        self._record = client.register_script(_RECORD)
+
+    def _keys(self, key: str) -> list[str]:
+        return [self.PREFIX + key, self.PREFIX + key + ":senders"]
 
     def leave(self, key: str, sender: str, limit: int, window: float) -> float:
-        keys = [self.PREFIX + key, self.PREFIX + key + ":serial"]
-        return float(self._leave(keys=keys, args=[sender, limit, window]))
+        return float(self._leave(keys=self._keys(key), args=[KEEP, sender, limit, window]))
+
+    def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
+        args = [KEEP, sender, reserve, until, *ages]
+        others = self._record(keys=self._keys(key), args=args)
+        return None if others is None else float(others)
 
 
 @cache
