@@ -77,7 +77,7 @@ class DatabaseDepartureLog(DepartureLog):
 
     def leave(self, key: str, sender: str, limit: int, window: float) -> float:
         with transaction.atomic():
-            now = self._locked(key)
+            now = self._locked(key, max(KEEP, window))
             inside = Departure.objects.filter(key=key, at__gt=now - window).exclude(kind=Departure.Kind.WAITING)
             wait = wait_for_room(list(inside.order_by("at").values_list("at", flat=True)), now, limit, window)
             kind = Departure.Kind.WAITING if wait else Departure.Kind.LEFT
@@ -86,7 +86,7 @@ class DatabaseDepartureLog(DepartureLog):
 
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
         with transaction.atomic():
-            now = self._locked(key)
+            now = self._locked(key, KEEP)
             Departure.objects.filter(key=key, sender=sender, kind=Departure.Kind.HELD).delete()
             Departure.objects.bulk_create(
                 [Departure(key=key, sender=sender, at=now - age) for age in ages]
@@ -96,12 +96,12 @@ class DatabaseDepartureLog(DepartureLog):
             last = others.aggregate(last=Max("at"))["last"]
         return None if last is None else now - last
 
-    def _locked(self, key: str) -> float:
-        """Lock the key, forget what is older than KEEP and return the time now."""
+    def _locked(self, key: str, keep: float) -> float:
+        """Lock the key, forget what is older than `keep` seconds and return the time now."""
         RateLimitBucket.objects.bulk_create([RateLimitBucket(key=key)], ignore_conflicts=True)
         RateLimitBucket.objects.select_for_update().get(key=key)
         now = self.clock()
-        Departure.objects.filter(key=key, at__lte=now - KEEP).delete()
+        Departure.objects.filter(key=key, at__lte=now - keep).delete()
         return now
 
 
@@ -188,7 +188,7 @@ class RedisDepartureLog(DepartureLog):
         return [self.PREFIX + key, self.PREFIX + key + ":senders"]
 
     def leave(self, key: str, sender: str, limit: int, window: float) -> float:
-        return float(self._leave(keys=self._keys(key), args=[KEEP, sender, limit, window]))
+        return float(self._leave(keys=self._keys(key), args=[max(KEEP, window), sender, limit, window]))
 
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
         args = [KEEP, sender, reserve, until, *ages]
