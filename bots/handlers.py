@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 import telegram
 
 from bots.models import Bot, TelegramUser, Update
-from bots.pacing import pause_after_429, wait_for_departure, wait_for_reply_slot
+from bots.pacing import departing, pause_after_429, wait_for_reply_slot
 from bots.telegram_api import call
 
 HELP = (
@@ -39,9 +39,9 @@ class Context:
             self.slot_taken = False
         else:
             wait_for_reply_slot(self.bot, self.chat_id)
-        wait_for_departure(self.bot)
         try:
-            return call(self.bot, "send_message", chat_id=self.chat_id, text=text)
+            with departing(self.bot):
+                return call(self.bot, "send_message", chat_id=self.chat_id, text=text)
         except telegram.error.RetryAfter as exc:
             pause_after_429(self.bot, exc)
             raise

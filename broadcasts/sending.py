@@ -170,7 +170,7 @@ class Departures:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="departures") if log else None
         self.offload = offload or self._in_thread
         self.places = min(MOST_HELD, math.ceil(CATCH_UP * self.rate * self.SYNC) + 1)
-        self.unrecorded: list[float] = []  # own departures not yet in the log
+        self.unrecorded: list[Departure] = []  # own departures not yet in the log
         self.synced_at = -math.inf
         self.reserved = 0  # places held at the last sync
         self.others_at = -math.inf  # when another sender last sent, as the log last said
@@ -191,12 +191,16 @@ class Departures:
         earliest = max(earliest, self.recent[-1].at + self.min_gap)
         if len(self.recent) == self.burst:
             oldest = self.recent[0]
-            unanswered = oldest.answered is None
-            round_trip = (now if unanswered else oldest.answered) - oldest.at
-            late = min(self.MAX_DELAY, max(0.0, round_trip - fastest))
-            moving = moving or (unanswered and late < self.MAX_DELAY)
+            late = self.late(oldest, now, fastest)
+            moving = moving or (oldest.answered is None and late < self.MAX_DELAY)
             earliest = max(earliest, oldest.at + self.window + late)
         return earliest, moving
+
+    def late(self, departure: Departure, now: float, fastest: float) -> float:
+        """How much later than it left a send may have reached Telegram: its round trip beyond
+        the fastest one (one still unanswered counts as answered now)."""
+        round_trip = (now if departure.answered is None else departure.answered) - departure.at
+        return min(self.MAX_DELAY, max(0.0, round_trip - fastest))
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, self.clock() + seconds)
@@ -219,7 +223,7 @@ class Departures:
             departure = Departure(self.clock())
             self.recent.append(departure)
             if self.log and not self.sharing:
-                self.unrecorded.append(departure.at)
+                self.unrecorded.append(departure)
             return departure
 
     async def _shared_wait(self) -> float:
@@ -242,8 +246,10 @@ class Departures:
 
         def record() -> float | None:
             now = self.clock()
+            fastest = 0.0 if math.isinf(self.fastest) else self.fastest
+            ages = [now - d.at - self.late(d, now, fastest) for d in batch]
             # Held a little beyond SYNC: the next batch may be a moment late.
-            return self.log.record(self.key, self.sender, [now - at for at in batch], reserve, 2 * self.SYNC)
+            return self.log.record(self.key, self.sender, ages, reserve, 2 * self.SYNC)
 
         others_age = await self.offload(record)
         self.synced_at, self.reserved = self.clock(), reserve
@@ -259,7 +265,9 @@ class Departures:
         its database connection close."""
         if self.log is None:
             return
-        ages = [self.clock() - at for at in self.unrecorded]
+        now = self.clock()
+        fastest = 0.0 if math.isinf(self.fastest) else self.fastest
+        ages = [now - d.at - self.late(d, now, fastest) for d in self.unrecorded]
         self.thread.submit(self.log.record, self.key, self.sender, ages, 0, 0.0).result()
         self.thread.submit(connections.close_all).result()
         self.thread.shutdown()

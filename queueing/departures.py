@@ -23,7 +23,7 @@ from functools import cache
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import F, Max
 
 from queueing.models import Departure, RateLimitBucket
 
@@ -32,7 +32,6 @@ from queueing.models import Departure, RateLimitBucket
 # window does. The rest of the margin is what a late sender catches up with: were the window
 # as long as `limit` slots, a sender once late would stay late.
 WINDOW_SLACK = 0.25
-REPLIES = "replies"  # the sender of every reply, whichever process sends it
 # Departures are kept this long, so that a sender can tell whether others sent lately.
 KEEP = 5.0
 MOST_HELD = 100  # places one sender may hold in the window
@@ -57,6 +56,13 @@ class DepartureLog:
         """Record a departure of `sender` now if fewer than `limit` departures (and held
         places) of `key` are within the last `window` seconds, and return 0; else record that
         it waits and return how long until there is room."""
+        raise NotImplementedError
+
+    def arrived_late(self, key: str, sender: str, seconds: float) -> None:
+        """The last departure of `sender` may have reached Telegram up to `seconds` after it
+        left (its answer came back that much slower than the fastest): it counts as that much
+        later, so that the message closing its window does not reach Telegram within the same
+        second."""
         raise NotImplementedError
 
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
@@ -84,6 +90,12 @@ class DatabaseDepartureLog(DepartureLog):
             Departure.objects.create(key=key, sender=sender, kind=kind, at=now)
         return wait
 
+    def arrived_late(self, key: str, sender: str, seconds: float) -> None:
+        with transaction.atomic():
+            self._locked(key, KEEP)
+            last = Departure.objects.filter(key=key, sender=sender, kind=Departure.Kind.LEFT).order_by("-at")[:1]
+            Departure.objects.filter(pk__in=list(last.values_list("pk", flat=True))).update(at=F("at") + seconds)
+
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
         with transaction.atomic():
             now = self._locked(key, KEEP)
@@ -107,7 +119,8 @@ class DatabaseDepartureLog(DepartureLog):
 
 # Redis's clock, not each machine's. KEYS[1]: a sorted set of departures and held places
 # (members "serial:sender" and "held:sender:i", scores their times); KEYS[2]: a hash, when
-# each sender last left or waited, how many places it holds ("held:sender"), and the serial.
+# each sender last left or waited, its last departure ("last:sender"), how many places it
+# holds ("held:sender"), and the serial.
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -119,8 +132,9 @@ local function seen(sender, at)
   redis.call('HSET', KEYS[2], sender, string.format('%.6f', math.max(last, at)))
 end
 local function depart(sender, at)
-  local serial = redis.call('HINCRBY', KEYS[2], 'serial', 1)
-  redis.call('ZADD', KEYS[1], at, serial .. ':' .. sender)
+  local entry = redis.call('HINCRBY', KEYS[2], 'serial', 1) .. ':' .. sender
+  redis.call('ZADD', KEYS[1], at, entry)
+  redis.call('HSET', KEYS[2], 'last:' .. sender, entry)
   seen(sender, at)
 end
 """
@@ -159,7 +173,8 @@ local others = nil
 local last = redis.call('HGETALL', KEYS[2])
 for i = 1, #last, 2 do
   local at = tonumber(last[i + 1])
-  if last[i] == 'serial' or last[i] == sender or string.sub(last[i], 1, 5) == 'held:' then
+  local field = string.sub(last[i], 1, 5)
+  if last[i] == 'serial' or last[i] == sender or field == 'held:' or field == 'last:' then
   elseif at <= now - tonumber(ARGV[1]) then
     redis.call('HDEL', KEYS[2], last[i])
   elseif others == nil or at > others then
@@ -173,6 +188,14 @@ return tostring(now - others)
 """
 )
 
+_ARRIVED_LATE = """
+local entry = redis.call('HGET', KEYS[2], 'last:' .. ARGV[1])
+local at = entry and redis.call('ZSCORE', KEYS[1], entry)
+if at then
+  redis.call('ZADD', KEYS[1], 'XX', tonumber(at) + tonumber(ARGV[2]), entry)
+end
+"""
+
 
 class RedisDepartureLog(DepartureLog):
     PREFIX = "departures:"
@@ -183,12 +206,16 @@ class RedisDepartureLog(DepartureLog):
         client = redis.Redis.from_url(url)
         self._leave = client.register_script(_LEAVE)
         self._record = client.register_script(_RECORD)
+        self._arrived_late = client.register_script(_ARRIVED_LATE)
 
     def _keys(self, key: str) -> list[str]:
         return [self.PREFIX + key, self.PREFIX + key + ":senders"]
 
     def leave(self, key: str, sender: str, limit: int, window: float) -> float:
         return float(self._leave(keys=self._keys(key), args=[max(KEEP, window), sender, limit, window]))
+
+    def arrived_late(self, key: str, sender: str, seconds: float) -> None:
+        self._arrived_late(keys=self._keys(key), args=[sender, seconds])
 
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
         args = [KEEP, sender, reserve, until, *ages]

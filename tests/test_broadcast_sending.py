@@ -13,7 +13,7 @@ from bots.models import TelegramUser
 from broadcasts.models import Broadcast, Delivery
 from broadcasts.sending import CATCH_UP, ChunkSender, Departures, chunk_bounds, fan_out
 from broadcasts.tasks import send_chunk
-from queueing.departures import REPLIES, DatabaseDepartureLog, window
+from queueing.departures import DatabaseDepartureLog, window
 
 LIMIT, MARGIN = 30, 0.005
 RATE = LIMIT * (1 - MARGIN)
@@ -176,7 +176,7 @@ class RepliesMeanwhile(SimulatedClock):
         while self.due and self.due[0][0] <= until:
             self.now, reply = heapq.heappop(self.due)
             limit, seconds = window(LIMIT, MARGIN)
-            if wait := self.log.leave("bot:sim", REPLIES, limit, seconds):
+            if wait := self.log.leave("bot:sim", "replies", limit, seconds):
                 heapq.heappush(self.due, (self.now + wait, reply))
             else:
                 self.left[reply] = self.now

@@ -13,7 +13,7 @@ from django.db import connections
 
 from bots import pacing, telegram_api
 from bots.models import Bot
-from queueing.departures import REPLIES, DatabaseDepartureLog, get_departure_log, wait_for_room, window
+from queueing.departures import DatabaseDepartureLog, get_departure_log, wait_for_room, window
 from queueing.ratelimit import _claim, get_limiter
 
 
@@ -141,7 +141,7 @@ def test_sends_that_leave_late_off_their_slots_stay_under_the_limit_only_with_th
     left = {}
     while due:
         clock.now, i = heapq.heappop(due)
-        if wait := log.leave("bot:sim", REPLIES, limit, seconds):
+        if wait := log.leave("bot:sim", "replies", limit, seconds):
             heapq.heappush(due, (clock.now + wait, i))
         else:
             left[i] = clock.now
@@ -192,9 +192,9 @@ def _reply_many(bot_pk: int, chats: range, seed: int, done) -> None:
     for chat_id in chats:
         pacing.wait_for_reply_slot(bot, chat_id)
         time.sleep(work.uniform(0, 0.04))
-        pacing.wait_for_departure(bot)
         try:
-            telegram_api.call(bot, "send_message", chat_id=chat_id, text="Hi!")
+            with pacing.departing(bot):
+                telegram_api.call(bot, "send_message", chat_id=chat_id, text="Hi!")
         except telegram.error.RetryAfter as exc:
             pacing.pause_after_429(bot, exc)
             limited += 1
