@@ -50,9 +50,12 @@ def departing(bot: Bot) -> Iterator[None]:
     limit, seconds = window(settings.TELEGRAM_RATE_LIMIT, settings.TELEGRAM_RATE_MARGIN)
     # A process's first reply sets up its client (getMe) before it leaves, not on the way.
     telegram_api.api_for(bot)
-    while wait := log.leave(key, sender, limit, seconds):
+    while True:
+        # Timed from asking for room: the log records the departure before it answers.
+        left = time.monotonic()
+        if not (wait := log.leave(key, sender, limit, seconds)):
+            break
         time.sleep(wait)
-    left = time.monotonic()
     try:
         yield
     finally:

@@ -106,6 +106,7 @@ class ChunkResult:
 class Departure:
     at: float
     answered: float | None = None  # when Telegram's answer (or an error) came back
+    shared: bool = False  # recorded in the shared log as it left
 
 
 class Departures:
@@ -175,6 +176,7 @@ class Departures:
         self.reserved = 0  # places held at the last sync
         self.others_at = -math.inf  # when another sender last sent, as the log last said
         self.sharing = False
+        self.asked_at = 0.0  # when the last check of the shared window began
 
     def earliest(self, now: float) -> tuple[float, bool]:
         """The earliest moment the next send may leave, slots aside, and whether that may
@@ -220,7 +222,7 @@ class Departures:
                     await self.sleep(wait)
                     continue
                 await self.sleep(min(earliest - now, self.POLL) if moving else earliest - now)
-            departure = Departure(self.clock())
+            departure = Departure(self.asked_at if self.sharing else self.clock(), shared=self.sharing)
             self.recent.append(departure)
             if self.log and not self.sharing:
                 self.unrecorded.append(departure)
@@ -231,10 +233,18 @@ class Departures:
         next batch); else how long until the shared window has room for it."""
         if self.log is None:
             return 0.0
-        if self.clock() - self.synced_at >= self.SYNC or (not self.sharing and len(self.unrecorded) >= self.reserved):
-            await self._sync()
-        if self.sharing:
-            return await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
+        try:
+            if self.clock() - self.synced_at >= self.SYNC or (
+                not self.sharing and len(self.unrecorded) >= self.reserved
+            ):
+                await self._sync()
+            if self.sharing:
+                # The log records the departure before it answers: the send counts from here.
+                self.asked_at = self.clock()
+                return await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
+        except Exception:
+            # Sending goes on by this sender's own record; a 429 that follows pauses everyone.
+            logger.warning("The shared record of departures is unavailable", exc_info=True)
         return 0.0
 
     async def _sync(self) -> None:
@@ -245,17 +255,22 @@ class Departures:
         reserve = 0 if self.sharing else self.places
 
         def record() -> float | None:
-            now = self.clock()
-            fastest = 0.0 if math.isinf(self.fastest) else self.fastest
-            ages = [now - d.at - self.late(d, now, fastest) for d in batch]
             # Held a little beyond SYNC: the next batch may be a moment late.
-            return self.log.record(self.key, self.sender, ages, reserve, 2 * self.SYNC)
+            return self.log.record(self.key, self.sender, self._ages(batch), reserve, 2 * self.SYNC)
 
         others_age = await self.offload(record)
         self.synced_at, self.reserved = self.clock(), reserve
         if others_age is not None:
             self.others_at = max(self.others_at, self.synced_at - others_age)
         self.sharing = self.synced_at - self.others_at < self.SHARED
+        if self.sharing and reserve:
+            await self._sync()  # give the places back at once: a reply may be waiting for them
+
+    def _ages(self, batch: list[Departure]) -> list[float]:
+        """How long ago each departure left, counted as late as it may have reached Telegram."""
+        now = self.clock()
+        fastest = 0.0 if math.isinf(self.fastest) else self.fastest
+        return [now - d.at - self.late(d, now, fastest) for d in batch]
 
     async def _in_thread(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self.thread, func, *args)
@@ -265,16 +280,20 @@ class Departures:
         its database connection close."""
         if self.log is None:
             return
-        now = self.clock()
-        fastest = 0.0 if math.isinf(self.fastest) else self.fastest
-        ages = [now - d.at - self.late(d, now, fastest) for d in self.unrecorded]
-        self.thread.submit(self.log.record, self.key, self.sender, ages, 0, 0.0).result()
+        try:
+            self.thread.submit(self.log.record, self.key, self.sender, self._ages(self.unrecorded), 0, 0.0).result()
+        except Exception:
+            logger.warning("The shared record of departures is unavailable", exc_info=True)
         self.thread.submit(connections.close_all).result()
         self.thread.shutdown()
 
     def answered(self, departure: Departure, at: float | None = None) -> None:
         departure.answered = self.clock() if at is None else at
         self.fastest = min(self.fastest, departure.answered - departure.at)
+        late = self.late(departure, departure.answered, self.fastest)
+        if departure.shared and self.log and late > self.window - 1.0:
+            # Not awaited: the log's thread runs it before this sender's next call.
+            self.thread.submit(self.log.arrived_late, self.key, self.sender, late)
 
 
 class ChunkSender:

@@ -8,14 +8,18 @@ actually leave, and a message leaves only when fewer than `limit` of the bot's m
 left within the last `window` seconds (one second plus a small slack), checked and recorded
 in one atomic step.
 
-Replies check and record each departure (`leave`). A broadcast sender, up to the bot's rate
-from one process, records its departures in batches (`record`) and holds places in the
-window for those it makes before the next batch, so that a reply counts them before they are
-recorded; the batch also tells it when another sender last sent. While others send, each of
-its sends checks the window too (broadcasts.sending.Departures). Why that is enough: a
-broadcast send that leaves between two batches without looking at the log is covered by a
-held place that every reply since the last batch counted, and the batch before it saw every
-earlier reply."""
+Replies check and record each departure (`leave`); one whose answer came back slower than
+the fastest counts as that much later (`arrived_late`), as it may have reached Telegram that
+late. A broadcast sender, up to the bot's rate from one process, records its departures in
+batches (`record`) and holds places in the window for those it makes before the next batch,
+so that a reply counts them before they are recorded; the batch also tells it when another
+sender last sent or waited. While others send or wait, each of its sends checks the window
+too, and it holds no places (broadcasts.sending.Departures). Why that is enough: a broadcast
+send that leaves between two batches without looking at the log is covered by a held place
+that every reply since the last batch counted, and the batch before it saw every earlier
+reply. A reply that finds no room says so, so that the sender holding places gives them up
+at its next batch: replies, which take the limiter's slots first, are never starved by
+places held for sends that were never made."""
 
 import math
 import time
