@@ -135,11 +135,13 @@ class Departures:
       departures since the last time in one batch, which says when another sender last sent,
       and holds `places` in the shared window until the next batch, for the sends it makes
       meanwhile: a reply that checks the window then counts them before they are recorded.
-      While another sender sent within the last SHARED seconds, each send instead checks the
-      shared window and records itself there in one step (see the module docstring of
-      queueing.departures). Calls of the log run in a thread of their own: the event loop
-      never waits for Redis or the database. Paid broadcasts have a key of their own, which
-      no reply shares, and up to 1000 sends a second: they keep to their own record only.
+      While another sender sent or waited within the last SHARED seconds, each send instead
+      checks the shared window and records itself there in one step (see the module docstring
+      of queueing.departures). Either way a send counts there as late as its answer says it
+      may have reached Telegram, as in this sender's own record. Calls of the log run in a
+      thread of their own: the event loop never waits for Redis or the database. Paid
+      broadcasts have a key of their own, which no reply shares, and up to 1000 sends a
+      second: they keep to their own record only.
 
     `clock` and `sleep` are the event loop's, `offload(func)` runs a blocking call of the log
     (by default in a thread of its own); tests pass their own."""
