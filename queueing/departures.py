@@ -123,8 +123,7 @@ class DatabaseDepartureLog(DepartureLog):
 
 # Redis's clock, not each machine's. KEYS[1]: a sorted set of departures and held places
 # (members "serial:sender" and "held:sender:i", scores their times); KEYS[2]: a hash, when
-# each sender last left or waited, its last departure ("last:sender"), how many places it
-# holds ("held:sender"), and the serial.
+# each sender last left or waited, its last departure ("last:sender"), and the serial.
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -160,27 +159,24 @@ return '0'
 _RECORD = (
     _NOW
     + """
-local sender, reserve, hold = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-for i = 5, #ARGV do
+local sender, reserve, hold, most = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+for i = 6, #ARGV do
   depart(sender, now - tonumber(ARGV[i]))
 end
-local held = tonumber(redis.call('HGET', KEYS[2], 'held:' .. sender) or '0')
-for i = 1, math.max(held, reserve) do
+for i = 1, most do
   if i <= reserve then
     redis.call('ZADD', KEYS[1], now + hold, 'held:' .. sender .. ':' .. i)
   else
     redis.call('ZREM', KEYS[1], 'held:' .. sender .. ':' .. i)
   end
 end
-redis.call('HSET', KEYS[2], 'held:' .. sender, reserve)
 local others = nil
-local last = redis.call('HGETALL', KEYS[2])
-for i = 1, #last, 2 do
-  local at = tonumber(last[i + 1])
-  local field = string.sub(last[i], 1, 5)
-  if last[i] == 'serial' or last[i] == sender or field == 'held:' or field == 'last:' then
+local fields = redis.call('HGETALL', KEYS[2])
+for i = 1, #fields, 2 do
+  local name, at = fields[i], tonumber(fields[i + 1])
+  if name == 'serial' or name == sender or string.sub(name, 1, 5) == 'last:' then
   elseif at <= now - tonumber(ARGV[1]) then
-    redis.call('HDEL', KEYS[2], last[i])
+    redis.call('HDEL', KEYS[2], name, 'last:' .. name)
   elseif others == nil or at > others then
     others = at
   end
@@ -222,7 +218,7 @@ class RedisDepartureLog(DepartureLog):
         self._arrived_late(keys=self._keys(key), args=[sender, seconds])
 
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
-        args = [KEEP, sender, reserve, until, *ages]
+        args = [KEEP, sender, reserve, until, MOST_HELD, *ages]
         others = self._record(keys=self._keys(key), args=args)
         return None if others is None else float(others)
 
