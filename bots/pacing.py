@@ -3,6 +3,7 @@ group, and a slot in the bot's overall rate, which replies share with broadcasts
 slot is taken before the handler changes anything; the reply then leaves when the bot's
 record of actual departures (queueing.departures) has room for it."""
 
+import logging
 import math
 import os
 import time
@@ -17,6 +18,8 @@ from bots.models import Bot
 from queueing.departures import get_departure_log, window
 from queueing.errors import RateLimited
 from queueing.ratelimit import get_limiter
+
+logger = logging.getLogger(__name__)
 
 PRIVATE_CHAT_RATE = 1.0
 GROUP_CHAT_RATE = 20 / 60
@@ -63,7 +66,11 @@ def departing(bot: Bot) -> Iterator[None]:
         fastest = _fastest[key] = min(_fastest.get(key, math.inf), round_trip)
         # The window's slack covers a little lateness.
         if round_trip - fastest > seconds - 1.0:
-            log.arrived_late(key, sender, min(round_trip - fastest, MAX_LATE))
+            try:
+                log.arrived_late(key, sender, min(round_trip - fastest, MAX_LATE))
+            except Exception:
+                # The reply went out: failing now would send it again.
+                logger.warning("Could not count a late reply in the shared record of departures", exc_info=True)
 
 
 def pause_after_429(bot: Bot, exc: telegram.error.RetryAfter) -> None:

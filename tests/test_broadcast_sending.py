@@ -8,6 +8,7 @@ import random
 import time
 
 import pytest
+from django.db import connections
 
 from bots.models import TelegramUser
 from broadcasts.models import Broadcast, Delivery
@@ -199,10 +200,13 @@ def broadcast_with_replies(shared: bool) -> tuple[list[float], list[float], dict
 
     async def run() -> list[float]:
         times = []
-        for slot in (at for at in slots if at not in reply_slots):
-            departure = await gate.depart(slot)
-            gate.answered(departure, at=departure.at + 0.001)
-            times.append(departure.at)
+        try:
+            for slot in (at for at in slots if at not in reply_slots):
+                departure = await gate.depart(slot)
+                gate.answered(departure, at=departure.at + 0.001)
+                times.append(departure.at)
+        finally:
+            connections.close_all()  # the event loop's own
         return times
 
     return reply_slots, asyncio.run(run()), clock.left
