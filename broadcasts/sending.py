@@ -179,6 +179,9 @@ class Departures:
         self.others_at = -math.inf  # when another sender last sent, as the log last said
         self.sharing = False
         self.asked_at = 0.0  # when the last check of the shared window began
+        self.syncing: asyncio.Task | None = None  # a batch being recorded in the background
+        self.recording = 0  # departures in that batch
+        self.log_down = False
 
     def earliest(self, now: float) -> tuple[float, bool]:
         """The earliest moment the next send may leave, slots aside, and whether that may
@@ -231,42 +234,65 @@ class Departures:
             return departure
 
     async def _shared_wait(self) -> float:
-        """0 if this send may leave (recorded in the shared log, or to be recorded with the
-        next batch); else how long until the shared window has room for it."""
+        """0 if this send may leave (recorded in the shared log, or to be recorded with a
+        batch); else how long until the shared window has room for it."""
         if self.log is None:
             return 0.0
+        now = self.clock()
+        in_flight = self.syncing is not None and not self.syncing.done()
+        out_of_places = self.recording + len(self.unrecorded) >= self.reserved
+        if not self.sharing and (out_of_places or now - self.synced_at >= 1.5 * self.SYNC):
+            # Places are held until 2 * SYNC after a batch: none left, or about to lapse.
+            if in_flight:
+                await self.syncing
+            await self._sync()
+        elif now - self.synced_at >= self.SYNC and not in_flight:
+            self.syncing = asyncio.create_task(self._sync())
+        if not self.sharing:
+            return 0.0
+        # The log records the departure before it answers: the send counts from here.
+        self.asked_at = self.clock()
         try:
-            if self.clock() - self.synced_at >= self.SYNC or (
-                not self.sharing and len(self.unrecorded) >= self.reserved
-            ):
-                await self._sync()
-            if self.sharing:
-                # The log records the departure before it answers: the send counts from here.
-                self.asked_at = self.clock()
-                return await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
+            wait = await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
         except Exception:
-            # Sending goes on by this sender's own record; a 429 that follows pauses everyone.
-            logger.warning("The shared record of departures is unavailable", exc_info=True)
-        return 0.0
+            self._unavailable()
+            return 0.0
+        self.log_down = False
+        return wait
 
     async def _sync(self) -> None:
-        """Record this sender's departures since the last time, hold places for those of the
-        next SYNC seconds unless others send (each send then records itself), and learn when
-        another sender last sent."""
+        """Record this sender's departures since the last batch, hold places for those until
+        the next one unless others send (each send then records itself), and learn when
+        another sender last sent. Sends may leave meanwhile, on the places held before."""
+        started = self.clock()
         batch, self.unrecorded = self.unrecorded, []
         reserve = 0 if self.sharing else self.places
+        self.recording = len(batch)
 
         def record() -> float | None:
-            # Held a little beyond SYNC: the next batch may be a moment late.
             return self.log.record(self.key, self.sender, self._ages(batch), reserve, 2 * self.SYNC)
 
-        others_age = await self.offload(record)
-        self.synced_at, self.reserved = self.clock(), reserve
+        try:
+            others_age = await self.offload(record)
+            self.log_down = False
+        except Exception:
+            # Sending goes on by this sender's own record; a 429 that follows pauses everyone.
+            self._unavailable()
+            others_age = None
+        finally:
+            self.recording = 0
+        self.synced_at, self.reserved = started, reserve
         if others_age is not None:
-            self.others_at = max(self.others_at, self.synced_at - others_age)
-        self.sharing = self.synced_at - self.others_at < self.SHARED
+            self.others_at = max(self.others_at, self.clock() - others_age)
+        self.sharing = self.clock() - self.others_at < self.SHARED
         if self.sharing and reserve:
             await self._sync()  # give the places back at once: a reply may be waiting for them
+
+    def _unavailable(self) -> None:
+        """Once per outage, not once per send."""
+        if not self.log_down:
+            logger.warning("The shared record of departures is unavailable", exc_info=True)
+        self.log_down = True
 
     def _ages(self, batch: list[Departure]) -> list[float]:
         """How long ago each departure left, counted as late as it may have reached Telegram."""
@@ -277,16 +303,16 @@ class Departures:
     async def _in_thread(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self.thread, func, *args)
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Record the last departures and give the places held back; the log's thread and
         its database connection close."""
         if self.log is None:
             return
-        try:
-            self.thread.submit(self.log.record, self.key, self.sender, self._ages(self.unrecorded), 0, 0.0).result()
-        except Exception:
-            logger.warning("The shared record of departures is unavailable", exc_info=True)
-        self.thread.submit(connections.close_all).result()
+        if self.syncing:
+            await self.syncing
+        self.sharing = True  # no places held from now on
+        await self._sync()
+        await self._in_thread(connections.close_all)
         self.thread.shutdown()
 
     def answered(self, departure: Departure, at: float | None = None) -> None:
@@ -382,7 +408,7 @@ class ChunkSender:
         try:
             telegram_api.run(self._send_all())
         finally:
-            self.departures.close()
+            telegram_api.run(self.departures.close())
             self.db.submit(close_old_connections).result()
             self.db.shutdown()
         return self.result
