@@ -131,10 +131,11 @@ class Departures:
     - consecutive departures at least 1 / (CATCH_UP * rate) apart: catching up is no burst;
     - nothing during a 429 pause, and nothing else until the first send is answered;
     - with a shared `log` (queueing.departures), the bot's other senders count too (replies,
-      another chunk in another process). At most every SYNC seconds this sender records its
-      departures since the last time in one batch, which says when another sender last sent,
-      and holds `places` in the shared window until the next batch, for the sends it makes
-      meanwhile: a reply that checks the window then counts them before they are recorded.
+      another chunk in another process). Every SYNC seconds this sender records its
+      departures since the last batch, in the background, which says when another sender
+      last sent, and holds `places` in the shared window for the sends it makes until the
+      next batch: a reply that checks the window counts them before they are recorded. A
+      send waits for a batch only when no place is left or they are about to lapse.
       While another sender sent or waited within the last SHARED seconds, each send instead
       checks the shared window and records itself there in one step (see the module docstring
       of queueing.departures). Either way a send counts there as late as its answer says it
