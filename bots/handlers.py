@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 import telegram
 
 from bots.models import Bot, OperatorLink, TelegramUser, Update
-from bots.pacing import pause_after_429, wait_for_reply_slot
+from bots.pacing import departing, pause_after_429, wait_for_reply_slot
 from bots.telegram_api import call
 from bots.updates import is_id
 from queueing.errors import PermanentError
@@ -42,7 +42,8 @@ class Context:
         else:
             wait_for_reply_slot(self.bot, self.chat_id)
         try:
-            return call(self.bot, "send_message", chat_id=self.chat_id, text=text)
+            with departing(self.bot):
+                return call(self.bot, "send_message", chat_id=self.chat_id, text=text)
         except telegram.error.RetryAfter as exc:
             pause_after_429(self.bot, exc)
             raise

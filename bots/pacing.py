@@ -1,19 +1,32 @@
 """Pacing replies: about one message a second into one chat and twenty a minute into a
-group, and a slot in the bot's overall rate, which replies share with broadcasts."""
+group, and a slot in the bot's overall rate, which replies share with broadcasts. The
+slot is taken before the handler changes anything; the reply then leaves when the bot's
+record of actual departures (queueing.departures) has room for it."""
 
+import logging
+import math
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import telegram
 from django.conf import settings
 
+from bots import telegram_api
 from bots.models import Bot
+from queueing.departures import get_departure_log, window
 from queueing.errors import RateLimited
 from queueing.ratelimit import get_limiter
+
+logger = logging.getLogger(__name__)
 
 PRIVATE_CHAT_RATE = 1.0
 GROUP_CHAT_RATE = 20 / 60
 # Waiting longer than this would hold a worker idle: the update is handled again later.
 LONGEST_WAIT = 0.1
+MAX_LATE = 1.0
+_fastest: dict[str, float] = {}  # per bot, the fastest round trip of a reply in this process
 
 
 def wait_for_reply_slot(bot: Bot, chat_id: int) -> None:
@@ -27,6 +40,37 @@ def wait_for_reply_slot(bot: Bot, chat_id: int) -> None:
     # slot not yet claimed.
     overall = limiter.take(f"bot:{bot.pk}", settings.TELEGRAM_RATE_LIMIT * margin, 1)
     time.sleep(max(chat.delay, overall.delay))
+
+
+@contextmanager
+def departing(bot: Bot) -> Iterator[None]:
+    """Around a reply's request: it leaves when fewer than the bot's limit of messages
+    (replies and broadcasts, from every process) left within Telegram's sliding second; if
+    its answer came back slower than the fastest, it counts as that much later, as it may
+    have reached Telegram that late. A worker sends one reply at a time: its process is the
+    sender."""
+    log, key, sender = get_departure_log(), f"bot:{bot.pk}", f"replies:{os.getpid()}"
+    limit, seconds = window(settings.TELEGRAM_RATE_LIMIT, settings.TELEGRAM_RATE_MARGIN)
+    # A process's first reply sets up its client (getMe) before it leaves, not on the way.
+    telegram_api.ready(bot)
+    while True:
+        # Timed from asking for room: the log records the departure before it answers.
+        left = time.monotonic()
+        if not (wait := log.leave(key, sender, limit, seconds)):
+            break
+        time.sleep(wait)
+    try:
+        yield
+    finally:
+        round_trip = time.monotonic() - left
+        fastest = _fastest[key] = min(_fastest.get(key, math.inf), round_trip)
+        # The window's slack covers a little lateness.
+        if round_trip - fastest > seconds - 1.0:
+            try:
+                log.arrived_late(key, sender, min(round_trip - fastest, MAX_LATE))
+            except Exception:
+                # The reply went out: failing now would send it again.
+                logger.warning("Could not count a late reply in the shared record of departures", exc_info=True)
 
 
 def pause_after_429(bot: Bot, exc: telegram.error.RetryAfter) -> None:

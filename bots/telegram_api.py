@@ -3,7 +3,7 @@
 
 import asyncio
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import telegram
@@ -53,16 +53,26 @@ def call(bot: Bot, method: str, **params) -> Any:
     - while Telegram is unreachable for this bot (queueing.circuit), or has rejected its
       token, nothing is sent and ServiceUnavailable says how long to wait;
     - a request that got no answer raises MaybeDone: it may have been delivered."""
+    return _guarded(bot, lambda api: run(getattr(api, method)(**params)))
+
+
+def ready(bot: Bot) -> telegram.Bot:
+    """The bot's client, set up (its first use asks getMe) under the same rules as `call`."""
+    return _guarded(bot, lambda api: api, proves_reachable=False)
+
+
+def _guarded(bot: Bot, use: Callable[[telegram.Bot], Any], proves_reachable: bool = True) -> Any:
     key = circuit_key(bot.pk)
     if outage := circuit.wait_for(key):
         raise ServiceUnavailable(outage.wait, f"Telegram {outage.describe()}")
     try:
-        result = run(getattr(api_for(bot), method)(**params))
+        result = use(api_for(bot))
     except (Unreachable, telegram.error.InvalidToken) as exc:
         raise ServiceUnavailable(trip(bot, exc).wait, f"Telegram unreachable: {unreachable_reason(exc)}") from exc
     except NoAnswer as exc:
         raise MaybeDone(str(exc)) from exc
-    circuit.reset(key)
+    if proves_reachable:  # a client set up earlier proves nothing about now
+        circuit.reset(key)
     return result
 
 

@@ -15,6 +15,7 @@ import heapq
 import logging
 import math
 import time
+import uuid
 import warnings
 from collections import deque
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from typing import NamedTuple
 
 import telegram
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Prefetch
 from django.utils import timezone
 from telegram.warnings import PTBUserWarning
@@ -38,6 +39,7 @@ from broadcasts.audiences import recipients
 from broadcasts.models import Broadcast, Delivery, Pledge
 from broadcasts.personalize import render
 from queueing import circuit, redaction
+from queueing.departures import MOST_HELD, DepartureLog, get_departure_log, window
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
 from queueing.queues import get_queue
 from queueing.ratelimit import Grant, get_limiter
@@ -58,8 +60,6 @@ TOKEN_REJECTED = "Telegram rejected the bot's token: correct it in the bot's set
 SLOT_HORIZON = 0.25
 # A sender that fell behind its slots catches up at most this many times faster than the rate.
 CATCH_UP = 1.5
-# The share of TELEGRAM_RATE_MARGIN kept as slack in each sliding window (see Departures).
-WINDOW_SLACK = 0.25
 UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
 
 
@@ -138,6 +138,7 @@ class ChunkResult:
 class Departure:
     at: float
     answered: float | None = None  # when Telegram's answer (or an error) came back
+    shared: bool = False  # recorded in the shared log as it left
 
 
 class Departures:
@@ -151,9 +152,8 @@ class Departures:
     event-loop wake-ups a millisecond or two late). Catching up obeys, on actual departures:
 
     - any `limit` consecutive departures span at least one second plus WINDOW_SLACK of the
-      margin (1.25 ms at 30/s and 0.5%): never more than `limit` in one second. The rest of
-      the margin is what a late sender catches up with: were the window as long as `limit`
-      slots, a sender once late would stay late, leaving in bursts once per window;
+      margin (1.25 ms at 30/s and 0.5%; queueing.departures.window): never more than `limit`
+      in one second;
     - plus however late the window's oldest send may have reached Telegram: its round trip
       beyond the fastest one seen (capped at MAX_DELAY; one still unanswered counts as
       answered now). A busy machine or network holds a request back for 10-20 ms now and
@@ -161,23 +161,60 @@ class Departures:
       window on time would arrive within the same second. Measured against the fake, a
       message never reached it later than its round trip beyond the fastest predicted;
     - consecutive departures at least 1 / (CATCH_UP * rate) apart: catching up is no burst;
-    - nothing during a 429 pause, and nothing else until the first send is answered.
+    - nothing during a 429 pause, and nothing else until the first send is answered;
+    - with a shared `log` (queueing.departures), the bot's other senders count too (replies,
+      another chunk in another process). Every SYNC seconds this sender records its
+      departures since the last batch, in the background, which says when another sender
+      last sent, and holds `places` in the shared window for the sends it makes until the
+      next batch: a reply that checks the window counts them before they are recorded. A
+      send waits for a batch only when no place is left or they are about to lapse.
+      While another sender sent or waited within the last SHARED seconds, each send instead
+      checks the shared window and records itself there in one step (see the module docstring
+      of queueing.departures). Either way a send counts there as late as its answer says it
+      may have reached Telegram, as in this sender's own record. Calls of the log run in a
+      thread of their own: the event loop never waits for Redis or the database. Paid
+      broadcasts have a key of their own, which no reply shares, and up to 1000 sends a
+      second: they keep to their own record only.
 
-    `clock` and `sleep` are the event loop's; tests pass their own."""
+    `clock` and `sleep` are the event loop's, `offload(func)` runs a blocking call of the log
+    (by default in a thread of its own); tests pass their own."""
 
     MAX_DELAY = 1.0
     POLL = 0.002  # while the window's oldest send is still unanswered
+    SYNC = 0.1
+    SHARED = 2.0
 
-    def __init__(self, limit: float, margin: float, clock=time.monotonic, sleep=asyncio.sleep):
+    def __init__(
+        self,
+        limit: float,
+        margin: float,
+        clock=time.monotonic,
+        sleep=asyncio.sleep,
+        log: DepartureLog | None = None,
+        key: str = "",
+        offload=None,
+    ):
         self.rate = limit * (1 - margin)
-        self.burst = max(1, math.floor(limit))
-        self.window = self.burst / (limit * (1 - margin * WINDOW_SLACK))
+        self.burst, self.window = window(limit, margin)
         self.min_gap = 1 / (CATCH_UP * self.rate)
         self.recent: deque[Departure] = deque(maxlen=self.burst)
         self.fastest = math.inf  # the shortest round trip seen
         self.paused_until = 0.0
         self.clock, self.sleep = clock, sleep
         self.lock = asyncio.Lock()
+        self.log, self.key, self.sender = log, key, f"broadcast:{uuid.uuid4().hex}"
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="departures") if log else None
+        self.offload = offload or self._in_thread
+        self.places = min(MOST_HELD, math.ceil(CATCH_UP * self.rate * self.SYNC) + 1)
+        self.unrecorded: list[Departure] = []  # own departures not yet in the log
+        self.synced_at = -math.inf
+        self.reserved = 0  # places held at the last sync
+        self.others_at = -math.inf  # when another sender last sent, as the log last said
+        self.sharing = False
+        self.asked_at = 0.0  # when the last check of the shared window began
+        self.syncing: asyncio.Task | None = None  # a batch being recorded in the background
+        self.recording = 0  # departures in that batch
+        self.log_down = False
 
     def earliest(self, now: float) -> tuple[float, bool]:
         """The earliest moment the next send may leave, slots aside, and whether that may
@@ -194,12 +231,16 @@ class Departures:
         earliest = max(earliest, self.recent[-1].at + self.min_gap)
         if len(self.recent) == self.burst:
             oldest = self.recent[0]
-            unanswered = oldest.answered is None
-            round_trip = (now if unanswered else oldest.answered) - oldest.at
-            late = min(self.MAX_DELAY, max(0.0, round_trip - fastest))
-            moving = moving or (unanswered and late < self.MAX_DELAY)
+            late = self.late(oldest, now, fastest)
+            moving = moving or (oldest.answered is None and late < self.MAX_DELAY)
             earliest = max(earliest, oldest.at + self.window + late)
         return earliest, moving
+
+    def late(self, departure: Departure, now: float, fastest: float) -> float:
+        """How much later than it left a send may have reached Telegram: its round trip beyond
+        the fastest one (one still unanswered counts as answered now)."""
+        round_trip = (now if departure.answered is None else departure.answered) - departure.at
+        return min(self.MAX_DELAY, max(0.0, round_trip - fastest))
 
     def pause(self, seconds: float) -> None:
         self.paused_until = max(self.paused_until, self.clock() + seconds)
@@ -214,15 +255,106 @@ class Departures:
                 now = self.clock()
                 earliest, moving = self.earliest(now)
                 if earliest <= now:
-                    break
+                    if not (wait := await self._shared_wait()):
+                        break
+                    await self.sleep(wait)
+                    continue
                 await self.sleep(min(earliest - now, self.POLL) if moving else earliest - now)
-            departure = Departure(self.clock())
+            departure = Departure(self.asked_at if self.sharing else self.clock(), shared=self.sharing)
             self.recent.append(departure)
+            if self.log and not self.sharing:
+                self.unrecorded.append(departure)
             return departure
+
+    async def _shared_wait(self) -> float:
+        """0 if this send may leave (recorded in the shared log, or to be recorded with a
+        batch); else how long until the shared window has room for it."""
+        if self.log is None:
+            return 0.0
+        now = self.clock()
+        in_flight = self.syncing is not None and not self.syncing.done()
+        out_of_places = self.recording + len(self.unrecorded) >= self.reserved
+        if not self.sharing and (out_of_places or now - self.synced_at >= 1.5 * self.SYNC):
+            # Places are held until 2 * SYNC after a batch: none left, or about to lapse.
+            if in_flight:
+                await self.syncing
+            await self._sync()
+        elif now - self.synced_at >= self.SYNC and not in_flight:
+            self.syncing = asyncio.create_task(self._sync())
+        if not self.sharing:
+            return 0.0
+        # The log records the departure before it answers: the send counts from here.
+        self.asked_at = self.clock()
+        try:
+            wait = await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
+        except Exception:
+            self._unavailable()
+            return 0.0
+        self.log_down = False
+        return wait
+
+    async def _sync(self) -> None:
+        """Record this sender's departures since the last batch, hold places for those until
+        the next one unless others send (each send then records itself), and learn when
+        another sender last sent. Sends may leave meanwhile, on the places held before."""
+        started = self.clock()
+        batch, self.unrecorded = self.unrecorded, []
+        reserve = 0 if self.sharing else self.places
+        self.recording = len(batch)
+
+        def record() -> float | None:
+            return self.log.record(self.key, self.sender, self._ages(batch), reserve, 2 * self.SYNC)
+
+        try:
+            others_age = await self.offload(record)
+            self.log_down = False
+        except Exception:
+            # Sending goes on by this sender's own record; a 429 that follows pauses everyone.
+            self._unavailable()
+            others_age = None
+        finally:
+            self.recording = 0
+        self.synced_at, self.reserved = started, reserve
+        if others_age is not None:
+            self.others_at = max(self.others_at, self.clock() - others_age)
+        self.sharing = self.clock() - self.others_at < self.SHARED
+        if self.sharing and reserve:
+            await self._sync()  # give the places back at once: a reply may be waiting for them
+
+    def _unavailable(self) -> None:
+        """Once per outage, not once per send."""
+        if not self.log_down:
+            logger.warning("The shared record of departures is unavailable", exc_info=True)
+        self.log_down = True
+
+    def _ages(self, batch: list[Departure]) -> list[float]:
+        """How long ago each departure left, counted as late as it may have reached Telegram."""
+        now = self.clock()
+        fastest = 0.0 if math.isinf(self.fastest) else self.fastest
+        return [now - d.at - self.late(d, now, fastest) for d in batch]
+
+    async def _in_thread(self, func, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.thread, func, *args)
+
+    async def close(self) -> None:
+        """Record the last departures and give the places held back; the log's thread and
+        its database connection close."""
+        if self.log is None:
+            return
+        if self.syncing:
+            await self.syncing
+        self.sharing = True  # no places held from now on
+        await self._sync()
+        await self._in_thread(connections.close_all)
+        self.thread.shutdown()
 
     def answered(self, departure: Departure, at: float | None = None) -> None:
         departure.answered = self.clock() if at is None else at
         self.fastest = min(self.fastest, departure.answered - departure.at)
+        late = self.late(departure, departure.answered, self.fastest)
+        if departure.shared and self.log and late > self.window - 1.0:
+            # Not awaited: the log's thread runs it before this sender's next call.
+            self.thread.submit(self.log.arrived_late, self.key, self.sender, late)
 
 
 class ChunkSender:
@@ -255,9 +387,10 @@ class ChunkSender:
         self.continue_until = continue_until
         paid = broadcast.allow_paid_broadcast
         limit = settings.TELEGRAM_PAID_RATE_LIMIT if paid else settings.TELEGRAM_RATE_LIMIT
-        self.departures = Departures(limit, settings.TELEGRAM_RATE_MARGIN)
-        self.rate = self.departures.rate
         self.rate_key = f"bot:{broadcast.bot_id}" + (":paid" if paid else "")
+        log = None if paid else get_departure_log()
+        self.departures = Departures(limit, settings.TELEGRAM_RATE_MARGIN, log=log, key=self.rate_key)
+        self.rate = self.departures.rate
         self.limiter = get_limiter()
         self.result = ChunkResult()
         self.text = broadcast.body
@@ -324,6 +457,7 @@ class ChunkSender:
             )
             raise
         finally:
+            telegram_api.run(self.departures.close())
             self.db.submit(close_old_connections).result()
             self.db.shutdown()
         return self.result

@@ -231,7 +231,8 @@ def send_alert(chat_id: int, text: str) -> dict:
     bot = alert_bot()
     pacing.wait_for_reply_slot(bot, chat_id)
     try:
-        message = telegram_api.call(bot, "send_message", chat_id=chat_id, text=text)
+        with pacing.departing(bot):
+            message = telegram_api.call(bot, "send_message", chat_id=chat_id, text=text)
     except telegram.error.RetryAfter as exc:
         pacing.pause_after_429(bot, exc)
         raise

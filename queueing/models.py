@@ -355,6 +355,28 @@ class RateLimitBucket(models.Model):
         return self.key
 
 
+class Departure(models.Model):
+    """The database backend of queueing.departures: when a message of a key (a bot) left; a
+    place in the window a sender holds for messages it will send before it records them; or
+    a sender waiting for room, so that a sender that holds places learns it must give them up."""
+
+    class Kind(models.TextChoices):
+        LEFT = "left"
+        HELD = "held"
+        WAITING = "waiting"
+
+    key = models.CharField(max_length=200)
+    sender = models.CharField(max_length=100, help_text="Replies, or one broadcast sender.")
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.LEFT)
+    at = models.FloatField(help_text="When it left, until when the place is held, or when it waited (Unix time).")
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "at"])]
+
+    def __str__(self) -> str:
+        return f"{self.key} {self.sender} {self.kind} at {self.at:.3f}"
+
+
 class Circuit(models.Model):
     """A service that stopped answering (Telegram for one bot), shared by every process:
     while it is open, work that needs the service waits instead of spending attempts, and

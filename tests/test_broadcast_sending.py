@@ -2,16 +2,19 @@
 clock, then for real against the fake Telegram enforcing 30 messages per second."""
 
 import asyncio
+import heapq
 import itertools
 import random
 import time
 
 import pytest
+from django.db import connections
 
 from bots.models import TelegramUser
 from broadcasts.models import Broadcast, Delivery
 from broadcasts.sending import CATCH_UP, ChunkSender, Departures, chunk_bounds, fan_out
 from broadcasts.tasks import send_chunk
+from queueing.departures import DatabaseDepartureLog, window
 
 LIMIT, MARGIN = 30, 0.005
 RATE = LIMIT * (1 - MARGIN)
@@ -157,6 +160,77 @@ def test_nothing_leaves_during_a_429_pause():
 
     after_pause = asyncio.run(run())
     assert min(after_pause) >= 2.0
+
+
+class RepliesMeanwhile(SimulatedClock):
+    """The simulated clock, and replies of other processes that leave through the shared
+    log at their moments while the sender sleeps; `due`: (when, reply) to try next."""
+
+    def __init__(self, log: DatabaseDepartureLog, due: list[tuple[float, int]]):
+        super().__init__()
+        self.log, self.due, self.left = log, due, {}
+        heapq.heapify(self.due)
+        log.clock = self
+
+    async def sleep(self, seconds: float) -> None:
+        until = self.now + seconds
+        while self.due and self.due[0][0] <= until:
+            self.now, reply = heapq.heappop(self.due)
+            limit, seconds = window(LIMIT, MARGIN)
+            if wait := self.log.leave("bot:sim", "replies", limit, seconds):
+                heapq.heappush(self.due, (self.now + wait, reply))
+            else:
+                self.left[reply] = self.now
+        self.now = until
+
+
+async def direct(func, *args):
+    return func(*args)
+
+
+def broadcast_with_replies(shared: bool) -> tuple[list[float], list[float], dict[int, float]]:
+    """A broadcast sender on every slot of the bot's timeline but every fifth from 3 s on,
+    which replies take: each reply leaves 15 ms after its slot (its handler's database work).
+    Returns the reply slots, the broadcast's departures and the replies'."""
+    slots = [1000.0 + i / RATE for i in range(450)]
+    reply_slots = [at for i, at in enumerate(slots) if at >= 1003.0 and i % 5 == 0][:40]
+    clock = RepliesMeanwhile(DatabaseDepartureLog(), [(at + 0.015, n) for n, at in enumerate(reply_slots)])
+    log = clock.log if shared else None
+    gate = Departures(LIMIT, MARGIN, clock=clock, sleep=clock.sleep, log=log, key="bot:sim", offload=direct)
+
+    async def run() -> list[float]:
+        times = []
+        try:
+            for slot in (at for at in slots if at not in reply_slots):
+                departure = await gate.depart(slot)
+                gate.answered(departure, at=departure.at + 0.001)
+                times.append(departure.at)
+        finally:
+            connections.close_all()  # the event loop's own
+        return times
+
+    return reply_slots, asyncio.run(run()), clock.left
+
+
+@pytest.fixture
+def log_on_the_loop(transactional_db, monkeypatch):
+    """The simulation calls the database log from its event loop (on a connection of its own)."""
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+
+def test_a_broadcast_and_replies_of_other_processes_together_stay_under_the_limit(log_on_the_loop):
+    reply_slots, sent, replied = broadcast_with_replies(shared=True)
+
+    assert len(replied) == len(reply_slots)
+    assert most_in_one_second(sorted(sent + list(replied.values()))) <= LIMIT
+    # Replies still go first: the sender gives up the places it held once it sees them.
+    assert max(replied[n] - at for n, at in enumerate(reply_slots)) < 0.25
+
+
+def test_without_the_shared_record_a_broadcast_and_late_replies_overshoot(log_on_the_loop):
+    _, sent, replied = broadcast_with_replies(shared=False)
+
+    assert most_in_one_second(sorted(sent + list(replied.values()))) > LIMIT
 
 
 @pytest.fixture

@@ -1,12 +1,19 @@
 """The shared send-slot limiter, on whichever backend the settings pick (Redis or the database)."""
 
+import bisect
+import heapq
 import math
 import multiprocessing
+import random
 import time
 
 import pytest
+import telegram
 from django.db import connections
 
+from bots import pacing, telegram_api
+from bots.models import Bot
+from queueing.departures import DatabaseDepartureLog, get_departure_log, wait_for_room, window
 from queueing.ratelimit import _claim, get_limiter
 
 
@@ -88,3 +95,130 @@ def test_processes_sharing_a_key_never_get_the_same_slot(limiter):
     # The next free slot is 10 s + 100 slots of 10 ms after the pause, give or take how long the calls took.
     assert pausing + 11.0 - 0.005 <= taken + delay
     assert taking + delay <= paused + 11.0 + 0.005
+
+
+# --- The shared record of actual departures (queueing.departures) ------------------------------
+
+LIMIT, MARGIN = 30, 0.005
+RATE = LIMIT * (1 - MARGIN)
+
+
+def most_in_one_second(times: list[float]) -> int:
+    """Telegram's count: the most sends in any sliding one-second window."""
+    times = sorted(times)
+    return max(bisect.bisect_left(times, start + 1.0) - i for i, start in enumerate(times))
+
+
+def test_room_in_the_window_comes_when_the_oldest_of_the_limit_drops_out():
+    times = [10.0, 10.2, 10.4, 10.6]
+    assert wait_for_room(times, now=10.7, limit=5, window=1.0) == 0.0
+    assert wait_for_room(times, now=10.7, limit=4, window=1.0) == pytest.approx(0.3)
+    assert wait_for_room(times, now=10.7, limit=2, window=1.0) == pytest.approx(0.7)
+    assert wait_for_room(times, now=11.05, limit=4, window=1.0) == 0.0  # 10.0 is out
+
+
+def late_departures(count: int, seed: int = 7) -> list[float]:
+    """When `count` sends of one bot would leave: each at its slot of the shared timeline
+    (replies and broadcasts alike), plus up to 30 ms of a busy worker (a handler's database
+    work, a late wake-up)."""
+    jitter = random.Random(seed)
+    tat, times = 0.0, []
+    for _ in range(count):
+        tat, grant = _claim(tat, now=1000.0, rate=RATE, wanted=1, horizon=math.inf)
+        times.append(1000.0 + grant.delay + jitter.uniform(0, 0.03))
+    return times
+
+
+def test_sends_that_leave_late_off_their_slots_stay_under_the_limit_only_with_the_shared_record(db):
+    intended = late_departures(600)
+    assert most_in_one_second(intended) > LIMIT, "slots alone: late senders crowd a second"
+
+    clock = SimulatedClock()
+    log = DatabaseDepartureLog(clock=clock)
+    limit, seconds = window(LIMIT, MARGIN)
+    due = [(at, i) for i, at in enumerate(intended)]
+    heapq.heapify(due)
+    left = {}
+    while due:
+        clock.now, i = heapq.heappop(due)
+        if wait := log.leave("bot:sim", "replies", limit, seconds):
+            heapq.heappush(due, (clock.now + wait, i))
+        else:
+            left[i] = clock.now
+
+    assert len(left) == len(intended)
+    assert most_in_one_second(list(left.values())) <= LIMIT
+    # Waiting for room costs little: nobody waits longer than the jitter it makes up for.
+    assert max(left[i] - at for i, at in enumerate(intended)) < 0.05
+
+
+class SimulatedClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _leave_repeatedly(key: str, sender: str, tries: int, done) -> None:
+    connections.close_all()
+    log = get_departure_log()
+    done.put(sum(1 for _ in range(tries) if not log.leave(key, sender, limit=40, window=600.0)))
+
+
+def test_processes_checking_the_window_at_once_never_let_more_than_the_limit_leave(transactional_db):
+    """Four processes try 20 departures each within a window none of them outlives: exactly
+    the limit may leave. Were the check and the record two steps, more would."""
+    key = f"test:{time.time_ns()}:departures"
+    context = multiprocessing.get_context("fork")
+    done = context.Queue()
+    workers = [context.Process(target=_leave_repeatedly, args=(key, f"p{n}", 20, done)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    left = sum(done.get(timeout=60) for _ in workers)
+    for worker in workers:
+        worker.join(10)
+
+    assert left == 40
+    assert get_departure_log().leave(key, "late", limit=40, window=600.0) > 0
+
+
+def _reply_many(bot_pk: int, chats: range, seed: int, done) -> None:
+    """The reply path of a handler: a slot, a handler's database work, then the send."""
+    connections.close_all()
+    bot = Bot.objects.get(pk=bot_pk)
+    work = random.Random(seed)
+    limited = 0
+    for chat_id in chats:
+        pacing.wait_for_reply_slot(bot, chat_id)
+        time.sleep(work.uniform(0, 0.04))
+        try:
+            with pacing.departing(bot):
+                telegram_api.call(bot, "send_message", chat_id=chat_id, text="Hi!")
+        except telegram.error.RetryAfter as exc:
+            pacing.pause_after_429(bot, exc)
+            limited += 1
+    done.put(limited)
+
+
+def test_replies_from_several_processes_never_draw_a_429_from_a_telegram_enforcing_30_a_second(
+    telegram_bot, fake_telegram, settings
+):
+    settings.TELEGRAM_RATE_LIMIT, settings.TELEGRAM_RATE_MARGIN = LIMIT, MARGIN
+    fake_telegram.enforce_limits(per_second=LIMIT)
+    context = multiprocessing.get_context("fork")
+    done = context.Queue()
+    per_worker = 45
+    chats = [range(8_000_000 + n * 1000, 8_000_000 + n * 1000 + per_worker) for n in range(4)]
+    workers = [context.Process(target=_reply_many, args=(telegram_bot.pk, chats[n], n, done)) for n in range(4)]
+    for worker in workers:
+        worker.start()
+    limited = sum(done.get(timeout=120) for _ in workers)
+    for worker in workers:
+        worker.join(10)
+
+    assert limited == 0
+    assert fake_telegram.rate_limited_count == 0
+    arrivals = [c.received_at for c in fake_telegram.calls("sendMessage") if c.status == 200]
+    assert len(arrivals) == 4 * per_worker
+    assert most_in_one_second(arrivals) <= LIMIT

@@ -1,0 +1,255 @@
+"""Replies and a broadcast at the same time, against a fake Telegram enforcing 30 messages a second.
+
+For each backend -- the embedded default (SQLite in WAL mode + django-q2's ORM broker) and
+PostgreSQL + Redis -- a real `telegram` cluster (its default 4 workers) answers --replies
+`/start` updates from distinct new members (1,500), stored in the inbox at --rate per second
+(25) as the webhook stores them (bots.inbox.accept_update, one INSERT), while a real
+`broadcasts` cluster sends a broadcast to --members other members (2,000), all at the default
+TELEGRAM_RATE_LIMIT=30 against the fake Telegram in a process of its own enforcing 30/s per
+bot and 1/s per chat. It prints:
+
+  429s          what the fake answered 429 from the first /start to the broadcast's end (goal 0);
+  rate          messages the fake accepted per second while replies were being answered (the
+                first to the last reply), and over the whole run;
+  replies       stored in the inbox -> the fake received the reply: p50, p95, max;
+  broadcast     its messages sent while replies were being answered, and in all.
+
+Each backend runs in its own subprocess with its own environment on throwaway storage: a
+/tmp/bench-replies-* folder (VAR_DIR; SQLite's database) and, for PostgreSQL + Redis, the
+database bench_replies (dropped and recreated, dropped at the end) and Redis database 8
+(flushed before and after; refused if another client is connected to it).
+
+Run from the project folder (about 2.5 minutes per backend at the defaults):
+
+    .venv/bin/python -m bench.replies [--backend sqlite|postgres|all] [--replies 1500] [--rate 25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import backends
+from bench.broadcast import make_members
+from bench.fake_telegram_process import FakeTelegramProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+BACKENDS = {"sqlite": "sqlite+orm", "postgres": "postgres+redis"}
+DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/bench_replies"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"
+FORBIDDEN_REDIS_DBS = {"9", "10"}  # the other benchmarks'
+LIMIT = 30
+FIRST_REPLIER = 30_000_000
+WARMUP = 8
+
+Result = dict[str, Any]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.measure:
+        Path(args.result_file).write_text(json.dumps(measure(args)))
+        return 0
+    names = list(BACKENDS) if args.backend == "all" else [args.backend]
+    results: list[Result] = []
+    failed = False
+    for name in names:
+        print(f"=== {BACKENDS[name]}", flush=True)
+        try:
+            results.append(run_backend(name, args))
+        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+            print(f"!!! {BACKENDS[name]} failed: {exc}", file=sys.stderr, flush=True)
+            failed = True
+    if results:
+        print_table(results, args)
+    return 1 if failed else 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.replies", description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser.add_argument("--replies", type=int, default=1500, help="/start updates from distinct new members")
+    parser.add_argument("--rate", type=float, default=25, help="/start updates stored per second")
+    parser.add_argument("--members", type=int, default=2000, help="members of the broadcast sent meanwhile")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database named bench*; it is dropped")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a Redis database of its own; it is flushed")
+    parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if min(args.replies, args.members) < 1 or args.rate <= 0:
+        parser.error("--replies and --members must be at least 1, --rate above 0")
+    return args
+
+
+def run_backend(name: str, args: argparse.Namespace) -> Result:
+    with backends.throwaway_storage(
+        name, f"bench-replies-{name}-", args.postgres_url, lambda: flush_redis(args.redis_url)
+    ) as folder:
+        options = ["--replies", str(args.replies), "--rate", str(args.rate), "--members", str(args.members)]
+        env = backends.backend_env(name, folder, args.postgres_url, args.redis_url, TELEGRAM_RATE_LIMIT=str(LIMIT))
+        return backends.run_measurement("bench.replies", name, env, folder, options)
+
+
+def flush_redis(url: str) -> None:
+    backends.flush_redis(url, FORBIDDEN_REDIS_DBS)
+
+
+def print_table(results: list[Result], args: argparse.Namespace) -> None:
+    rows: list[tuple[str, ...]] = [("", *(r["backend"] for r in results))]
+
+    def row(label: str, key: str, spec: str) -> None:
+        rows.append((label, *(format(r[key], spec) for r in results)))
+
+    row("429s answered by the fake (goal 0)", "limited", "d")
+    row("accepted msg/s while replies were answered", "rate_during", ".2f")
+    row("accepted msg/s, first /start -> broadcast done", "rate_all", ".2f")
+    row(f"{args.replies:,} replies: stored -> reply p50 (ms)", "p50_ms", ",.0f")
+    row("  p95 (ms)", "p95_ms", ",.0f")
+    row("  max (ms)", "max_ms", ",.0f")
+    row("replies answered", "replied", "d")
+    row("broadcast msgs sent while replies were answered", "broadcast_during", "d")
+    row(f"broadcast msgs sent of {args.members:,}", "broadcast_sent", "d")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    print()
+    for i, cells in enumerate(rows):
+        print("  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]))
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    print(
+        f"\n{os.cpu_count()} CPUs; telegram cluster with {'/'.join(str(r['workers']) for r in results)} workers; "
+        f"/start at {args.rate:g}/s; 1-min load average {os.getloadavg()[0]:.1f} at end."
+    )
+    for r in results:
+        for note in r["notes"]:
+            print(f"  note ({r['backend']}): {note}")
+
+
+# --- The child: one backend, settings loaded from this process's environment ----------------
+
+
+def measure(args: argparse.Namespace) -> Result:
+    import django
+
+    django.setup()
+
+    from django.conf import settings
+
+    from bots.models import Bot
+    from broadcasts.models import Broadcast
+    from broadcasts.tasks import start_broadcast
+    from tests.clusters import ClusterProcess
+    from tests.fake_telegram import make_token
+
+    var_dir = Path(settings.VAR_DIR)
+    notes: list[str] = []
+    with FakeTelegramProcess(var_dir) as fake:
+        bot = Bot.objects.create(token=make_token(700010), api_base_url=fake.base_url)
+        make_members(bot, args.members)
+        broadcast = Broadcast.objects.create(bot=bot, text="Hello #first_name, thank you for your support!")
+        fake.control.enforce_limits(per_second=LIMIT)
+        clusters = [ClusterProcess("telegram", var_dir), ClusterProcess("broadcasts", var_dir)]
+        try:
+            for cluster in clusters:
+                cluster.start()
+            # Each worker initialises its telegram.Bot (getMe) on its first update.
+            store_starts(bot, range(FIRST_REPLIER - WARMUP, FIRST_REPLIER), rate=args.rate)
+            fake.control.wait_for_calls(WARMUP, method="sendMessage", timeout=60)
+            limited_before = fake.control.rate_limited_count
+            start_broadcast.enqueue(broadcast.pk)
+            repliers = range(FIRST_REPLIER, FIRST_REPLIER + args.replies)
+            stored = store_starts(bot, repliers, rate=args.rate)
+            wait_until_done(broadcast, WARMUP + args.replies, clusters, timeout=120 + args.members / 10)
+        except Exception:
+            for cluster in clusters:
+                print(f"--- qcluster {cluster.queue} log (tail) ---\n{cluster.log()[-3000:]}", file=sys.stderr)
+            raise
+        finally:
+            for cluster in reversed(clusters):
+                try:
+                    cluster.stop()
+                except RuntimeError:
+                    cluster.kill()
+        result = figures(fake.control.calls("sendMessage"), stored, set(repliers), notes)
+        result["limited"] = fake.control.rate_limited_count - limited_before
+    result.update(backend=BACKENDS[args.measure], workers=settings.QUEUES["telegram"]["workers"], notes=notes)
+    print(
+        f"  {result['limited']} x 429; {result['rate_during']:.2f} msg/s during replies; "
+        f"reply p50 {result['p50_ms']:.0f} ms, p95 {result['p95_ms']:.0f} ms",
+        flush=True,
+    )
+    return result
+
+
+def store_starts(bot: Any, users: range, rate: float) -> dict[int, float]:
+    """`/start` from each user into the inbox at `rate` per second, as the webhook stores it;
+    returns user -> when it was stored."""
+    from bench.webhook import update_body
+    from bots.inbox import accept_update
+
+    stored: dict[int, float] = {}
+    start = time.monotonic()
+    for i, user in enumerate(users):
+        if (delay := start + i / rate - time.monotonic()) > 0:
+            time.sleep(delay)
+        accept_update(bot.pk, json.dumps(update_body(user, user_id=user)))
+        stored[user] = time.time()
+    return stored
+
+
+def wait_until_done(broadcast: Any, updates: int, clusters: list[Any], timeout: float) -> None:
+    """Until the broadcast is done and every update handled, asking the database: asking the
+    fake for its calls costs it CPU, which delays the messages it is receiving meanwhile."""
+    from bots.models import Update
+    from broadcasts.models import Broadcast
+
+    deadline = time.monotonic() + timeout
+    while True:
+        broadcast.refresh_from_db()
+        handled = Update.objects.filter(status__in=[Update.Status.PROCESSED, Update.Status.FAILED]).count()
+        if broadcast.status == Broadcast.Status.DONE and handled == updates:
+            return
+        for cluster in clusters:
+            if cluster.process.poll() is not None:
+                raise RuntimeError(f"qcluster {cluster.queue} exited:\n{cluster.log()[-3000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not done in time: {handled} of {updates} updates, broadcast {broadcast.counts()}")
+        time.sleep(1)
+
+
+def figures(calls: list[Any], stored: dict[int, float], repliers: set[int], notes: list[str]) -> Result:
+    accepted = sorted((c for c in calls if c.status == 200 and c.received_at >= min(stored.values())), key=_received)
+    replies = [c for c in accepted if c.chat_id in repliers]
+    broadcast = [c for c in accepted if c.chat_id < FIRST_REPLIER - WARMUP]
+    first_reply, last_reply = replies[0].received_at, replies[-1].received_at
+    during = [c for c in accepted if first_reply <= c.received_at <= last_reply]
+    latencies = sorted((c.received_at - stored[c.chat_id]) * 1000 for c in replies)
+    twice = len(replies) - len({c.chat_id for c in replies})
+    if twice:
+        notes.append(f"{twice} replies sent twice")
+    return {
+        "rate_during": len(during) / max(last_reply - first_reply, 1e-6),
+        "rate_all": len(accepted) / max(accepted[-1].received_at - min(stored.values()), 1e-6),
+        "p50_ms": statistics.median(latencies),
+        "p95_ms": statistics.quantiles(latencies, n=20, method="inclusive")[18] if len(latencies) > 1 else latencies[0],
+        "max_ms": latencies[-1],
+        "replied": len({c.chat_id for c in replies}),
+        "broadcast_during": sum(1 for c in during if c.chat_id < FIRST_REPLIER - WARMUP),
+        "broadcast_sent": len(broadcast),
+    }
+
+
+def _received(call: Any) -> float:
+    return call.received_at
+
+
+if __name__ == "__main__":
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    sys.exit(main())
