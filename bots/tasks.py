@@ -3,7 +3,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from bots import handlers
+from bots import handlers, telegram_api
 from bots.models import Update
 from bots.telegram_api import circuit_key
 from queueing import circuit, redaction
@@ -11,6 +11,7 @@ from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, Servi
 from queueing.jobs import job
 from queueing.locks import try_lock
 
+ANSWERED_THEN_FAILED = "Answered, then failed (not handled again, so the member is not answered twice):"
 WORKER_DIED = "The worker handling this stopped midway: its answer may have arrived, so it is not sent again."
 
 
@@ -57,11 +58,13 @@ def handle_one(update: Update) -> None:
     - Other failures count against the same budget as handle_update's own attempts, so an
       update that keeps failing cannot hold its chat back for ever.
     - An update whose worker died while handling it (killed, or over its timeout) may have
-      been answered: it fails rather than risk a second answer."""
+      been answered, and one that failed after an answer went out has been: either fails
+      rather than risk a second answer."""
     if update.handling_since is not None:
         update.mark(Update.Status.FAILED, WORKER_DIED)
         return
     handling = Update.objects.filter(pk=update.pk)
+    answered_before = telegram_api.calls_done()
     try:
         if outage := circuit.wait_for(circuit_key(update.bot_id)):
             raise ServiceUnavailable(outage.wait, f"Telegram {outage.describe()}")
@@ -71,6 +74,9 @@ def handle_one(update: Update) -> None:
         handling.update(handling_since=None)
         error_class = classify(exc).error_class
         reason = redaction.describe(exc)
+        if telegram_api.calls_done() > answered_before:
+            update.mark(Update.Status.FAILED, f"{ANSWERED_THEN_FAILED} {reason}")
+            return
         if error_class == DEFERRED and _outage_outlived(update):
             update.mark(Update.Status.FAILED, f"Given up after {settings.TELEGRAM_OUTAGE_HORIZON} s: {reason}")
             return

@@ -13,13 +13,13 @@ from bots.transport import AiohttpRequest, NoAnswer, Unreachable
 from queueing import circuit
 from queueing.errors import MaybeDone, ServiceUnavailable
 
-_state: dict[str, Any] = {"pid": None, "loop": None, "apis": {}}
+_state: dict[str, Any] = {"pid": None, "loop": None, "apis": {}, "done": 0}
 
 
 def _process_state() -> dict[str, Any]:
     # A forked worker must not share its parent's loop or sockets.
     if _state["pid"] != os.getpid():
-        _state.update(pid=os.getpid(), loop=asyncio.new_event_loop(), apis={})
+        _state.update(pid=os.getpid(), loop=asyncio.new_event_loop(), apis={}, done=0)
     return _state
 
 
@@ -73,7 +73,14 @@ def _guarded(bot: Bot, use: Callable[[telegram.Bot], Any], proves_reachable: boo
         raise MaybeDone(str(exc)) from exc
     if proves_reachable:  # a client set up earlier proves nothing about now
         circuit.reset(key)
+        _process_state()["done"] += 1
     return result
+
+
+def calls_done() -> int:
+    """Bot API calls this process has had answered: work that has made one must not be
+    repeated blindly, or the member hears it twice."""
+    return _process_state()["done"]
 
 
 def token_rejected(exc: BaseException) -> bool:

@@ -239,3 +239,27 @@ def test_a_chunk_that_finds_telegram_unreachable_defers_with_every_delivery_stil
     assert sender.deferral is not None and sender.deferral.reason.startswith("Telegram unreachable since")
     assert set(broadcast.deliveries.values_list("status", "attempts")) == {(Delivery.Status.PENDING, 0)}
     assert Circuit.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_update_that_failed_after_its_answer_went_out_is_not_answered_again(
+    telegram_bot, fake_telegram, monkeypatch
+):
+    from django.db import OperationalError
+
+    from bots import handlers
+    from bots.tasks import ANSWERED_THEN_FAILED
+
+    def help_then_a_locked_database(context, argument):
+        context.reply("Here is some help.")
+        raise OperationalError("database is locked")
+
+    monkeypatch.setitem(handlers.COMMANDS, "/help", help_then_a_locked_database)
+    update = _update(telegram_bot, 8, status=Update.Status.ENQUEUED)
+
+    handle_one(Update.objects.select_related("bot").get(pk=update.pk))
+
+    update.refresh_from_db()
+    assert update.status == Update.Status.FAILED
+    assert update.error == f"{ANSWERED_THEN_FAILED} OperationalError: database is locked"
+    assert len(fake_telegram.calls("sendMessage")) == 1
