@@ -126,7 +126,7 @@ def chart_svg(points: list[Point], width: int = 720, height: int = 210) -> SafeS
 
     parts = [
         f'<svg id="throughput-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="100%" height="{height}" role="img" aria-label="Jobs finished and failed per minute over time">',
+        f'width="100%" role="img" aria-label="Jobs finished and failed per minute over time">',
     ]
     for fraction in (0, 0.5, 1):
         tick = base - fraction * plot_h
