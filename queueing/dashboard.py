@@ -22,7 +22,7 @@ from queueing import health, redaction
 from queueing.models import Alert, ClusterHeartbeat, JobRecord
 from queueing.queues import broker_for, queue_names
 from queueing.stats import binned_counts, failure_rates, queues_now, unrolled, window_by, window_start
-from queueing.wording import duration, error_sentence
+from queueing.wording import duration, error_sentence, failed_as
 
 logger = logging.getLogger(__name__)
 
@@ -250,6 +250,7 @@ def dashboard_data(hours: int) -> dict:
         {
             "queue": queue,
             "error_class": error_class,
+            "label": failed_as(error_class),
             "jobs": tally.count,
             "url": _history_url(queue=queue, status="failed", error_class=error_class),
         }
@@ -290,6 +291,7 @@ def dashboard_data(hours: int) -> dict:
                 "finished": f"{timezone.localtime(job.finished_at):%d %b %H:%M}" if job.finished_at else "",
                 "url": reverse("admin:queueing_jobrecord_change", args=[job.pk]),
                 "class_url": _history_url(status="failed", error_class=job.error_class),
+                "class_label": failed_as(job.error_class),
             }
             for job in recent
         ],

@@ -58,6 +58,22 @@ def error_sentence(error_class: str, last_error: str, status: str = "", attempts
     return f"{said}."
 
 
+# What a failed job's error class means once it has failed: "retriable" would say the opposite.
+FAILED_AS = {
+    RATE_LIMITED: "flood control",
+    DEFERRED: "waited in vain",
+    RETRIABLE: "errors, out of attempts",
+    MAYBE_DONE: "no answer (may have taken effect)",
+    PERMANENT: "refused, not retried",
+    LOST: "worker died, out of attempts",
+}
+
+
+def failed_as(error_class: str) -> str:
+    """How a group of failed jobs of one error class is named (the dashboard's table)."""
+    return FAILED_AS.get(error_class, error_class or "no error recorded")
+
+
 def duration(span: timedelta | float) -> str:
     """A span (or a number of seconds) as people say it: "45 s", "12 min", "2 h 14 min", "3 d 4 h"."""
     seconds = max(int(span.total_seconds() if isinstance(span, timedelta) else span), 0)

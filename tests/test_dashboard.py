@@ -258,3 +258,24 @@ def test_an_alert_says_operators_were_told_only_when_a_message_went_out(admin_cl
     assert alert["name"] == "cluster:downloads"
     assert alert["note"].endswith(f", {note}")
     assert ("operators told" in alert["note"]) is bool(chats)
+
+
+@pytest.mark.django_db
+def test_failed_jobs_are_grouped_by_cause_and_never_called_retriable(admin_client):
+    JobRecord.objects.create(
+        queue="telegram",
+        kind="tests.jobs.crash",
+        status="failed",
+        attempts=4,
+        error_class="retriable",
+        last_error="KeyError: 'chat'",
+        finished_at=timezone.now(),
+    )
+
+    [group] = data(admin_client)["failures_by_class"]
+    page = admin_client.get(reverse(DASHBOARD)).content.decode()
+
+    assert (group["error_class"], group["label"]) == ("retriable", "errors, out of attempts")
+    assert ">errors, out of attempts</a>" in page
+    assert ">retriable<" not in page
+    assert "It stopped with an error. Failed after 4 attempts." in page
