@@ -50,6 +50,8 @@ def error_sentence(error_class: str, last_error: str, status: str = "", attempts
     if not error_class and not last_error:
         return ""
     said = cause(error_class, last_error)
+    if status == "failed" and attempts < 1:  # failed before it ever ran (a lost dispatch)
+        return f"{said}. Failed."
     if status == "failed":
         plural = "s" if attempts != 1 else ""
         return f"{said}. Failed after {attempts} attempt{plural}."

@@ -51,6 +51,7 @@ from queueing.wording import duration, error_sentence
         ("deferred", "Deferred: Try again in 5 s", "retrying", 0, "Waiting for something else to finish first."),
         ("lost", "the worker died", "queued", 2, "The worker running it stopped; it will be tried again."),
         ("", "", "succeeded", 1, ""),
+        ("lost", "the broker lost it", "failed", 0, "The worker running it stopped. Failed."),
     ],
 )
 def test_an_error_reads_as_a_sentence_that_says_what_happens_next(error_class, last_error, status, attempts, sentence):
