@@ -208,6 +208,7 @@ def dashboard_data(hours: int) -> dict:
                 "retrying": state.retrying,
                 "running": state.running,
                 "oldest_wait_seconds": _seconds(state.oldest_wait),
+                "oldest_wait": duration(state.oldest_wait) if state.oldest_wait is not None else None,
                 "in_broker": _broker_size(name),
                 "workers_alive": sum(b.workers for b in beats if b.queue == name and b.last_seen >= alive_after),
                 "clusters_alive": sum(1 for b in beats if b.queue == name and b.last_seen >= alive_after),

@@ -24,6 +24,7 @@ from queueing.stats import (
     window_by,
     window_start,
 )
+from queueing.wording import failed_as
 
 LONGEST_HOURS = int(HOUR_ROWS_KEPT.total_seconds() // 3600)
 
@@ -153,11 +154,11 @@ def render_table(report: dict) -> str:
         ["queue", "wait p50", "wait p95", "run p50", "run p95"],
         [[q["queue"], q["wait_p50"], q["wait_p95"], q["run_p50"], q["run_p95"]] for q in report["queues"]],
     )
-    out += ["", "Failures by error class"]
+    out += ["", "Failed jobs by cause"]
     if report["failures"]:
         out += _table(
-            ["queue", "kind", "error class", "jobs"],
-            [[f["queue"], f["kind"], f["error_class"] or "(none)", f["jobs"]] for f in report["failures"]],
+            ["queue", "kind", "cause", "jobs"],
+            [[f["queue"], f["kind"], failed_as(f["error_class"]), f["jobs"]] for f in report["failures"]],
         )
     else:
         out.append("  none")

@@ -141,9 +141,10 @@ def test_table_by_default(jobs, broadcasts):
     call_command("queue_report", "--hours", "1", stdout=out)
     text = out.getvalue()
     assert text.startswith("Queue report: last 1 h")
-    for heading in ["Jobs finished, by status", "Wait and run time", "Failures by error class", "Broadcasts"]:
+    for heading in ["Jobs finished, by status", "Wait and run time", "Failed jobs by cause", "Broadcasts"]:
         assert heading in text
     assert "tests.jobs.crash" in text and "Spring appeal" in text and "Reminder" in text
+    assert "errors, out of attempts" in text and "refused, not retried" in text
     with pytest.raises(json.JSONDecodeError):
         json.loads(text)
 
