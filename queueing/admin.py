@@ -201,7 +201,8 @@ class JobRecordAdmin(admin.ModelAdmin):
         if job is None or not _retriable(job) or not JobRecord.objects.filter(pk=pk).retry():
             self.message_user(
                 request,
-                "This job was not retried: only a failed or cancelled job nobody retried yet can be.",
+                "This job was not retried: only a failed or cancelled job that nobody has retried yet, "
+                "and whose kind is still a job, can be retried.",
                 messages.WARNING,
             )
         else:
