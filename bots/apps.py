@@ -18,15 +18,19 @@ class BotsConfig(AppConfig):
         from django_q.conf import Conf
 
         from bots import download_folders, inbox
-        from bots.models import Bot
+        from bots.models import Bot, Download, Update
         from bots.signals import sync_settings_bot
+        from bots.tasks import download_media, handle_update
         from queueing import redaction
         from queueing.housekeeping import register_duty
+        from queueing.jobs import first_arg_is, register_arg_describer
 
         post_migrate.connect(sync_settings_bot, sender=self)
         redaction.register_secrets(bot_secrets)
         for signal in (post_save, post_delete):
             signal.connect(redaction.forget, sender=Bot)
+        register_arg_describer(handle_update, first_arg_is(Update))
+        register_arg_describer(download_media, first_arg_is(Download))
         register_duty("telegram", inbox.DISPATCH_INTERVAL, inbox.dispatch_received)
         register_duty("telegram", inbox.ORPHAN_INTERVAL, inbox.hand_on_orphans)
         register_duty("downloads", download_folders.SWEEP_INTERVAL, download_folders.sweep_stale_folders)

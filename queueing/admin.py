@@ -5,12 +5,13 @@ retry and cancel them."""
 import json
 from datetime import timedelta
 
+import django_q.admin  # noqa: F401  registers django-q2's pages, so they can be taken away below
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models.functions import Cast, Left
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -18,10 +19,21 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 from django.utils.html import format_html, format_html_join
 from django.utils.text import smart_split, unescape_string_literal
+from django.views.decorators.http import require_POST
+from django_q.models import Failure, OrmQ, Schedule, Success
 
-from queueing.jobs import job_kinds
+from queueing.jobs import describe_args, job_kinds
 from queueing.models import Alert, JobQuerySet, JobRecord
 from queueing.queues import queue_names
+from queueing.wording import error_sentence
+
+# django-q2's task pages are a second, disagreeing failure list (its "Resubmit" bypasses our
+# job records): the job history below is the one list operators act on.
+for model in (Schedule, Success, Failure, OrmQ):
+    if admin.site.is_registered(model):
+        admin.site.unregister(model)
+
+ERROR_HEAD = 300  # enough of last_error for error_sentence() to tell what Telegram said
 
 
 class DeclaredValuesFilter(admin.SimpleListFilter):
@@ -73,7 +85,8 @@ class EnqueuedWithinFilter(admin.SimpleListFilter):
 class JobChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, exclude_parameters=None) -> QuerySet:
         # A traceback runs to 20 kB and the list shows none: a page of 100 rows would fetch 2 MB.
-        return super().get_queryset(request, exclude_parameters).defer("traceback", "last_error", "result")
+        queryset = super().get_queryset(request, exclude_parameters).defer("traceback", "last_error", "result")
+        return queryset.annotate(error_head=Left("last_error", ERROR_HEAD))
 
 
 @admin.register(JobRecord)
@@ -85,7 +98,7 @@ class JobRecordAdmin(admin.ModelAdmin):
         "queue",
         "status_display",
         "attempts_display",
-        "error_class",
+        "error_summary",
         "enqueued_at",
         "runtime_display",
     ]
@@ -99,8 +112,8 @@ class JobRecordAdmin(admin.ModelAdmin):
     actions = ["retry_selected", "cancel_selected"]
     fieldsets = [
         (None, {"fields": ["kind", "label", "queue", "status_display", "attempts", "max_attempts"]}),
-        ("Arguments", {"fields": ["args", "kwargs"]}),
-        ("Outcome", {"fields": ["result", "error_class", "last_error", "traceback_display"]}),
+        ("Arguments", {"fields": ["args_display", "kwargs"]}),
+        ("Outcome", {"fields": ["result", "error_display", "traceback_display"]}),
         (
             "Timings",
             {
@@ -117,7 +130,14 @@ class JobRecordAdmin(admin.ModelAdmin):
         ("Lineage", {"fields": ["retry_of", "retried_by_display"]}),
         ("Worker", {"fields": ["worker", "task_id", "dispatch_id"]}),
     ]
-    readonly_fields = ["status_display", "traceback_display", "runtime_display", "retried_by_display"]
+    readonly_fields = [
+        "status_display",
+        "args_display",
+        "error_display",
+        "traceback_display",
+        "runtime_display",
+        "retried_by_display",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -157,7 +177,51 @@ class JobRecordAdmin(admin.ModelAdmin):
     def get_urls(self) -> list:
         name = f"{self.opts.app_label}_{self.opts.model_name}_retry_failed"
         retry_failed = path("retry-failed/", self.admin_site.admin_view(self.retry_failed_view), name=name)
-        return [retry_failed, *super().get_urls()]
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}"
+        one_job = [
+            path(f"<int:pk>/{verb}/", self.admin_site.admin_view(require_POST(view)), name=f"{prefix}_{verb}")
+            for verb, view in (("retry", self.retry_view), ("cancel", self.cancel_view))
+        ]
+        return [retry_failed, *one_job, *super().get_urls()]
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        job = self.get_object(request, object_id)
+        operate = job is not None and self.has_operate_permission(request)
+        extra_context = {
+            **(extra_context or {}),
+            "can_retry_job": operate and _retriable(job),
+            "can_cancel_job": operate and job.status in (JobRecord.Status.QUEUED, JobRecord.Status.RETRYING),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def retry_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        job = self.get_object(request, str(pk))
+        if job is None or not _retriable(job) or not JobRecord.objects.filter(pk=pk).retry():
+            self.message_user(
+                request,
+                "This job was not retried: only a failed or cancelled job that nobody has retried yet, "
+                "and whose kind is still a job, can be retried.",
+                messages.WARNING,
+            )
+        else:
+            retry = job.retried_by.order_by("pk").last()
+            self.message_user(
+                request,
+                format_html('Retried as <a href="{}">job {}</a>.', self._url("change", retry.pk), retry.pk),
+                messages.SUCCESS,
+            )
+        return HttpResponseRedirect(self._url("change", pk))
+
+    def cancel_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        if JobRecord.objects.filter(pk=pk).cancel():
+            self.message_user(request, "The job was cancelled; it will not run.", messages.SUCCESS)
+        else:
+            self.message_user(request, "This job was not cancelled: it is no longer waiting.", messages.WARNING)
+        return HttpResponseRedirect(self._url("change", pk))
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         extra_context = {**(extra_context or {}), "can_retry": self.has_operate_permission(request)}
@@ -174,6 +238,35 @@ class JobRecordAdmin(admin.ModelAdmin):
     @admin.display(description="attempts")
     def attempts_display(self, job: JobRecord) -> str:
         return f"{job.attempts}/{job.max_attempts}"
+
+    @admin.display(description="error")
+    def error_summary(self, job: JobRecord) -> str:
+        sentence = error_sentence(job.error_class, job.error_head, job.status, job.attempts)
+        return format_html('<span title="{}">{}</span>', job.error_head, sentence) if sentence else ""
+
+    @admin.display(description="error")
+    def error_display(self, job: JobRecord) -> str:
+        sentence = error_sentence(job.error_class, job.last_error, job.status, job.attempts)
+        if not sentence:
+            return self.get_empty_value_display()
+        return format_html(
+            '<p class="job-error">{}</p><details><summary>Technical detail ({})</summary><pre class="job-traceback">'
+            "{}</pre></details>",
+            sentence,
+            job.get_error_class_display() or "no class",
+            job.last_error,
+        )
+
+    @admin.display(description="arguments")
+    def args_display(self, job: JobRecord) -> str:
+        links = describe_args(job)
+        raw = format_html("<code>{}</code>", json.dumps(job.args, ensure_ascii=False))
+        if not links:
+            return raw
+        described = format_html_join(
+            ", ", "{}", ((format_html('<a href="{}">{}</a>', url, label) if url else label,) for label, url in links)
+        )
+        return format_html("{} <small>{}</small>", described, raw)
 
     @admin.display(description="runtime")
     def runtime_display(self, job: JobRecord) -> str:
@@ -253,6 +346,10 @@ class JobRecordAdmin(admin.ModelAdmin):
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(request, "admin/queueing/jobrecord/retry_failed_confirmation.html", context)
+
+
+def _retriable(job: JobRecord) -> bool:
+    return job.status in (JobRecord.Status.FAILED, JobRecord.Status.CANCELLED) and not job.retried_by.exists()
 
 
 def _query_string(request: HttpRequest) -> str:

@@ -33,6 +33,7 @@ from queueing.heartbeat import alive_clusters
 from queueing.jobs import job
 from queueing.locks import try_lock
 from queueing.models import Alert
+from queueing.wording import duration
 
 logger = logging.getLogger(__name__)
 
@@ -146,29 +147,18 @@ def raised_message(alert: Alert) -> str:
 
 def reminder_message(alert: Alert, now: datetime) -> str:
     since = timezone.localtime(alert.raised_at)
-    text = f"🔴 Still {alert.level}: {alert.key}, for {_duration(now - alert.raised_at)} (since {since:%H:%M %Z})"
+    text = f"🔴 Still {alert.level}: {alert.key}, for {duration(now - alert.raised_at)} (since {since:%H:%M %Z})"
     return _with_link(f"{text}\n{alert.detail}".strip())
 
 
 def resolved_message(alert: Alert) -> str:
-    return _with_link(f"✅ Resolved: {alert.key}, after {_duration(alert.resolved_at - alert.raised_at)}")
+    return _with_link(f"✅ Resolved: {alert.key}, after {duration(alert.resolved_at - alert.raised_at)}")
 
 
 def _with_link(text: str) -> str:
     if not settings.PUBLIC_URL:
         return text
     return f"{text}\n{settings.PUBLIC_URL.rstrip('/')}{reverse('queueing:dashboard')}"
-
-
-def _duration(span: timedelta) -> str:
-    seconds = max(int(span.total_seconds()), 0)
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes = seconds // 60
-    if minutes < 60:
-        return f"{minutes} min"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min" if minutes else f"{hours} h"
 
 
 def tell(text: str) -> int:

@@ -22,11 +22,13 @@ from queueing import health, redaction
 from queueing.models import Alert, ClusterHeartbeat, JobRecord
 from queueing.queues import broker_for, queue_names
 from queueing.stats import binned_counts, failure_rates, queues_now, unrolled, window_by, window_start
+from queueing.wording import duration, error_sentence, failed_as
 
 logger = logging.getLogger(__name__)
 
 WINDOWS = (1, 6, 24)
 CHART_BINS = 60
+TICK_EVERY_BINS = 10  # a labelled time every 10 min, 1 h or 4 h
 RECENT_FAILURES = 10
 # Worker hosts, failures and broadcast titles: more than every staff user needs to see.
 PERMISSION = "queueing.view_queue_dashboard"
@@ -99,37 +101,82 @@ def throughput(since: datetime, hours: int, tail: dict | None = None) -> list[Po
     return points
 
 
-def chart_svg(points: list[Point], width: int = 720, height: int = 180) -> SafeString:
-    """A line chart of finished (green) and failed (red) jobs per minute. Only numbers and
-    times go into the markup."""
-    pad_left, pad_bottom, pad_top = 48, 22, 10
-    plot_w, plot_h = width - pad_left - 8, height - pad_bottom - pad_top
-    top = max([p.finished for p in points] + [1.0])
-    step = plot_w / max(len(points) - 1, 1)
+def chart_svg(points: list[Point], width: int = 720, height: int = 210) -> SafeString:
+    """A line chart of finished (green) and failed (red) jobs per minute, with a time axis
+    dated in the server's time zone, a jobs-per-minute axis and each bin's values in a
+    tooltip (its <title>). Only numbers and times go into the markup."""
+    if not points:
+        return mark_safe("")
+    left, right, top_pad, bottom = 58, 12, 10, 44
+    plot_w, plot_h = width - left - right, height - top_pad - bottom
+    base = top_pad + plot_h
+    top = nice_ceiling(max(p.finished for p in points))
+    bin_w = plot_w / len(points)
+    bin_span = points[1].start - points[0].start if len(points) > 1 else timedelta(minutes=1)
+    dated = bin_span * len(points) >= timedelta(hours=24)
+
+    def x(index: int) -> float:
+        return left + (index + 0.5) * bin_w
+
+    def y(value: float) -> float:
+        return base - value / top * plot_h
 
     def line(values: list[float]) -> str:
-        return " ".join(
-            f"{pad_left + i * step:.1f},{pad_top + plot_h - v / top * plot_h:.1f}" for i, v in enumerate(values)
-        )
+        return " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
 
-    start, end = points[0].start, points[-1].start
     parts = [
         f'<svg id="throughput-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="100%" height="{height}" role="img" aria-label="Jobs finished and failed per minute">',
-        f'<line x1="{pad_left}" y1="{pad_top + plot_h}" x2="{width - 8}" y2="{pad_top + plot_h}" stroke="#999"/>',
-        f'<line x1="{pad_left}" y1="{pad_top}" x2="{pad_left}" y2="{pad_top + plot_h}" stroke="#999"/>',
-        f'<text x="{pad_left - 4}" y="{pad_top + 10}" text-anchor="end" font-size="11">{top:.3g}/min</text>',
-        f'<text x="{pad_left - 4}" y="{pad_top + plot_h}" text-anchor="end" font-size="11">0</text>',
-        f'<text x="{pad_left}" y="{height - 6}" font-size="11">{timezone.localtime(start):%H:%M}</text>',
-        f'<text x="{width - 8}" y="{height - 6}" text-anchor="end" font-size="11">'
-        f"{timezone.localtime(end):%H:%M}</text>",
+        f'width="100%" role="img" aria-label="Jobs finished and failed per minute over time">',
+    ]
+    for fraction in (0, 0.5, 1):
+        tick = base - fraction * plot_h
+        parts.append(
+            f'<line x1="{left}" y1="{tick:.1f}" x2="{width - right}" y2="{tick:.1f}" stroke="#ddd"/>'
+            f'<text class="y-tick" x="{left - 4}" y="{tick + 4:.1f}" text-anchor="end" font-size="11">'
+            f"{top * fraction:.3g}</text>"
+        )
+    for index in range(0, len(points), TICK_EVERY_BINS):
+        at = timezone.localtime(points[index].start)
+        label = f"{at.day} {at:%b %H:%M}" if dated else f"{at:%H:%M}"
+        parts.append(
+            f'<line x1="{x(index):.1f}" y1="{base}" x2="{x(index):.1f}" y2="{base + 4}" stroke="#999"/>'
+            f'<text class="x-tick" x="{x(index):.1f}" y="{base + 16}" text-anchor="middle" font-size="11">'
+            f"{label}</text>"
+        )
+    zone = timezone.localtime(points[0].start).tzname()
+    parts += [
+        f'<line x1="{left}" y1="{base}" x2="{width - right}" y2="{base}" stroke="#999"/>',
+        f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{base}" stroke="#999"/>',
+        f'<text class="axis-label" x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle" '
+        f'font-size="12">Time ({zone})</text>',
+        f'<text class="axis-label" transform="translate(14 {top_pad + plot_h / 2:.1f}) rotate(-90)" '
+        f'text-anchor="middle" font-size="12">Jobs per minute</text>',
         f'<polyline class="finished" fill="none" stroke="#2e7d32" stroke-width="2" '
         f'points="{line([p.finished for p in points])}"/>',
         f'<polyline class="failed" fill="none" stroke="#c62828" stroke-width="2" '
         f'points="{line([p.failed for p in points])}"/>',
-        "</svg>",
     ]
+    for index, point in enumerate(points):
+        start, end = timezone.localtime(point.start), timezone.localtime(point.start + bin_span)
+        parts.append(
+            f'<rect class="bin" x="{left + index * bin_w:.1f}" y="{top_pad}" width="{bin_w:.1f}" height="{plot_h}">'
+            f"<title>{start.day} {start:%b %H:%M}–{end:%H:%M}: {point.finished:.3g} finished, "
+            f"{point.failed:.3g} failed per minute</title></rect>"
+        )
+    parts.append("</svg>")
     return mark_safe("".join(parts))
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest of 1, 2, 5, 10, 20, 50... at or above `value` (at least 1): a round top
+    for the chart's axis."""
+    top = 1.0
+    while top < value:
+        for factor in (2, 2.5, 2):
+            top *= factor
+            if top >= value:
+                break
+    return top
 
 
 def _broker_size(queue: str) -> int | None:
@@ -156,10 +203,12 @@ def dashboard_data(hours: int) -> dict:
         queues.append(
             {
                 "queue": name,
+                "status": _queue_status(name, report.problems),
                 "depth": state.queued,
                 "retrying": state.retrying,
                 "running": state.running,
                 "oldest_wait_seconds": _seconds(state.oldest_wait),
+                "oldest_wait": duration(state.oldest_wait) if state.oldest_wait is not None else None,
                 "in_broker": _broker_size(name),
                 "workers_alive": sum(b.workers for b in beats if b.queue == name and b.last_seen >= alive_after),
                 "clusters_alive": sum(1 for b in beats if b.queue == name and b.last_seen >= alive_after),
@@ -177,6 +226,7 @@ def dashboard_data(hours: int) -> dict:
             "workers": beat.workers,
             "started_at": beat.started_at.isoformat(),
             "uptime_seconds": round((now - beat.started_at).total_seconds()),
+            "uptime": duration(now - beat.started_at),
             "last_seen_seconds_ago": round((now - beat.last_seen).total_seconds(), 1),
             "alive": beat.last_seen >= alive_after,
         }
@@ -201,6 +251,7 @@ def dashboard_data(hours: int) -> dict:
         {
             "queue": queue,
             "error_class": error_class,
+            "label": failed_as(error_class),
             "jobs": tally.count,
             "url": _history_url(queue=queue, status="failed", error_class=error_class),
         }
@@ -212,7 +263,7 @@ def dashboard_data(hours: int) -> dict:
     recent = (
         JobRecord.objects.failed()
         .order_by("-finished_at")
-        .only("pk", "queue", "kind", "error_class", "last_error", "finished_at")[:RECENT_FAILURES]
+        .only("pk", "queue", "kind", "status", "attempts", "error_class", "last_error", "finished_at")[:RECENT_FAILURES]
     )
     return {
         "generated_at": now.isoformat(),
@@ -234,17 +285,36 @@ def dashboard_data(hours: int) -> dict:
                 "queue": job.queue,
                 "kind": job.kind,
                 "error_class": job.error_class,
+                "sentence": error_sentence(job.error_class, job.last_error, job.status, job.attempts),
                 # Stored redacted; rows from before redaction existed are redacted here.
                 "error": redaction.redact(job.last_error)[:300],
                 "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+                "finished": f"{timezone.localtime(job.finished_at):%d %b %H:%M}" if job.finished_at else "",
                 "url": reverse("admin:queueing_jobrecord_change", args=[job.pk]),
                 "class_url": _history_url(status="failed", error_class=job.error_class),
+                "class_label": failed_as(job.error_class),
             }
             for job in recent
         ],
         "panels": _panel_data(),
         "_points": points,
     }
+
+
+def _queue_status(queue: str, problems: list) -> str:
+    """The worst of the queue's own checks (cluster:, broker:, depth:, wait:, failures:)."""
+    statuses = [check.status for check in problems if check.name.endswith(f":{queue}")]
+    return max(statuses, key=health.SEVERITY.__getitem__, default=health.OK)
+
+
+def _told(alert: Alert) -> str:
+    """Whether a message went out: queueing.alerts.tell() sends to nobody without ALERT_CHAT_IDS,
+    though it still counts the alert as notified."""
+    if not alert.notifications:
+        return ""
+    if not settings.ALERT_CHAT_IDS:
+        return ", nobody told (ALERT_CHAT_IDS is empty)"
+    return ", operators told"
 
 
 def _alerts(problems: list) -> list[dict]:
@@ -257,8 +327,7 @@ def _alerts(problems: list) -> list[dict]:
         note = ""
         if alert:
             note = f"since {timezone.localtime(alert.raised_at):%H:%M}"
-            if alert.last_notified_at:
-                note += ", operators told"
+            note += _told(alert)
         result.append(
             {
                 "name": check.name,

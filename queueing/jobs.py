@@ -91,6 +91,47 @@ def job_kinds() -> list[str]:
     return sorted(_registry)
 
 
+# kind -> describer(args, kwargs) returning [(label, admin url)] for what the arguments are.
+ArgDescriber = Callable[[list, dict], list[tuple[str, str]]]
+_arg_describers: dict[str, ArgDescriber] = {}
+
+
+def register_arg_describer(kind_or_job: "str | Job", describer: ArgDescriber) -> None:
+    """Let the job history show a kind's arguments as links to what they are (an update, a
+    broadcast...). Apps call this from AppConfig.ready(), so queueing imports none of them."""
+    _arg_describers[kind_or_job if isinstance(kind_or_job, str) else kind_or_job.kind] = describer
+
+
+def first_arg_is(model: type) -> ArgDescriber:
+    """A describer for jobs whose first argument is the primary key of a `model` row: a link
+    to its admin change page, labelled with the row (or saying it is gone)."""
+
+    def describe(args: list, kwargs: dict) -> list[tuple[str, str]]:
+        from django.urls import reverse
+
+        row = model._default_manager.filter(pk=args[0]).first() if args else None
+        name = model._meta.verbose_name
+        if row is None:
+            return [(f"{name} {args[0] if args else '?'} (deleted)", "")]
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_change", args=[row.pk])
+        return [(f"{name.capitalize()}: {row}", url)]
+
+    return describe
+
+
+def describe_args(record: JobRecord) -> list[tuple[str, str]]:
+    """(label, url) for each thing a job's arguments point at; empty when its kind has no
+    describer or the describer fails (the raw arguments are shown then)."""
+    describer = _arg_describers.get(record.kind)
+    if describer is None:
+        return []
+    try:
+        return describer(list(record.args or []), dict(record.kwargs or {}))
+    except Exception:  # a deleted row or odd arguments must not break the job's page
+        logger.exception("Describing the arguments of job %s failed", record.pk)
+        return []
+
+
 def _job_modules() -> set[str]:
     from django.apps import apps
 

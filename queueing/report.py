@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from queueing.models import JobRecord
 from queueing.stats import (
@@ -23,6 +24,7 @@ from queueing.stats import (
     window_by,
     window_start,
 )
+from queueing.wording import failed_as
 
 LONGEST_HOURS = int(HOUR_ROWS_KEPT.total_seconds() // 3600)
 
@@ -108,6 +110,9 @@ def build_report(hours: int, now: datetime | None = None) -> dict:
     return report
 
 
+TEXT_WIDTH = 18  # a title longer than this is cut in the table (the JSON keeps it whole)
+
+
 def _cell(value) -> str:
     return "–" if value is None else str(value)
 
@@ -127,7 +132,8 @@ def _table(headers: list[str], rows: list[list]) -> list[str]:
 def render_table(report: dict) -> str:
     """The report for people: one table per part, seconds for times."""
     finished = list(JobRecord.FINISHED)
-    out = [f"Queue report: last {report['hours']} h (since {report['since']})", "", "Jobs finished, by status"]
+    since = _minute(report["since"])
+    out = [f"Queue report: last {report['hours']} h (since {since})", "", "Jobs finished, by status"]
     out += _table(
         ["queue", *finished, "queued", "retrying", "running", "per min", "peak/min"],
         [
@@ -148,11 +154,11 @@ def render_table(report: dict) -> str:
         ["queue", "wait p50", "wait p95", "run p50", "run p95"],
         [[q["queue"], q["wait_p50"], q["wait_p95"], q["run_p50"], q["run_p95"]] for q in report["queues"]],
     )
-    out += ["", "Failures by error class"]
+    out += ["", "Failed jobs by cause"]
     if report["failures"]:
         out += _table(
-            ["queue", "kind", "error class", "jobs"],
-            [[f["queue"], f["kind"], f["error_class"] or "(none)", f["jobs"]] for f in report["failures"]],
+            ["queue", "kind", "cause", "jobs"],
+            [[f["queue"], f["kind"], failed_as(f["error_class"]), f["jobs"]] for f in report["failures"]],
         )
     else:
         out.append("  none")
@@ -160,15 +166,44 @@ def render_table(report: dict) -> str:
         out += ["", name.replace("_", " ").capitalize()]
         section = report.get(name)
         if isinstance(section, list) and section and all(isinstance(row, dict) for row in section):
-            headers = [key for key, value in section[0].items() if not isinstance(value, dict | list)]
-            nested = [key for key, value in section[0].items() if isinstance(value, dict)]
-            sub = [sub for key in nested for sub in section[0][key]]
-            out += _table(
-                headers + sub,
-                [[row[h] for h in headers] + [row[k].get(s) for k in nested for s in row[k]] for row in section],
-            )
+            out += _section_table(section)
         elif section:
             out.append(f"  {section}")
         else:
             out.append("  none")
     return "\n".join(out) + "\n"
+
+
+def _section_table(rows: list[dict]) -> list[str]:
+    """Another app's rows: plain values as columns, a nested count (deliveries by status) as a
+    column for each count that is not zero in every row; times to the minute, long text cut."""
+    first = rows[0]
+    plain = [key for key, value in first.items() if not isinstance(value, dict | list)]
+    nested = [
+        (key, sub)
+        for key, value in first.items()
+        if isinstance(value, dict)
+        for sub in value
+        if any(row[key].get(sub) for row in rows)
+    ]
+    return _table(
+        [key.removesuffix("_at").replace("_", " ") for key in plain] + [sub for _, sub in nested],
+        [[_short(row[key]) for key in plain] + [row[key].get(sub) for key, sub in nested] for row in rows],
+    )
+
+
+def _short(value):
+    if not isinstance(value, str):
+        return value
+    if (minute := _minute(value)) != value:
+        return minute
+    return value if len(value) <= TEXT_WIDTH else value[: TEXT_WIDTH - 1] + "…"
+
+
+def _minute(value: str) -> str:
+    """An ISO time as "12-03 14:05" (month-day) in the server's time zone; any other text as it is."""
+    try:
+        moment = parse_datetime(value)
+    except ValueError:
+        return value
+    return f"{timezone.localtime(moment):%m-%d %H:%M}" if moment and timezone.is_aware(moment) else value

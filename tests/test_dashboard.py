@@ -1,14 +1,15 @@
 """The queue dashboard and its JSON endpoint: who may see them, and that they show what the
 queues hold, with real qcluster processes where workers matter."""
 
-from datetime import timedelta
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
-from queueing.models import ClusterHeartbeat, JobRecord
+from queueing.models import Alert, ClusterHeartbeat, JobRecord
 from queueing.queues import queue_names
 from tests import jobs
 from tests.waiting import wait_for
@@ -166,3 +167,115 @@ def test_the_dashboard_follows_a_running_cluster(clusters, admin_client):
     body = data(admin_client)
     assert queue(body, "telegram")["clusters_alive"] == 0
     assert "cluster:telegram" in {alert["name"] for alert in body["alerts"]}
+
+
+def test_the_chart_has_dated_ticks_one_label_per_axis_and_values_in_tooltips(settings):
+    from queueing.dashboard import CHART_BINS, Point, chart_svg
+
+    settings.TIME_ZONE = "UTC"
+    start = datetime(2026, 12, 2, 11, 0, tzinfo=UTC)
+    points = [Point(start + timedelta(minutes=24 * i), 0.0, 0.0) for i in range(CHART_BINS)]
+    points[5] = Point(points[5].start, 3.5, 0.25)
+
+    svg = chart_svg(points)
+
+    ticks = re.findall(r'<text class="x-tick"[^>]*>([^<]*)</text>', svg)
+    assert ticks == ["2 Dec 11:00", "2 Dec 15:00", "2 Dec 19:00", "2 Dec 23:00", "3 Dec 03:00", "3 Dec 07:00"]
+    assert re.findall(r'<text class="axis-label"[^>]*>([^<]*)</text>', svg) == ["Time (UTC)", "Jobs per minute"]
+    assert re.findall(r'<text class="y-tick"[^>]*>([^<]*)</text>', svg) == ["0", "2.5", "5"]
+    assert svg.count('<rect class="bin"') == CHART_BINS
+    assert "<title>2 Dec 13:00–13:24: 3.5 finished, 0.25 failed per minute</title>" in svg
+
+
+def test_the_chart_of_one_hour_shows_times_only(settings):
+    from queueing.dashboard import CHART_BINS, Point, chart_svg
+
+    settings.TIME_ZONE = "UTC"
+    start = datetime(2026, 12, 2, 11, 0, tzinfo=UTC)
+
+    svg = chart_svg([Point(start + timedelta(minutes=i), 0.0, 0.0) for i in range(CHART_BINS)])
+
+    assert re.findall(r'<text class="x-tick"[^>]*>([^<]*)</text>', svg)[:2] == ["11:00", "11:10"]
+
+
+@pytest.mark.parametrize(("value", "top"), [(0, 1), (1, 1), (1.5, 2), (3, 5), (7, 10), (12, 20), (101, 200)])
+def test_the_charts_top_is_a_round_number(value, top):
+    from queueing.dashboard import nice_ceiling
+
+    assert nice_ceiling(value) == top
+
+
+@pytest.mark.django_db
+def test_each_queue_has_a_status_colour_and_clusters_an_uptime_in_words(admin_client):
+    beat("telegram")
+
+    body = data(admin_client)
+    page = admin_client.get(reverse(DASHBOARD)).content.decode()
+
+    assert queue(body, "telegram")["status"] == "ok"
+    assert queue(body, "downloads")["status"] == "down"
+    assert '<span class="queue-status queue-status-down">down</span>' in page
+    assert '<span class="queue-status queue-status-ok">ok</span>' in page
+    [worker] = body["workers"]
+    assert worker["uptime"] == "10 min"
+    assert f'title="{worker["uptime_seconds"]} s">10 min</td>' in page
+
+
+@pytest.mark.django_db
+def test_a_recent_failure_reads_as_a_sentence_with_the_detail_beside(admin_client):
+    JobRecord.objects.create(
+        queue="telegram",
+        kind="bots.tasks.handle_update",
+        status="failed",
+        attempts=1,
+        error_class="permanent",
+        last_error="Forbidden: Forbidden: bot was blocked by the user",
+        finished_at=timezone.now(),
+    )
+
+    [recent] = data(admin_client)["recent_failures"]
+    page = admin_client.get(reverse(DASHBOARD)).content.decode()
+
+    assert recent["sentence"] == "The member blocked the bot. Failed after 1 attempt."
+    assert (
+        "The member blocked the bot. Failed after 1 attempt.<details><summary>Technical detail</summary>"
+        "<code>Forbidden: Forbidden: bot was blocked by the user</code></details>"
+    ) in page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("chats", "note"), [([], "nobody told (ALERT_CHAT_IDS is empty)"), ([4242], "operators told")])
+def test_an_alert_says_operators_were_told_only_when_a_message_went_out(admin_client, settings, chats, note):
+    settings.ALERT_CHAT_IDS = chats
+    for name in queue_names():
+        if name != "downloads":
+            beat(name, pid=hash(name) % 10000)
+    now = timezone.now()
+    Alert.objects.create(key="cluster:downloads", level="down", raised_at=now, last_notified_at=now, notifications=1)
+
+    [alert] = data(admin_client)["alerts"]
+
+    assert alert["name"] == "cluster:downloads"
+    assert alert["note"].endswith(f", {note}")
+    assert ("operators told" in alert["note"]) is bool(chats)
+
+
+@pytest.mark.django_db
+def test_failed_jobs_are_grouped_by_cause_and_never_called_retriable(admin_client):
+    JobRecord.objects.create(
+        queue="telegram",
+        kind="tests.jobs.crash",
+        status="failed",
+        attempts=4,
+        error_class="retriable",
+        last_error="KeyError: 'chat'",
+        finished_at=timezone.now(),
+    )
+
+    [group] = data(admin_client)["failures_by_class"]
+    page = admin_client.get(reverse(DASHBOARD)).content.decode()
+
+    assert (group["error_class"], group["label"]) == ("retriable", "errors, out of attempts")
+    assert ">errors, out of attempts</a>" in page
+    assert ">retriable<" not in page
+    assert "It stopped with an error. Failed after 4 attempts." in page

@@ -410,3 +410,130 @@ def test_retrying_every_failed_job_without_the_confirmation_retries_nothing(admi
 
     assert messages_of(response) == ["The confirmation was incomplete; nothing was retried."]
     assert not job.retried_by.exists()
+
+
+CHANGE = "admin:queueing_jobrecord_change"
+
+
+def operator(django_user_model, *codenames: str):
+    user = django_user_model.objects.create_user("operator", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames, content_type__app_label="queueing"))
+    return user
+
+
+def test_django_q_pages_are_hidden_so_the_job_history_is_the_one_failure_list(admin_client):
+    index = admin_client.get(reverse("admin:index")).content.decode()
+
+    assert reverse(CHANGELIST) in index
+    assert "Failed tasks" not in index and "/admin/django_q/" not in index
+    for page in ("failure", "success", "ormq", "schedule"):
+        assert admin_client.get(f"/admin/django_q/{page}/").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_shown", "cancel_shown"),
+    [
+        (Status.FAILED, True, False),
+        (Status.CANCELLED, True, False),
+        (Status.QUEUED, False, True),
+        (Status.RETRYING, False, True),
+        (Status.SUCCEEDED, False, False),
+        (Status.RUNNING, False, False),
+    ],
+)
+def test_a_jobs_page_offers_retry_or_cancel_by_its_status(admin_client, status, retry_shown, cancel_shown):
+    job = make_job(status=status)
+
+    html = admin_client.get(reverse(CHANGE, args=[job.pk])).content.decode()
+
+    assert ('id="retry-job"' in html) is retry_shown
+    assert ('id="cancel-job"' in html) is cancel_shown
+    assert "csrfmiddlewaretoken" in html
+
+
+def test_retry_on_a_jobs_page_makes_one_linked_job_and_says_so(admin_client):
+    job = failed_job()
+    url = reverse("admin:queueing_jobrecord_retry", args=[job.pk])
+
+    response = admin_client.post(url, follow=True)
+    again = admin_client.post(url, follow=True)
+
+    retry = job.retried_by.get()
+    assert retry.status == Status.QUEUED
+    assert response.redirect_chain[-1][0] == reverse(CHANGE, args=[job.pk])
+    assert f'Retried as <a href="{reverse(CHANGE, args=[retry.pk])}">job {retry.pk}</a>.' in messages_of(response)
+    assert 'id="retry-job"' not in response.content.decode()
+    assert "was not retried" in messages_of(again)[0]
+    assert job.retried_by.count() == 1
+
+
+def test_cancel_on_a_jobs_page_cancels_a_waiting_job_only(admin_client):
+    waiting, running = make_job(status=Status.RETRYING), make_job(status=Status.RUNNING)
+
+    cancelled = admin_client.post(reverse("admin:queueing_jobrecord_cancel", args=[waiting.pk]), follow=True)
+    refused = admin_client.post(reverse("admin:queueing_jobrecord_cancel", args=[running.pk]), follow=True)
+
+    waiting.refresh_from_db(), running.refresh_from_db()
+    assert (waiting.status, running.status) == (Status.CANCELLED, Status.RUNNING)
+    assert messages_of(cancelled) == ["The job was cancelled; it will not run."]
+    assert messages_of(refused) == ["This job was not cancelled: it is no longer waiting."]
+
+
+def test_retry_and_cancel_need_a_post_and_the_change_permission(client, django_user_model):
+    failed, queued = failed_job(), make_job(status=Status.QUEUED)
+    retry_url = reverse("admin:queueing_jobrecord_retry", args=[failed.pk])
+    cancel_url = reverse("admin:queueing_jobrecord_cancel", args=[queued.pk])
+    user = operator(django_user_model, "view_jobrecord")
+    client.force_login(user)
+    assert client.post(retry_url).status_code == 403
+    assert client.post(cancel_url).status_code == 403
+    assert 'id="retry-job"' not in client.get(reverse(CHANGE, args=[failed.pk])).content.decode()
+    user.user_permissions.add(Permission.objects.get(codename="change_jobrecord"))
+    assert client.get(retry_url).status_code == 405
+    assert client.get(cancel_url).status_code == 405
+    assert not failed.retried_by.exists()
+    queued.refresh_from_db()
+    assert queued.status == Status.QUEUED
+
+
+def test_a_jobs_arguments_link_to_what_they_are_with_the_raw_arguments_beside(admin_client):
+    from bots.models import Bot, Update
+    from tests.fake_telegram import make_token
+
+    bot = Bot.objects.create(token=make_token(7400001), webhook_secret=Bot.new_secret())
+    update = Update.objects.create(bot=bot, update_id=36, payload={"update_id": 36, "message": {}}, chat_id=5)
+    handled = make_job(kind="bots.tasks.handle_update", args=[update.pk])
+    gone = make_job(kind="bots.tasks.handle_update", args=[update.pk + 1000])
+    unknown = make_job(kind="tests.jobs.echo", args=["hello"])
+
+    handled_html = admin_client.get(reverse(CHANGE, args=[handled.pk])).content.decode()
+    gone_html = admin_client.get(reverse(CHANGE, args=[gone.pk])).content.decode()
+    unknown_html = admin_client.get(reverse(CHANGE, args=[unknown.pk])).content.decode()
+
+    update_url = reverse("admin:bots_update_change", args=[update.pk])
+    assert f'<a href="{update_url}">Update: {update}</a>' in handled_html
+    assert f"<code>[{update.pk}]</code>" in handled_html
+    assert f"update {update.pk + 1000} (deleted)" in gone_html
+    assert "<code>[&quot;hello&quot;]</code>" in unknown_html
+
+
+def test_a_jobs_error_reads_as_a_sentence_with_the_technical_detail_one_click_away(admin_client):
+    job = failed_job(attempts=4, error_class=PERMANENT, last_error="Forbidden: Forbidden: bot was blocked by the user")
+
+    html = admin_client.get(reverse(CHANGE, args=[job.pk])).content.decode()
+    listing = admin_client.get(reverse(CHANGELIST)).content.decode()
+
+    assert '<p class="job-error">The member blocked the bot. Failed after 4 attempts.</p>' in html
+    assert "<details><summary>Technical detail (permanent)</summary>" in html
+    assert "Forbidden: Forbidden: bot was blocked by the user</pre></details>" in html
+    assert "The member blocked the bot. Failed after 4 attempts." in listing
+
+
+def test_a_final_failure_is_never_called_retriable(admin_client):
+    job = failed_job(attempts=3, error_class=RETRIABLE, last_error="NetworkError: connection reset")
+
+    listing = admin_client.get(reverse(CHANGELIST)).content.decode()
+    html = admin_client.get(reverse(CHANGE, args=[job.pk])).content.decode()
+
+    assert "Telegram was unreachable. Failed after 3 attempts." in listing
+    assert "will be tried again" not in html

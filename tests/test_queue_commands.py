@@ -1,6 +1,7 @@
 """The operators' queue commands: requeue_failed, clear_queue, prune_jobs and job."""
 
 import io
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -318,3 +319,13 @@ def test_job_shows_every_field_the_timings_the_lineage_and_the_traceback():
 def test_job_refuses_an_unknown_id():
     with pytest.raises(CommandError, match="There is no job 404"):
         run("job", "404")
+
+
+def test_requeue_faileds_help_example_names_a_real_queue_and_kind():
+    from queueing.jobs import job_kinds
+    from queueing.management.commands.requeue_failed import Command
+
+    example = dict(re.findall(r"--(queue|kind) (\S+)", Command.help))
+
+    assert example["kind"] in job_kinds()
+    assert example["queue"] in queue_names()

@@ -2,6 +2,7 @@
 outcomes of the last N hours, as JSON or a table."""
 
 import json
+import re
 from datetime import timedelta
 from io import StringIO
 
@@ -140,9 +141,10 @@ def test_table_by_default(jobs, broadcasts):
     call_command("queue_report", "--hours", "1", stdout=out)
     text = out.getvalue()
     assert text.startswith("Queue report: last 1 h")
-    for heading in ["Jobs finished, by status", "Wait and run time", "Failures by error class", "Broadcasts"]:
+    for heading in ["Jobs finished, by status", "Wait and run time", "Failed jobs by cause", "Broadcasts"]:
         assert heading in text
     assert "tests.jobs.crash" in text and "Spring appeal" in text and "Reminder" in text
+    assert "errors, out of attempts" in text and "refused, not retried" in text
     with pytest.raises(json.JSONDecodeError):
         json.loads(text)
 
@@ -175,3 +177,35 @@ def test_a_window_longer_than_the_minute_rows_reads_hour_rows_from_a_whole_hour(
     assert telegram(report("--hours", "59"))["finished"]["succeeded"] == 2
     with pytest.raises(CommandError, match="from 1 to 2160"):
         call_command("queue_report", "--hours", "2161")
+
+
+def test_the_table_fits_120_columns_with_times_to_the_minute(jobs, broadcasts, settings):
+    settings.TIME_ZONE = "UTC"
+    done, _ = broadcasts
+    done.title = "A spring appeal with a title far longer than any table column"
+    done.save()
+    out = StringIO()
+
+    call_command("queue_report", "--hours", "1", stdout=out)
+
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) < 120
+    assert f"{done.started_at:%m-%d %H:%M}" in text and f"{done.finished_at:%m-%d %H:%M}" in text
+    assert done.started_at.isoformat() not in text
+    assert not re.search(r"\d\d:\d\d:\d\d", text)
+    assert "A spring appeal w…" in text
+    header = next(line for line in text.splitlines() if line.startswith("id"))
+    assert header.split() == [
+        "id",
+        "title",
+        "bot",
+        "status",
+        "started",
+        "finished",
+        "pending",
+        "sent",
+        "retrying",
+        "failed",
+        "skipped",
+        "total",
+    ]

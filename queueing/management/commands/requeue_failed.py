@@ -12,7 +12,7 @@ from queueing.queues import get_queue
 class Command(BaseCommand):
     help = (
         "Retries failed jobs as new jobs linked to them. Jobs that were retried already are left alone. "
-        "Filters combine: --queue telegram --kind send_reply --since 2025-01-31T12:00."
+        "Filters combine: --queue telegram --kind bots.tasks.handle_update --since 2025-01-31T12:00."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
