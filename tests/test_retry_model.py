@@ -263,3 +263,62 @@ def test_an_update_that_failed_after_its_answer_went_out_is_not_answered_again(
     assert update.status == Update.Status.FAILED
     assert update.error == f"{ANSWERED_THEN_FAILED} OperationalError: database is locked"
     assert len(fake_telegram.calls("sendMessage")) == 1
+
+
+@pytest.mark.django_db
+def test_a_wait_on_the_last_attempt_spends_nothing_and_comes_back_when_the_wait_is_over():
+    record = JobRecord.objects.create(queue="telegram", kind="k", status=JobRecord.Status.RUNNING, attempts=4)
+    record.max_attempts = 4
+    JobRecord.objects.filter(pk=record.pk).update(max_attempts=4)
+
+    status = record.record_failure(ServiceUnavailable(5.0, "Telegram unreachable"))
+
+    record.refresh_from_db()
+    assert status == record.status == JobRecord.Status.RETRYING
+    assert record.attempts == 3, "the attempt that waited is given back"
+    assert 4.5 <= (record.next_retry_at - timezone.now()).total_seconds() <= 5.0
+
+
+@pytest.mark.django_db
+def test_a_broadcast_left_sending_with_no_job_is_sent_on_or_paused_after_repeated_failures(telegram_bot):
+    from broadcasts.models import Broadcast
+    from broadcasts.recovery import REPEATED_FAILURES, resume_stranded
+    from broadcasts.sending import fan_out
+    from broadcasts.tasks import send_chunk, start_broadcast
+
+    TelegramUser.objects.create(bot=telegram_bot, telegram_id=8100, is_subscribed=True)
+    long_ago = timezone.now() - timedelta(minutes=5)
+    crashed = Broadcast.objects.create(
+        bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING, started_at=long_ago
+    )
+    failing = Broadcast.objects.create(
+        bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING, started_at=long_ago
+    )
+    for broadcast in (crashed, failing):
+        fan_out(broadcast)
+    JobRecord.objects.create(
+        queue="broadcasts",
+        kind=send_chunk.kind,
+        args=[crashed.pk, 1, 1],
+        status=JobRecord.Status.FAILED,
+        error_class=JobRecord.ErrorClass.LOST,
+        finished_at=long_ago,
+    )
+    for _ in range(REPEATED_FAILURES):
+        JobRecord.objects.create(
+            queue="broadcasts",
+            kind=send_chunk.kind,
+            args=[failing.pk, 1, 1],
+            status=JobRecord.Status.FAILED,
+            error_class=JobRecord.ErrorClass.RETRIABLE,
+            last_error="RuntimeError: a bug",
+            finished_at=long_ago,
+        )
+
+    assert resume_stranded() == 2
+
+    assert JobRecord.objects.of_kinds(start_broadcast).unfinished().first_args() == {crashed.pk}
+    failing.refresh_from_db()
+    assert failing.status == Broadcast.Status.PAUSED
+    assert failing.stall_reason.endswith("RuntimeError: a bug")
+    assert resume_stranded() == 0, "the resumed one has its job"
