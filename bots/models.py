@@ -94,10 +94,11 @@ class TelegramUserQuerySet(models.QuerySet):
             bot=bot,
             telegram_id=user.id,
             defaults={
-                "first_name": user.first_name or "",
-                "last_name": user.last_name or "",
-                "username": user.username or "",
-                "language_code": user.language_code or "",
+                # Telegram keeps these short; a forged update must not fail on the column sizes.
+                "first_name": (user.first_name or "")[:128],
+                "last_name": (user.last_name or "")[:128],
+                "username": (user.username or "")[:64],
+                "language_code": (user.language_code or "")[:16],
                 "last_seen": timezone.now(),
             },
         )
