@@ -48,10 +48,13 @@ def forget(**kwargs) -> None:
 setting_changed.connect(forget)
 
 
-def redact(text: str) -> str:
+def redact(text: str, refresh: bool = True) -> str:
+    """`refresh=False` uses the secrets as last read and never asks the providers (the
+    database): a logging filter may run anywhere, even in a finalizer that the garbage
+    collector runs while this thread is inside a database call, which a query would deadlock."""
     if not text:
         return text
-    pattern = _pattern()
+    pattern = _pattern() if refresh else _cache["pattern"] or _compile(_known_secrets([]))
     if pattern is not None:
         text = pattern.sub(MASK, text)
     return TOKEN_SHAPE.sub(MASK, text)
@@ -87,13 +90,13 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # arguments that do not fit the format: keep the format alone
             message = str(record.msg)
-        record.msg, record.args = redact(message), None
+        record.msg, record.args = redact(message, refresh=False), None
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = redact(record.exc_text, refresh=False)
         if record.stack_info:
-            record.stack_info = redact(record.stack_info)
+            record.stack_info = redact(record.stack_info, refresh=False)
         return True
 
 
