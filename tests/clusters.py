@@ -5,9 +5,15 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
+import redis
 from django.db import connection
+from django.utils import timezone
+from django_q.brokers.redis_broker import Redis as RedisBroker
+
+from queueing.models import ClusterHeartbeat
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,3 +86,18 @@ class ClusterProcess:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+
+def telegram_cluster_alive() -> None:
+    now = timezone.now()
+    ClusterHeartbeat.objects.create(
+        queue="telegram", host="elsewhere", pid=1, workers=1, started_at=now, last_seen=now + timedelta(hours=1)
+    )
+
+
+class UnreachableRedis(RedisBroker):
+    """A Redis broker for a port where nothing listens."""
+
+    @staticmethod
+    def get_connection(list_key: str | None = None) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)

@@ -4,6 +4,9 @@ from django.core.servers.basehttp import WSGIServer
 
 from tests.clusters import ClusterProcess
 
+# Headless Chromium fixtures (browser, staff_browser, screenshots) for every admin page test.
+pytest_plugins = ["tests.browser"]
+
 # The live server listens with Django's backlog of 10; Telegram opens up to 40 webhook
 # connections at once, and an overflowing backlog stalls them for seconds under load.
 # Production's gunicorn listens with 2048.

@@ -13,7 +13,7 @@ from bots.models import TelegramUser, Update
 from bots.tasks import handle_update
 from queueing.errors import PermanentError
 
-CORPUS = Path(__file__).parent / "fixtures" / "updates"
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "updates"
 UPDATES = sorted(CORPUS.glob("*/*.json"))
 
 

@@ -169,13 +169,13 @@ def test_an_update_dispatched_while_redis_is_down_is_kept_and_handled_later(
     webhook_bot, fake_telegram, clusters, live_server, monkeypatch
 ):
     from queueing import jobs as queue_jobs
-    from tests.test_queue_traps import _UnreachableRedis
+    from tests.clusters import UnreachableRedis
 
     update = updates.text_message(webhook_bot.token, "/help", user=make_user(507))
     url = live_server.url + webhook_bot.webhook_path()
     assert fake_telegram.post_update(url, update, webhook_bot.webhook_secret) == 200
 
-    monkeypatch.setattr(queue_jobs, "broker_for", lambda queue: _UnreachableRedis(queue))
+    monkeypatch.setattr(queue_jobs, "broker_for", lambda queue: UnreachableRedis(queue))
     assert dispatch_received() == 1
     job = JobRecord.objects.get()
     assert job.dispatched_at is None, "the push failed, so the job waits for housekeeping"

@@ -591,7 +591,7 @@ def test_update_ids_never_repeat_across_processes() -> None:
     """A webhook ignores an update_id it has seen, so a second run of the README demo (a new
     process) must not reuse the first one's ids; and a later run starts higher, as getUpdates
     drops ids below the offset already confirmed."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     script = (
         "from tests.fake_telegram import make_token, updates\n"
         "print(*(updates.text_message(make_token(), '/start')['update_id'] for _ in range(3)))"
@@ -619,7 +619,7 @@ def test_update_ids_never_repeat_across_processes() -> None:
 
 
 def test_standalone_process_with_the_control_client(receiver: Receiver) -> None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.fake_telegram", "--port", "0"],
         cwd=root,

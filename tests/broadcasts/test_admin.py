@@ -19,7 +19,6 @@ from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pl
 from broadcasts.sending import fan_out
 from queueing.models import JobRecord
 from tests.fake_telegram.objects import make_token
-from tests.test_dashboard_browser import browser, screenshots, staff_browser  # noqa: F401 (fixtures)
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -623,7 +622,7 @@ def test_a_scheduled_broadcast_is_started_by_the_default_clusters_schedule(teleg
 
 @pytest.mark.django_db(transaction=True)
 def test_the_progress_page_in_a_browser_updates_its_numbers_and_can_pause(request, live_server):
-    """Skipped when selenium or Chromium is missing (see tests/test_dashboard_browser.py)."""
+    """Skipped when selenium or Chromium is missing (see tests/browser.py)."""
     driver = request.getfixturevalue("staff_browser")
     from selenium.webdriver.common.by import By
 
@@ -669,7 +668,7 @@ def test_the_progress_page_in_a_browser_updates_its_numbers_and_can_pause(reques
 
 @pytest.mark.django_db(transaction=True)
 def test_the_list_fits_1280_px_and_resend_to_unknown_is_confirmed_in_a_browser(request, live_server):
-    """Skipped when selenium or Chromium is missing (see tests/test_dashboard_browser.py)."""
+    """Skipped when selenium or Chromium is missing (see tests/browser.py)."""
     driver = request.getfixturevalue("staff_browser")
     from selenium.webdriver.common.by import By
 
@@ -720,7 +719,7 @@ def test_the_list_fits_1280_px_and_resend_to_unknown_is_confirmed_in_a_browser(r
 
 @pytest.mark.django_db(transaction=True)
 def test_the_progress_page_in_a_browser_shows_a_stall_and_unknown_deliveries_as_they_come(request, live_server):
-    """Skipped when selenium or Chromium is missing (see tests/test_dashboard_browser.py)."""
+    """Skipped when selenium or Chromium is missing (see tests/browser.py)."""
     driver = request.getfixturevalue("staff_browser")
     from selenium.webdriver.common.by import By
 

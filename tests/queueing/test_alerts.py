@@ -12,6 +12,7 @@ from queueing import alerts
 from queueing.health import DEGRADED, DOWN, Check
 from queueing.housekeeping import Housekeeper
 from queueing.models import Alert, ClusterHeartbeat, JobRecord
+from tests.clusters import telegram_cluster_alive
 from tests.waiting import wait_for
 
 CHATS = [5001, -1005002]
@@ -29,13 +30,6 @@ def alert_settings(settings):
     # here would also be created again by the database flush after a transactional test.)
     settings.TELEGRAM_BOT_TOKEN = ""
     return settings
-
-
-def telegram_cluster_alive() -> None:
-    now = timezone.now()
-    ClusterHeartbeat.objects.create(
-        queue="telegram", host="elsewhere", pid=1, workers=1, started_at=now, last_seen=now + timedelta(hours=1)
-    )
 
 
 def sent() -> list[tuple[int, str]]:

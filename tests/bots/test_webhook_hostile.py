@@ -17,7 +17,7 @@ from queueing.errors import PermanentError
 
 SECRET = "s3cret-token_value"
 TAKEN_OR_REFUSED = {200, 400, 403, 413}
-CORPUS = sorted((Path(__file__).parent / "fixtures" / "updates").glob("*/*.json"))
+CORPUS = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "updates").glob("*/*.json"))
 
 
 def examples(count: int) -> settings:

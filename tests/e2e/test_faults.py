@@ -49,7 +49,7 @@ def status_of(broadcast: Broadcast) -> str:
 
 
 def report(fault: str, members: set, copies: Counter, unknown: set, since: float) -> None:
-    """One line per fault for the closing notes: `pytest tests/test_faults_e2e.py -s | grep FAULT`."""
+    """One line per fault for the closing notes: `pytest tests/e2e/test_faults.py -s | grep FAULT`."""
     lost = members - set(copies) - unknown
     duplicated = [chat for chat in members if copies[chat] > 1]
     print(

@@ -3,10 +3,8 @@
 import time
 
 import pytest
-import redis
 from django.conf import settings
 from django_q.brokers.orm import ORM
-from django_q.brokers.redis_broker import Redis as RedisBroker
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
@@ -14,6 +12,7 @@ from queueing import jobs as queue_jobs
 from queueing.models import LOST, JobRecord
 from queueing.queues import broker_for
 from tests import jobs
+from tests.clusters import UnreachableRedis
 from tests.waiting import wait_for
 
 
@@ -79,18 +78,10 @@ def test_a_duplicate_delivery_of_a_task_runs_the_job_once(clusters):
     assert record.attempts == 1
 
 
-class _UnreachableRedis(RedisBroker):
-    """A Redis broker for a port where nothing listens."""
-
-    @staticmethod
-    def get_connection(list_key: str | None = None) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
-
-
 @pytest.mark.e2e
 @pytest.mark.skipif(not settings.REDIS_URL, reason="with the ORM broker, broker down means database down")
 def test_a_job_enqueued_while_redis_is_down_is_dispatched_later(clusters, monkeypatch):
-    monkeypatch.setattr(queue_jobs, "broker_for", lambda queue: _UnreachableRedis(queue))
+    monkeypatch.setattr(queue_jobs, "broker_for", lambda queue: UnreachableRedis(queue))
     record = jobs.echo.enqueue("kept")
     record.refresh_from_db()
     assert record.status == JobRecord.Status.QUEUED

@@ -22,9 +22,9 @@ from queueing.health import DOWN, Check
 from queueing.models import Alert, Circuit, JobRecord
 from queueing.runner import run_job
 from queueing.sentry import init_sentry
+from tests.clusters import telegram_cluster_alive
 from tests.fake_telegram import Fault, make_token, updates
-from tests.test_alerts import telegram_cluster_alive
-from tests.test_sentry import DSN, Capture
+from tests.sentry_capture import DSN, Capture
 from tests.waiting import wait_for
 
 FAILURES = ["invalid_token", "server_error", "forbidden", "network"]

@@ -18,7 +18,6 @@ from broadcasts.tasks import send_test
 from queueing.models import JobRecord
 from tests.fake_telegram.objects import make_user
 from tests.fake_telegram.updates import text_message
-from tests.test_dashboard_browser import browser, screenshots, staff_browser  # noqa: F401 (fixtures)
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -193,7 +192,7 @@ def test_send_a_test_without_a_linked_account_asks_to_link_first(staff, telegram
 
 
 def test_link_then_send_a_test_in_a_browser(request, live_server, telegram_bot, press_start):
-    """Skipped when selenium or Chromium is missing (see tests/test_dashboard_browser.py)."""
+    """Skipped when selenium or Chromium is missing (see tests/browser.py)."""
     driver = request.getfixturevalue("staff_browser")
     shots = request.getfixturevalue("screenshots")
     from selenium.webdriver.common.by import By

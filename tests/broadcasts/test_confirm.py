@@ -14,7 +14,6 @@ from broadcasts.models import Audience, Broadcast, Pledge
 from broadcasts.summary import duration_in_words, send_summary
 from queueing.models import JobRecord
 from tests.fake_telegram.objects import make_token
-from tests.test_dashboard_browser import browser, screenshots, staff_browser  # noqa: F401 (fixtures)
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -184,7 +183,7 @@ def test_with_two_active_bots_none_is_preselected(staff, bot):
 
 @pytest.mark.django_db(transaction=True)
 def test_confirm_then_send_in_a_browser(request, live_server):
-    """Skipped when selenium or Chromium is missing (see tests/test_dashboard_browser.py)."""
+    """Skipped when selenium or Chromium is missing (see tests/browser.py)."""
     driver = request.getfixturevalue("staff_browser")
     shots = request.getfixturevalue("screenshots")
     from selenium.webdriver.common.by import By

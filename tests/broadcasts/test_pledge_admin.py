@@ -14,7 +14,6 @@ from django.urls import reverse
 
 from bots.models import Bot, TelegramUser
 from broadcasts.models import Audience, Broadcast, Pledge
-from tests.test_dashboard_browser import browser, screenshots, staff_browser  # noqa: F401 (fixtures)
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -150,7 +149,7 @@ def test_broadcast_to_these_members_needs_the_right_to_add_broadcasts(client, bo
 
 
 def test_importing_a_file_then_confirming_it_in_a_browser(request, live_server, bot, tmp_path):
-    """Skipped when selenium or Chromium is missing (see tests/test_dashboard_browser.py)."""
+    """Skipped when selenium or Chromium is missing (see tests/browser.py)."""
     driver = request.getfixturevalue("staff_browser")
     from selenium.webdriver.common.by import By
 

@@ -9,28 +9,13 @@ from pathlib import Path
 import pytest
 import sentry_sdk
 import telegram.error
-from sentry_sdk.transport import Transport
 
 from queueing.errors import PermanentError, RateLimited, RetriableError
 from queueing.jobs import job
 from queueing.models import JobRecord
 from queueing.runner import run_job
 from queueing.sentry import init_sentry
-
-DSN = "http://public@127.0.0.1/1"
-
-
-class Capture(Transport):
-    def __init__(self, options=None):
-        super().__init__(options)
-        self.envelopes = []
-
-    def capture_envelope(self, envelope):
-        self.envelopes.append(envelope)
-
-    @property
-    def events(self) -> list[dict]:
-        return [item.payload.json for envelope in self.envelopes for item in envelope.items if item.type == "event"]
+from tests.sentry_capture import DSN, Capture
 
 
 @pytest.fixture
@@ -115,7 +100,7 @@ def test_settings_start_sentry_only_with_a_dsn(dsn):
         "SENTRY_ENVIRONMENT": "staging",
         "SENTRY_RELEASE": "abc123",
     }
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=root, capture_output=True, text=True, check=True)
     if dsn:
         assert out.stdout.split() == ["True", "staging", "abc123", "False", "0.0", "['django']"]
