@@ -3,7 +3,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
@@ -91,6 +91,11 @@ class Audience(models.TextChoices):
     LANGUAGE = "language", "By language"
     HAND_PICKED = "hand_picked", "Hand-picked members"
     STAFF = "staff", "Staff only (test send)"
+
+
+def url_buttons(buttons: list[dict]) -> list[dict]:
+    """The buttons sent, in order: a button's position here is its number in click tracking."""
+    return [button for button in buttons if button.get("text") and button.get("url")]
 
 
 class Broadcast(models.Model):
@@ -199,6 +204,10 @@ class Broadcast(models.Model):
     def is_editable(self) -> bool:
         return self.status in (self.Status.DRAFT, self.Status.SCHEDULED)
 
+    @property
+    def url_buttons(self) -> list[dict]:
+        return url_buttons(self.buttons)
+
     def _move(self, from_statuses: Iterable[str], to: str, **fields) -> bool:
         """A conditional UPDATE: True when this call made the change, False when the broadcast
         was not in one of `from_statuses` (another operator or a worker got there first)."""
@@ -305,3 +314,33 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.broadcast} → {self.member} ({self.status})"
+
+
+class Click(models.Model):
+    """A member's clicks on one URL button of one delivery, counted by the platform's own
+    redirect (broadcasts.clicks): one row per delivery and button, however often it is pressed."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="clicks")
+    button = models.PositiveSmallIntegerField(help_text="The button's position among the broadcast's URL buttons.")
+    count = models.PositiveIntegerField(default=1)
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["delivery", "button"], name="one_click_row_per_button")]
+
+    def __str__(self) -> str:
+        return f"{self.delivery} button {self.button}: {self.count}"
+
+    @classmethod
+    def record(cls, delivery_id: int, button: int) -> None:
+        """One indexed write whatever the history: the first click inserts, later ones count."""
+        table = connection.ops.quote_name(cls._meta.db_table)
+        now = timezone.now()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {table} (delivery_id, button, count, first_at, last_at) VALUES (%s, %s, 1, %s, %s)"
+                f" ON CONFLICT (delivery_id, button)"
+                f" DO UPDATE SET count = {table}.count + 1, last_at = excluded.last_at",
+                [delivery_id, button, now, now],
+            )

@@ -5,4 +5,5 @@ urlpatterns = [
     path("", include("queueing.urls")),
     path("admin/", admin.site.urls),
     path("", include("bots.urls")),
+    path("", include("broadcasts.urls")),
 ]

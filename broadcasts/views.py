@@ -1,0 +1,21 @@
+from django.http import Http404, HttpRequest, HttpResponseRedirect
+from django.views.decorators.http import require_safe
+
+from broadcasts import clicks
+from broadcasts.models import Click, Delivery, url_buttons
+
+
+@require_safe
+def follow_click(request: HttpRequest, token: str) -> HttpResponseRedirect:
+    """A member pressed a tracked button: count it (GET only; HEAD is a link checker) and
+    send them on with 302."""
+    target = clicks.target_of(token)
+    if target is None:
+        raise Http404("No such link.")
+    buttons = Delivery.objects.filter(pk=target.delivery_id).values_list("broadcast__buttons", flat=True).first()
+    sent = url_buttons(buttons or [])
+    if target.button >= len(sent):
+        raise Http404("No such link.")
+    if request.method == "GET":
+        Click.record(target.delivery_id, target.button)
+    return HttpResponseRedirect(sent[target.button]["url"])
