@@ -94,13 +94,18 @@ class JobQuerySet(models.QuerySet):
             retried += 1
         return retried
 
-    def delete_in_batches(self, batch_size: int = 500) -> int:
+    def delete_in_batches(self, batch_size: int = 500, batches: int | None = None) -> int:
         """Delete these jobs a batch at a time, each batch its own short transaction, so
-        millions of rows never make one huge transaction. Returns how many were deleted."""
+        millions of rows never make one huge transaction; at most `batches` batches when
+        given. Returns how many were deleted."""
         deleted = 0
-        while batch := list(self.order_by().values_list("pk", flat=True)[:batch_size]):
+        while batches is None or batches > 0:
+            batch = list(self.order_by().values_list("pk", flat=True)[:batch_size])
+            if not batch:
+                break
             # Only the key: the collector would otherwise load every traceback it deletes.
             deleted += JobRecord.objects.filter(pk__in=batch).only("pk").delete()[0]
+            batches = None if batches is None else batches - 1
         return deleted
 
 
