@@ -14,6 +14,11 @@ if TYPE_CHECKING:
 
 
 class BotQuerySet(models.QuerySet):
+    def secrets(self) -> list[str]:
+        """Every bot's token and webhook secret, for queueing.redaction (which adds each
+        token's secret half)."""
+        return [secret for pair in self.values_list("token", "webhook_secret") for secret in pair]
+
     def sync_from_settings(self) -> "Bot | None":
         """The bot of TELEGRAM_BOT_TOKEN exists and carries that token and secret."""
         token = settings.TELEGRAM_BOT_TOKEN

@@ -1,16 +1,14 @@
-import logging
 import math
 import uuid
 from datetime import timedelta
 
-from django.db import models, transaction
+from django.db import models
 from django.db.models import F
 from django.utils import timezone
 
 from queueing import redaction
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
-
-logger = logging.getLogger(__name__)
+from queueing.queues import get_queue
 
 LOST = "lost"
 
@@ -72,27 +70,6 @@ class JobQuerySet(models.QuerySet):
     def not_retried(self) -> "JobQuerySet":
         """Jobs nobody has retried yet: retrying one twice would do its work twice."""
         return self.filter(retried_by__isnull=True)
-
-    def retry(self) -> int:
-        """Run each job here that nobody has retried yet again, as a new job linked to it.
-        Each original is locked while its retry is made and checked again under the lock,
-        so two operators retrying at once never both retry it. Jobs whose kind is no longer
-        a @job are skipped. Returns how many were retried."""
-        from queueing.jobs import retry
-
-        retried = 0
-        for pk in list(self.not_retried().order_by().values_list("pk", flat=True)):
-            with transaction.atomic():
-                original = JobRecord.objects.select_for_update().filter(pk=pk).first()
-                if original is None or original.retried_by.exists():
-                    continue
-                try:
-                    retry(original)
-                except LookupError as exc:
-                    logger.warning("Job %s not retried: %s", pk, exc)
-                    continue
-            retried += 1
-        return retried
 
     def delete_in_batches(self, batch_size: int = 500, batches: int | None = None) -> int:
         """Delete these jobs a batch at a time, each batch its own short transaction, so
@@ -195,8 +172,6 @@ class JobRecord(models.Model):
         """Sort the exception into its class and move the job on: wait out a rate limit or
         another wait without counting the attempt, back off a retriable error while attempts
         remain, fail everything else. Returns the new status."""
-        from queueing.queues import get_queue
-
         classification = classify(exc)
         now = timezone.now()
         fields = {
