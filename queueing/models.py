@@ -256,6 +256,39 @@ class JobSeries(models.Model):
     timed = models.PositiveIntegerField(default=0, help_text="Jobs that ran, so have wait and run times.")
     wait_sum = models.FloatField(default=0)
     run_sum = models.FloatField(default=0)
+    # One column per bucket of TIMING_BUCKETS (bucket_fields() names them in order).
+    wait_b0 = models.PositiveIntegerField(default=0)
+    wait_b1 = models.PositiveIntegerField(default=0)
+    wait_b2 = models.PositiveIntegerField(default=0)
+    wait_b3 = models.PositiveIntegerField(default=0)
+    wait_b4 = models.PositiveIntegerField(default=0)
+    wait_b5 = models.PositiveIntegerField(default=0)
+    wait_b6 = models.PositiveIntegerField(default=0)
+    wait_b7 = models.PositiveIntegerField(default=0)
+    wait_b8 = models.PositiveIntegerField(default=0)
+    wait_b9 = models.PositiveIntegerField(default=0)
+    wait_b10 = models.PositiveIntegerField(default=0)
+    wait_b11 = models.PositiveIntegerField(default=0)
+    wait_b12 = models.PositiveIntegerField(default=0)
+    wait_b13 = models.PositiveIntegerField(default=0)
+    wait_b14 = models.PositiveIntegerField(default=0)
+    wait_b15 = models.PositiveIntegerField(default=0)
+    run_b0 = models.PositiveIntegerField(default=0)
+    run_b1 = models.PositiveIntegerField(default=0)
+    run_b2 = models.PositiveIntegerField(default=0)
+    run_b3 = models.PositiveIntegerField(default=0)
+    run_b4 = models.PositiveIntegerField(default=0)
+    run_b5 = models.PositiveIntegerField(default=0)
+    run_b6 = models.PositiveIntegerField(default=0)
+    run_b7 = models.PositiveIntegerField(default=0)
+    run_b8 = models.PositiveIntegerField(default=0)
+    run_b9 = models.PositiveIntegerField(default=0)
+    run_b10 = models.PositiveIntegerField(default=0)
+    run_b11 = models.PositiveIntegerField(default=0)
+    run_b12 = models.PositiveIntegerField(default=0)
+    run_b13 = models.PositiveIntegerField(default=0)
+    run_b14 = models.PositiveIntegerField(default=0)
+    run_b15 = models.PositiveIntegerField(default=0)
 
     class Meta:
         abstract = True
@@ -298,19 +331,29 @@ class JobTotal(models.Model):
     count = models.PositiveBigIntegerField(default=0)
     timed = models.PositiveBigIntegerField(default=0)
     run_sum = models.FloatField(default=0)
+    # One column per bucket of TIMING_BUCKETS, as in JobSeries.
+    run_b0 = models.PositiveBigIntegerField(default=0)
+    run_b1 = models.PositiveBigIntegerField(default=0)
+    run_b2 = models.PositiveBigIntegerField(default=0)
+    run_b3 = models.PositiveBigIntegerField(default=0)
+    run_b4 = models.PositiveBigIntegerField(default=0)
+    run_b5 = models.PositiveBigIntegerField(default=0)
+    run_b6 = models.PositiveBigIntegerField(default=0)
+    run_b7 = models.PositiveBigIntegerField(default=0)
+    run_b8 = models.PositiveBigIntegerField(default=0)
+    run_b9 = models.PositiveBigIntegerField(default=0)
+    run_b10 = models.PositiveBigIntegerField(default=0)
+    run_b11 = models.PositiveBigIntegerField(default=0)
+    run_b12 = models.PositiveBigIntegerField(default=0)
+    run_b13 = models.PositiveBigIntegerField(default=0)
+    run_b14 = models.PositiveBigIntegerField(default=0)
+    run_b15 = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["queue", "kind", "status"], name="one_total_per_series")]
 
     def __str__(self) -> str:
         return f"{self.queue} {self.kind} {self.status}: {self.count}"
-
-
-for _name in bucket_fields("wait") + bucket_fields("run"):
-    JobMinute.add_to_class(_name, models.PositiveIntegerField(default=0))
-    JobHour.add_to_class(_name, models.PositiveIntegerField(default=0))
-for _name in bucket_fields("run"):
-    JobTotal.add_to_class(_name, models.PositiveBigIntegerField(default=0))
 
 
 class RollupCursor(models.Model):
