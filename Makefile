@@ -19,14 +19,16 @@ run: install .env
 	@echo ""
 	$(BIN)/supervisord -c supervisor/local.conf
 
-## make test: every test, on SQLite + ORM broker, or PostgreSQL + Redis when DATABASE_URL/REDIS_URL are set.
+## make test: the app layers (import-linter, see pyproject.toml), then every test, on SQLite + ORM broker, or PostgreSQL + Redis when DATABASE_URL/REDIS_URL are set.
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
 
 install: $(BIN)/.installed
 

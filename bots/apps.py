@@ -1,13 +1,6 @@
 from django.apps import AppConfig
 from django.db.models.signals import post_delete, post_migrate, post_save
-
-
-def bot_secrets() -> list[str]:
-    """Every bot's token and webhook secret, for queueing.redaction (which adds each token's
-    secret half)."""
-    from bots.models import Bot
-
-    return [secret for pair in Bot.objects.values_list("token", "webhook_secret") for secret in pair]
+from django_q.conf import Conf
 
 
 class BotsConfig(AppConfig):
@@ -15,20 +8,20 @@ class BotsConfig(AppConfig):
     verbose_name = "Telegram bots"
 
     def ready(self) -> None:
-        from django_q.conf import Conf
-
-        from bots import download_folders, inbox
+        # Imported here: these modules define or use models, which load after the app configs.
+        from bots import alert_sender, download_folders, inbox
         from bots.models import Bot, Download, Update
         from bots.signals import sync_settings_bot
         from bots.tasks import download_media, handle_update
-        from queueing import redaction
+        from queueing import alerts, redaction
         from queueing.housekeeping import register_duty
         from queueing.jobs import first_arg_is, register_arg_describer
 
         post_migrate.connect(sync_settings_bot, sender=self)
-        redaction.register_secrets(bot_secrets)
+        redaction.register_secrets(Bot.objects.secrets)
         for signal in (post_save, post_delete):
             signal.connect(redaction.forget, sender=Bot)
+        alerts.senders.register("telegram", alert_sender.send_alert)
         register_arg_describer(handle_update, first_arg_is(Update))
         register_arg_describer(download_media, first_arg_is(Download))
         register_duty("telegram", inbox.DISPATCH_INTERVAL, inbox.dispatch_received)

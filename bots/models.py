@@ -7,13 +7,18 @@ from django.db import models
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from queueing import redaction
+from queueing import history, redaction
 
 if TYPE_CHECKING:
     import telegram
 
 
 class BotQuerySet(models.QuerySet):
+    def secrets(self) -> list[str]:
+        """Every bot's token and webhook secret, for queueing.redaction (which adds each
+        token's secret half)."""
+        return [secret for pair in self.values_list("token", "webhook_secret") for secret in pair]
+
     def sync_from_settings(self) -> "Bot | None":
         """The bot of TELEGRAM_BOT_TOKEN exists and carries that token and secret."""
         token = settings.TELEGRAM_BOT_TOKEN
@@ -267,11 +272,7 @@ class DownloadQuerySet(models.QuerySet):
     def active(self) -> "DownloadQuerySet":
         """Downloads whose job is still to run or running: the job record is the truth, so a
         download whose worker died for good is not active for ever."""
-        from queueing.models import JobRecord
-
-        return self.filter(
-            job__status__in=[JobRecord.Status.QUEUED, JobRecord.Status.RUNNING, JobRecord.Status.RETRYING]
-        )
+        return self.filter(job__in=history.unfinished())
 
     def since(self, moment) -> "DownloadQuerySet":
         return self.filter(created_at__gte=moment)
@@ -315,13 +316,7 @@ class Download(models.Model):
         """An operator's retry of the download's job is a new job linked to the one it retries
         (queueing.jobs.retry): point the download at the newest job of that line and start it
         afresh. True if the download moved to another job."""
-        from queueing.models import JobRecord
-
-        newest = self.job_id
-        while newest is not None and (
-            retry := JobRecord.objects.filter(retry_of_id=newest).values_list("pk", flat=True).first()
-        ):
-            newest = retry
+        newest = history.latest_retry(self.job_id)
         if newest == self.job_id:
             return False
         self.mark(self.Status.WAITING, job_id=newest, error="", finished_at=None, kind="", size=None, from_cache=False)

@@ -41,7 +41,7 @@ from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pl
 from broadcasts.personalize import MAX_CAPTION, MAX_TEXT, PLACEHOLDERS, needs_pledge, too_long, unknown_hashtags
 from broadcasts.summary import rendered_for, send_summary, with_pledges
 from broadcasts.tasks import send_test, start_broadcast
-from queueing.models import JobRecord
+from queueing import history
 
 # ---------------------------------------------------------------------------------------------
 # Pledges and their CSV import
@@ -763,10 +763,7 @@ class BroadcastAdmin(admin.ModelAdmin):
         finds its job still waiting or running, or the broadcast already sending."""
         with transaction.atomic():
             locked = Broadcast.objects.select_for_update().get(pk=broadcast.pk)
-            started = JobRecord.objects.exclude(status__in=JobRecord.FINISHED).filter(
-                kind=start_broadcast.kind, args=[broadcast.pk]
-            )
-            if not locked.is_editable or started.exists():
+            if not locked.is_editable or history.pending(start_broadcast, broadcast.pk):
                 return False
             start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: start")
         return True

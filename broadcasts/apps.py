@@ -6,22 +6,24 @@ class BroadcastsConfig(AppConfig):
     verbose_name = "Pledges and broadcasts"
 
     def ready(self) -> None:
-        from broadcasts import recovery
+        # Imported here: these modules use the models, which load after the app configs.
+        from broadcasts import observability, recovery, tasks
         from broadcasts.models import Broadcast
-        from broadcasts.observability import active_broadcasts, broadcast_outcomes
-        from broadcasts.tasks import send_chunk, start_broadcast
+        from queueing import metrics
         from queueing.dashboard import register_panel
         from queueing.housekeeping import register_duty
         from queueing.jobs import first_arg_is, register_arg_describer
         from queueing.report import register_report_section
 
         register_duty("telegram", recovery.RECOVERY_INTERVAL, recovery.resume_stranded)
-        register_report_section("broadcasts", broadcast_outcomes)
-        for task in (start_broadcast, send_chunk):
+        register_duty("default", tasks.DUE_INTERVAL, tasks.start_due_broadcasts)
+        register_report_section("broadcasts", observability.broadcast_outcomes)
+        metrics.collectors.register("broadcasts", observability.delivery_metrics)
+        for task in (tasks.start_broadcast, tasks.send_chunk):
             register_arg_describer(task, first_arg_is(Broadcast))
         register_panel(
             "active_broadcasts",
-            active_broadcasts,
+            observability.active_broadcasts,
             title="Active broadcasts",
             template="admin/broadcasts/active_broadcasts_panel.html",
         )

@@ -1,10 +1,12 @@
-"""What broadcasts add to queueing's report and dashboard, registered in BroadcastsConfig.ready()
-(queueing knows nothing of broadcasts)."""
+"""What broadcasts add to queueing's report, dashboard and metrics, registered in
+BroadcastsConfig.ready() (queueing knows nothing of broadcasts)."""
 
+from collections.abc import Iterator
 from datetime import datetime
 
 from django.db.models import Count, Q
 from django.urls import reverse
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from broadcasts.models import Broadcast, Delivery
 
@@ -56,3 +58,11 @@ def active_broadcasts() -> list[dict]:
         }
         for b in active.select_related("bot").order_by("started_at", "pk")
     ]
+
+
+def delivery_metrics() -> Iterator[Metric]:
+    """Deliveries by state, for /metrics."""
+    family = GaugeMetricFamily("broadcasts_deliveries", "Broadcast deliveries by state.", labels=["status"])
+    for status, n in Delivery.objects.order_by().values_list("status").annotate(n=Count("pk")):
+        family.add_metric([status], n)
+    yield family

@@ -17,6 +17,7 @@ from broadcasts.sending import (
     keyboard,
 )
 from broadcasts.summary import marked_as_test
+from queueing import history
 from queueing.errors import Deferred
 from queueing.jobs import job
 from queueing.locks import try_lock
@@ -73,23 +74,22 @@ def send_chunk(broadcast_id: int, first_id: int, last_id: int) -> dict:
     return result.as_dict()
 
 
-@job(queue="telegram")
-def start_due_broadcasts() -> int:
-    """Run by a django-q2 Schedule every minute: scheduled broadcasts whose time has come."""
-    due = list(
-        Broadcast.objects.filter(status=Broadcast.Status.SCHEDULED, scheduled_at__lte=timezone.now()).values_list(
-            "pk", flat=True
-        )
-    )
-    for pk in due:
-        start_broadcast.enqueue(pk)
-    return len(due)
+# Scheduled broadcasts start within this many seconds of their time.
+DUE_INTERVAL = 10.0
 
 
-def enqueue_due_broadcasts() -> int:
-    """The django-q2 Schedule's function: the Schedule runs plain functions, and this hands the
-    work to the job contract so it gets a JobRecord, retries and the telegram queue."""
-    return start_due_broadcasts.enqueue().pk
+def start_due_broadcasts(cluster: str) -> int:
+    """A housekeeping duty of the default cluster (BroadcastsConfig.ready): enqueue the start
+    of each scheduled broadcast whose time has come, unless its start is already waiting or
+    running. One process at a time. Returns how many it started."""
+    with try_lock("broadcasts:start-due") as held:
+        if not held:
+            return 0
+        due = Broadcast.objects.filter(status=Broadcast.Status.SCHEDULED, scheduled_at__lte=timezone.now())
+        started = [pk for pk in due.values_list("pk", flat=True) if not history.pending(start_broadcast, pk)]
+        for pk in started:
+            start_broadcast.enqueue_with(args=[pk], label=f"broadcast {pk}: start")
+    return len(started)
 
 
 @job(queue="telegram")

@@ -3,6 +3,8 @@
 import os
 import shutil
 
+from django.conf import settings
+
 bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
@@ -16,7 +18,5 @@ forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 def on_starting(server) -> None:
     """Request metrics of the previous server's workers would otherwise add up forever."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    from django.conf import settings
-
     shutil.rmtree(settings.PROMETHEUS_MULTIPROC_DIR, ignore_errors=True)
     settings.PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True)

@@ -227,6 +227,8 @@ ALERT_RAISE_AFTER = env_float("ALERT_RAISE_AFTER", 30)
 ALERT_REPEAT_MINUTES = env_float("ALERT_REPEAT_MINUTES", 60)
 ALERT_RESOLVE_AFTER = env_float("ALERT_RESOLVE_AFTER", 60)
 ALERT_EVALUATE_SECONDS = env_float("ALERT_EVALUATE_SECONDS", 10)
+# The default cluster deletes finished jobs older than this many days (0: keeps them for ever).
+JOB_HISTORY_DAYS = env_int("JOB_HISTORY_DAYS", 30)
 
 # Queues: one django-q2 cluster each (ALT_CLUSTERS), started by `Q_CLUSTER_NAME=<queue> manage.py qcluster`.
 # `retries` counts runs after the first; the n-th retry waits backoff * 3**(n-1) seconds, +-10% jitter.

@@ -22,7 +22,7 @@ from django.utils.text import smart_split, unescape_string_literal
 from django.views.decorators.http import require_POST
 from django_q.models import Failure, OrmQ, Schedule, Success
 
-from queueing.jobs import describe_args, job_kinds
+from queueing.jobs import describe_args, job_kinds, retry_all
 from queueing.models import Alert, JobQuerySet, JobRecord
 from queueing.queues import queue_names
 from queueing.wording import error_sentence
@@ -198,7 +198,7 @@ class JobRecordAdmin(admin.ModelAdmin):
         if not self.has_operate_permission(request):
             raise PermissionDenied
         job = self.get_object(request, str(pk))
-        if job is None or not _retriable(job) or not JobRecord.objects.filter(pk=pk).retry():
+        if job is None or not _retriable(job) or not retry_all(JobRecord.objects.filter(pk=pk)):
             self.message_user(
                 request,
                 "This job was not retried: only a failed or cancelled job that nobody has retried yet, "
@@ -294,7 +294,7 @@ class JobRecordAdmin(admin.ModelAdmin):
     @admin.action(description="Retry selected failed or cancelled jobs", permissions=["operate"])
     def retry_selected(self, request: HttpRequest, queryset: JobQuerySet) -> None:
         selected = queryset.count()
-        retried = queryset.filter(status__in=[JobRecord.Status.FAILED, JobRecord.Status.CANCELLED]).retry()
+        retried = retry_all(queryset.filter(status__in=[JobRecord.Status.FAILED, JobRecord.Status.CANCELLED]))
         self.message_user(request, f"Retried {retried} of {selected} selected jobs.", messages.SUCCESS)
         if retried < selected:
             self.message_user(
@@ -330,7 +330,7 @@ class JobRecordAdmin(admin.ModelAdmin):
             if as_of is None:
                 self.message_user(request, "The confirmation was incomplete; nothing was retried.", messages.ERROR)
                 return HttpResponseRedirect(changelist_url)
-            retried = failed.filter(finished_at__lte=as_of).retry()
+            retried = retry_all(failed.filter(finished_at__lte=as_of))
             self.message_user(request, f"Retried {retried} failed jobs.", messages.SUCCESS)
             return HttpResponseRedirect(changelist_url)
         context = {

@@ -14,11 +14,13 @@ changed it enqueues the messages, in the same transaction. A problem that flaps 
 than the raise and resolve delays makes one alert, not a stream of them.
 
 Messages are `send_alert` jobs, one per chat, on the telegram queue, sent by the
-platform's bot. When the telegram queue has no live cluster (the alert may be about that
-very cluster) they are sent straight from the evaluating process instead."""
+registered sender (the bots app's: the platform's bot). When the telegram queue has no
+live cluster (the alert may be about that very cluster) they are sent straight from the
+evaluating process instead."""
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -33,6 +35,7 @@ from queueing.heartbeat import alive_clusters
 from queueing.jobs import job
 from queueing.locks import try_lock
 from queueing.models import Alert
+from queueing.registry import Registry
 from queueing.wording import duration
 
 logger = logging.getLogger(__name__)
@@ -194,36 +197,15 @@ def _send_now(chats: list, text: str, tries: int = 3) -> None:
                 break
 
 
-def alert_bot():
-    """The bot of TELEGRAM_BOT_TOKEN, else the first active bot."""
-    from django.apps import apps
-
-    bot_model = apps.get_model("bots", "Bot")
-    bots = bot_model.objects.filter(is_active=True).order_by("pk")
-    bot = None
-    if settings.TELEGRAM_BOT_TOKEN:
-        bot = bots.filter(telegram_id=bot_model.id_from_token(settings.TELEGRAM_BOT_TOKEN)).first()
-    bot = bot or bots.first()
-    if bot is None:
-        raise PermanentError("No bot to send alerts from: set TELEGRAM_BOT_TOKEN")
-    return bot
+AlertSender = Callable[[int, str], dict]
+# How a message reaches an operators' chat (chat id, text) -> what was sent: the bots app
+# registers its bot's sender from BotsConfig.ready().
+senders: Registry[AlertSender] = Registry("alert sender")
 
 
 @job(queue=SEND_QUEUE)
 def send_alert(chat_id: int, text: str) -> dict:
-    """One alert message to one operators' chat. The bot's rate is shared with replies and
-    broadcasts; a 429 pauses the bot for everyone and retries this job after it."""
-    # Imported here: bots imports queueing, and queueing reaches bots only when it sends.
-    import telegram
-
-    from bots import pacing, telegram_api
-
-    bot = alert_bot()
-    pacing.wait_for_reply_slot(bot, chat_id)
-    try:
-        with pacing.departing(bot):
-            message = telegram_api.call(bot, "send_message", chat_id=chat_id, text=text)
-    except telegram.error.RetryAfter as exc:
-        pacing.pause_after_429(bot, exc)
-        raise
-    return {"chat_id": chat_id, "message_id": message.message_id}
+    """One alert message to one operators' chat, by the first registered sender."""
+    if not senders:
+        raise PermanentError("No alert sender registered (the bots app registers one)")
+    return senders.values()[0](chat_id, text)

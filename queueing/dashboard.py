@@ -6,12 +6,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import admin
 from django.contrib.auth.decorators import permission_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
@@ -21,6 +23,7 @@ from django.views.decorators.http import require_safe
 from queueing import health, redaction
 from queueing.models import Alert, ClusterHeartbeat, JobRecord
 from queueing.queues import broker_for, queue_names
+from queueing.registry import Registry
 from queueing.stats import binned_counts, failure_rates, queues_now, unrolled, window_by, window_start
 from queueing.wording import duration, error_sentence, failed_as
 
@@ -52,18 +55,18 @@ class Panel:
     provider: Callable[[], object]
 
 
-_panels: dict[str, Panel] = {}
+panels: Registry[Panel] = Registry("dashboard panel")
 
 
 def register_panel(name: str, provider: Callable[[], object], *, title: str, template: str) -> None:
     """Add a panel to the dashboard and its JSON (under "panels"); an app calls this from its
     AppConfig.ready(), so queueing never imports it. Registering a name again replaces it."""
-    _panels[name] = Panel(name, title, template, provider)
+    panels.register(name, Panel(name, title, template, provider))
 
 
 def _panel_data() -> dict[str, object]:
     data = {}
-    for panel in _panels.values():
+    for panel in panels.values():
         try:
             data[panel.name] = panel.provider()
         except Exception:  # one broken panel must not take the queue numbers down with it
@@ -104,7 +107,7 @@ def throughput(since: datetime, hours: int, tail: dict | None = None) -> list[Po
 def chart_svg(points: list[Point], width: int = 720, height: int = 210) -> SafeString:
     """A line chart of finished (green) and failed (red) jobs per minute, with a time axis
     dated in the server's time zone, a jobs-per-minute axis and each bin's values in a
-    tooltip (its <title>). Only numbers and times go into the markup."""
+    tooltip (its <title>); drawn by admin/queueing/throughput_chart.html."""
     if not points:
         return mark_safe("")
     left, right, top_pad, bottom = 58, 12, 10, 44
@@ -115,56 +118,49 @@ def chart_svg(points: list[Point], width: int = 720, height: int = 210) -> SafeS
     bin_span = points[1].start - points[0].start if len(points) > 1 else timedelta(minutes=1)
     dated = bin_span * len(points) >= timedelta(hours=24)
 
-    def x(index: int) -> float:
-        return left + (index + 0.5) * bin_w
-
-    def y(value: float) -> float:
-        return base - value / top * plot_h
+    def x(index: int) -> str:
+        return f"{left + (index + 0.5) * bin_w:.1f}"
 
     def line(values: list[float]) -> str:
-        return " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
+        return " ".join(f"{x(i)},{base - v / top * plot_h:.1f}" for i, v in enumerate(values))
 
-    parts = [
-        f'<svg id="throughput-chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="100%" role="img" aria-label="Jobs finished and failed per minute over time">',
-    ]
-    for fraction in (0, 0.5, 1):
-        tick = base - fraction * plot_h
-        parts.append(
-            f'<line x1="{left}" y1="{tick:.1f}" x2="{width - right}" y2="{tick:.1f}" stroke="#ddd"/>'
-            f'<text class="y-tick" x="{left - 4}" y="{tick + 4:.1f}" text-anchor="end" font-size="11">'
-            f"{top * fraction:.3g}</text>"
-        )
-    for index in range(0, len(points), TICK_EVERY_BINS):
-        at = timezone.localtime(points[index].start)
-        label = f"{at.day} {at:%b %H:%M}" if dated else f"{at:%H:%M}"
-        parts.append(
-            f'<line x1="{x(index):.1f}" y1="{base}" x2="{x(index):.1f}" y2="{base + 4}" stroke="#999"/>'
-            f'<text class="x-tick" x="{x(index):.1f}" y="{base + 16}" text-anchor="middle" font-size="11">'
-            f"{label}</text>"
-        )
-    zone = timezone.localtime(points[0].start).tzname()
-    parts += [
-        f'<line x1="{left}" y1="{base}" x2="{width - right}" y2="{base}" stroke="#999"/>',
-        f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{base}" stroke="#999"/>',
-        f'<text class="axis-label" x="{left + plot_w / 2:.1f}" y="{height - 4}" text-anchor="middle" '
-        f'font-size="12">Time ({zone})</text>',
-        f'<text class="axis-label" transform="translate(14 {top_pad + plot_h / 2:.1f}) rotate(-90)" '
-        f'text-anchor="middle" font-size="12">Jobs per minute</text>',
-        f'<polyline class="finished" fill="none" stroke="#2e7d32" stroke-width="2" '
-        f'points="{line([p.finished for p in points])}"/>',
-        f'<polyline class="failed" fill="none" stroke="#c62828" stroke-width="2" '
-        f'points="{line([p.failed for p in points])}"/>',
-    ]
-    for index, point in enumerate(points):
+    def x_label(at: datetime) -> str:
+        at = timezone.localtime(at)
+        return f"{at.day} {at:%b %H:%M}" if dated else f"{at:%H:%M}"
+
+    def bin_title(point: Point) -> str:
         start, end = timezone.localtime(point.start), timezone.localtime(point.start + bin_span)
-        parts.append(
-            f'<rect class="bin" x="{left + index * bin_w:.1f}" y="{top_pad}" width="{bin_w:.1f}" height="{plot_h}">'
-            f"<title>{start.day} {start:%b %H:%M}–{end:%H:%M}: {point.finished:.3g} finished, "
-            f"{point.failed:.3g} failed per minute</title></rect>"
-        )
-    parts.append("</svg>")
-    return mark_safe("".join(parts))
+        values = f"{point.finished:.3g} finished, {point.failed:.3g} failed per minute"
+        return f"{start.day} {start:%b %H:%M}–{end:%H:%M}: {values}"
+
+    context = {
+        "width": width,
+        "height": height,
+        "left": left,
+        "right_edge": width - right,
+        "top_pad": top_pad,
+        "base": base,
+        "tick_end": base + 4,
+        "plot_height": plot_h,
+        "bin_width": f"{bin_w:.1f}",
+        "y_label_x": left - 4,
+        "x_label_y": base + 16,
+        "time_label_x": f"{left + plot_w / 2:.1f}",
+        "time_label_y": height - 4,
+        "jobs_label_y": f"{top_pad + plot_h / 2:.1f}",
+        "zone": timezone.localtime(points[0].start).tzname(),
+        "y_ticks": [
+            {"y": f"{base - f * plot_h:.1f}", "label_y": f"{base - f * plot_h + 4:.1f}", "label": f"{top * f:.3g}"}
+            for f in (0, 0.5, 1)
+        ],
+        "x_ticks": [
+            {"x": x(index), "label": x_label(points[index].start)} for index in range(0, len(points), TICK_EVERY_BINS)
+        ],
+        "finished_line": line([p.finished for p in points]),
+        "failed_line": line([p.failed for p in points]),
+        "bins": [{"x": f"{left + i * bin_w:.1f}", "title": bin_title(p)} for i, p in enumerate(points)],
+    }
+    return mark_safe(render_to_string("admin/queueing/throughput_chart.html", context))
 
 
 def nice_ceiling(value: float) -> float:
@@ -186,39 +182,89 @@ def _broker_size(queue: str) -> int | None:
         return None
 
 
-def dashboard_data(hours: int) -> dict:
-    now = timezone.now()
-    since = window_start(now, timedelta(hours=hours))
-    tail = unrolled()
-    rates = failure_rates(timedelta(hours=1), tail)
-    report = health.detailed(tail, rates)
-    current = queues_now()
-    beats = list(ClusterHeartbeat.objects.all())
-    alive_after = now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
+@dataclass(frozen=True)
+class Window:
+    """What every section of the dashboard reads once: the window, the not yet rolled-up
+    tail of the history, the last hour's failure rates and the health report."""
 
-    queues = []
+    hours: int
+    now: datetime
+    since: datetime
+    tail: dict
+    rates: dict[str, tuple[int, int]]
+    report: health.Report
+
+    @classmethod
+    def read(cls, hours: int) -> "Window":
+        now = timezone.now()
+        tail = unrolled()
+        rates = failure_rates(timedelta(hours=1), tail)
+        return cls(hours, now, window_start(now, timedelta(hours=hours)), tail, rates, health.detailed(tail, rates))
+
+    @cached_property
+    def points(self) -> list[Point]:
+        """The throughput chart's bins (the JSON has them too)."""
+        return throughput(self.since, self.hours, self.tail)
+
+
+def dashboard_data(window: Window) -> dict:
+    """The dashboard's JSON, a function per section."""
+    by_kind = kind_section(window)
+    return {
+        "generated_at": window.now.isoformat(),
+        "hours": window.hours,
+        "status": window.report.status,
+        "alerts": _alerts(window.report.problems),
+        "queues": queue_section(window),
+        "workers": cluster_section(window),
+        "throughput": [
+            {"start": p.start.isoformat(), "finished_per_minute": round(p.finished, 3), "failed_per_minute": p.failed}
+            for p in window.points
+        ],
+        "finished": sum(row["jobs"] for row in by_kind),
+        "by_kind": by_kind,
+        "failures_by_class": failure_class_section(window),
+        "recent_failures": recent_failure_section(),
+        "panels": _panel_data(),
+    }
+
+
+def _alive(beat: ClusterHeartbeat, now: datetime) -> bool:
+    return beat.last_seen >= now - timedelta(seconds=settings.HEARTBEAT_TIMEOUT)
+
+
+def queue_section(window: Window) -> list[dict]:
+    """Each queue's state now and its failure rate over the last hour."""
+    current = queues_now()
+    alive = [beat for beat in ClusterHeartbeat.objects.all() if _alive(beat, window.now)]
+    rows = []
     for name in queue_names():
         state = current[name]
-        failed, finished = rates.get(name, (0, 0))
-        queues.append(
+        failed, finished = window.rates.get(name, (0, 0))
+        rows.append(
             {
                 "queue": name,
-                "status": _queue_status(name, report.problems),
+                "status": _queue_status(name, window.report.problems),
                 "depth": state.queued,
                 "retrying": state.retrying,
                 "running": state.running,
                 "oldest_wait_seconds": _seconds(state.oldest_wait),
                 "oldest_wait": duration(state.oldest_wait) if state.oldest_wait is not None else None,
                 "in_broker": _broker_size(name),
-                "workers_alive": sum(b.workers for b in beats if b.queue == name and b.last_seen >= alive_after),
-                "clusters_alive": sum(1 for b in beats if b.queue == name and b.last_seen >= alive_after),
+                "workers_alive": sum(b.workers for b in alive if b.queue == name),
+                "clusters_alive": sum(1 for b in alive if b.queue == name),
                 "failed_last_hour": failed,
                 "finished_last_hour": finished,
                 "failure_rate_last_hour": round(failed / finished, 4) if finished else None,
             }
         )
+    return rows
 
-    workers = [
+
+def cluster_section(window: Window) -> list[dict]:
+    """Every cluster with a heartbeat row, alive or not."""
+    now = window.now
+    return [
         {
             "queue": beat.queue,
             "host": beat.host,
@@ -228,26 +274,33 @@ def dashboard_data(hours: int) -> dict:
             "uptime_seconds": round((now - beat.started_at).total_seconds()),
             "uptime": duration(now - beat.started_at),
             "last_seen_seconds_ago": round((now - beat.last_seen).total_seconds(), 1),
-            "alive": beat.last_seen >= alive_after,
+            "alive": _alive(beat, now),
         }
-        for beat in beats
+        for beat in ClusterHeartbeat.objects.all()
     ]
 
-    points = throughput(since, hours, tail)
-    by_kind = []
-    for (queue, kind), tally in sorted(window_by(since, "queue", "kind", tail=tail, timings=True).items()):
-        by_kind.append(
-            {
-                "queue": queue,
-                "kind": kind,
-                "jobs": tally.count,
-                "wait_p50": _seconds(tally.percentile("wait", 0.5)),
-                "wait_p95": _seconds(tally.percentile("wait", 0.95)),
-                "run_p50": _seconds(tally.percentile("run", 0.5)),
-                "run_p95": _seconds(tally.percentile("run", 0.95)),
-            }
-        )
-    failures = [
+
+def kind_section(window: Window) -> list[dict]:
+    """Jobs finished in the window by queue and kind, with their wait and run percentiles."""
+    tallies = window_by(window.since, "queue", "kind", tail=window.tail, timings=True)
+    return [
+        {
+            "queue": queue,
+            "kind": kind,
+            "jobs": tally.count,
+            "wait_p50": _seconds(tally.percentile("wait", 0.5)),
+            "wait_p95": _seconds(tally.percentile("wait", 0.95)),
+            "run_p50": _seconds(tally.percentile("run", 0.5)),
+            "run_p95": _seconds(tally.percentile("run", 0.95)),
+        }
+        for (queue, kind), tally in sorted(tallies.items())
+    ]
+
+
+def failure_class_section(window: Window) -> list[dict]:
+    """Failures in the window by queue and error class, most first, linking to the history."""
+    tallies = window_by(window.since, "queue", "status", "error_class", tail=window.tail)
+    return [
         {
             "queue": queue,
             "error_class": error_class,
@@ -255,50 +308,35 @@ def dashboard_data(hours: int) -> dict:
             "jobs": tally.count,
             "url": _history_url(queue=queue, status="failed", error_class=error_class),
         }
-        for (queue, status, error_class), tally in sorted(
-            window_by(since, "queue", "status", "error_class", tail=tail).items(), key=lambda item: -item[1].count
-        )
+        for (queue, status, error_class), tally in sorted(tallies.items(), key=lambda item: -item[1].count)
         if status == JobRecord.Status.FAILED
     ]
+
+
+def recent_failure_section() -> list[dict]:
+    """The last RECENT_FAILURES failed jobs, their errors as sentences."""
     recent = (
         JobRecord.objects.failed()
         .order_by("-finished_at")
         .only("pk", "queue", "kind", "status", "attempts", "error_class", "last_error", "finished_at")[:RECENT_FAILURES]
     )
-    return {
-        "generated_at": now.isoformat(),
-        "hours": hours,
-        "status": report.status,
-        "alerts": _alerts(report.problems),
-        "queues": queues,
-        "workers": workers,
-        "throughput": [
-            {"start": p.start.isoformat(), "finished_per_minute": round(p.finished, 3), "failed_per_minute": p.failed}
-            for p in points
-        ],
-        "finished": sum(t["jobs"] for t in by_kind),
-        "by_kind": by_kind,
-        "failures_by_class": failures,
-        "recent_failures": [
-            {
-                "id": job.pk,
-                "queue": job.queue,
-                "kind": job.kind,
-                "error_class": job.error_class,
-                "sentence": error_sentence(job.error_class, job.last_error, job.status, job.attempts),
-                # Stored redacted; rows from before redaction existed are redacted here.
-                "error": redaction.redact(job.last_error)[:300],
-                "finished_at": job.finished_at.isoformat() if job.finished_at else None,
-                "finished": f"{timezone.localtime(job.finished_at):%d %b %H:%M}" if job.finished_at else "",
-                "url": reverse("admin:queueing_jobrecord_change", args=[job.pk]),
-                "class_url": _history_url(status="failed", error_class=job.error_class),
-                "class_label": failed_as(job.error_class),
-            }
-            for job in recent
-        ],
-        "panels": _panel_data(),
-        "_points": points,
-    }
+    return [
+        {
+            "id": job.pk,
+            "queue": job.queue,
+            "kind": job.kind,
+            "error_class": job.error_class,
+            "sentence": error_sentence(job.error_class, job.last_error, job.status, job.attempts),
+            # Stored redacted; rows from before redaction existed are redacted here.
+            "error": redaction.redact(job.last_error)[:300],
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+            "finished": f"{timezone.localtime(job.finished_at):%d %b %H:%M}" if job.finished_at else "",
+            "url": reverse("admin:queueing_jobrecord_change", args=[job.pk]),
+            "class_url": _history_url(status="failed", error_class=job.error_class),
+            "class_label": failed_as(job.error_class),
+        }
+        for job in recent
+    ]
 
 
 def _queue_status(queue: str, problems: list) -> str:
@@ -345,18 +383,19 @@ def _alerts(problems: list) -> list[dict]:
 @permission_required(PERMISSION, raise_exception=True)
 def dashboard_view(request: HttpRequest) -> HttpResponse:
     hours = _hours(request)
-    data = dashboard_data(hours)
+    window = Window.read(hours)
+    data = dashboard_data(window)
     context = {
         **admin.site.each_context(request),
         "title": "Queue dashboard",
         "data": data,
-        "chart": chart_svg(data["_points"]),
+        "chart": chart_svg(window.points),
         "windows": WINDOWS,
         "hours": hours,
         "history_url": reverse("admin:queueing_jobrecord_changelist"),
         "panels": [
             {"name": p.name, "title": p.title, "template": p.template, "data": data["panels"].get(p.name)}
-            for p in _panels.values()
+            for p in panels.values()
         ],
     }
     partial = request.GET.get("partial") == "1"
@@ -367,6 +406,4 @@ def dashboard_view(request: HttpRequest) -> HttpResponse:
 @require_safe
 @permission_required(PERMISSION, raise_exception=True)
 def dashboard_json(request: HttpRequest) -> JsonResponse:
-    data = dashboard_data(_hours(request))
-    del data["_points"]
-    return JsonResponse(data)
+    return JsonResponse(dashboard_data(Window.read(_hours(request))))

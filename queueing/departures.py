@@ -25,6 +25,7 @@ import math
 import time
 from functools import cache
 
+import redis
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Max
@@ -201,8 +202,6 @@ class RedisDepartureLog(DepartureLog):
     PREFIX = "departures:"
 
     def __init__(self, url: str):
-        import redis
-
         client = redis.Redis.from_url(url)
         self._leave = client.register_script(_LEAVE)
         self._record = client.register_script(_RECORD)

@@ -10,10 +10,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 
+from queueing.circuit import open_circuits
 from queueing.heartbeat import alive_clusters
 from queueing.queues import broker_for, queue_names
+from queueing.stats import failure_rates, queues_now
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +104,6 @@ def check_disk(path: Path) -> Check:
 
 
 def check_backlog() -> list[Check]:
-    from queueing.stats import queues_now
-
     checks = []
     for queue, now in queues_now().items():
         wait = now.oldest_wait or 0
@@ -118,8 +119,6 @@ def check_failures(tail: dict | None = None, rates: dict[str, tuple[int, int]] |
     """Failures in the last hour, per queue: degraded when their share of finished jobs
     crosses ALERT_FAILURE_RATE (a few blocked members are no reason to wake anyone).
     `rates` is queueing.stats.failure_rates() of the last hour, when the caller has it."""
-    from queueing.stats import failure_rates
-
     checks = []
     for queue, (failed, finished) in (rates or failure_rates(timedelta(hours=1), tail)).items():
         rate = failed / finished if finished else 0.0
@@ -131,8 +130,6 @@ def check_failures(tail: dict | None = None, rates: dict[str, tuple[int, int]] |
 
 def check_circuits() -> list[Check]:
     """Services that stopped answering (queueing.circuit): work waits for them."""
-    from queueing.circuit import open_circuits
-
     return [
         Check(f"outage:{c.key}", DEGRADED, f"unreachable since {c.opened_at:%Y-%m-%d %H:%M:%S} ({c.reason})")
         for c in open_circuits()
@@ -162,8 +159,6 @@ def log_change(report: Report) -> bool:
     if _seen.get("state") == state:
         return False
     _seen["state"] = state
-    from django.core.cache import cache
-
     try:
         if cache.get(STATE_CACHE_KEY) == list(state):
             return False

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
+from django_q.conf import Conf
 
 from queueing.models import ClusterHeartbeat
 
@@ -16,8 +17,6 @@ class Heartbeat:
     INTERVAL = 2.0
 
     def __init__(self):
-        from django_q.conf import Conf
-
         self.workers = Conf.WORKERS
         self.host = socket.gethostname()
         self.pid = os.getpid()

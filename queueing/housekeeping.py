@@ -6,6 +6,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
@@ -13,9 +14,10 @@ from django.db import close_old_connections
 from django.utils import timezone
 
 from queueing.heartbeat import Heartbeat
-from queueing.jobs import redispatch
+from queueing.jobs import dispatch, redispatch
 from queueing.models import JobRecord
 from queueing.queues import dispatch_ids_in_broker, get_queue
+from queueing.registry import Registry
 from queueing.stats import roll_up
 
 logger = logging.getLogger(__name__)
@@ -88,8 +90,6 @@ def recover_lost_jobs(queue: str) -> int:
 
 
 def _requeue_lost(record: JobRecord, reason: str) -> bool:
-    from queueing.jobs import dispatch
-
     return record.requeue_lost(reason) and dispatch(record)
 
 
@@ -108,22 +108,31 @@ def _worker_is_dead(worker: str) -> bool:
 
 Duty = Callable[[str], int]
 
-# Duties other apps hang on a cluster (registered in their AppConfig.ready): cluster name ->
-# [(interval in seconds, duty)]. A duty is called with the cluster's name.
-_app_duties: dict[str, list[tuple[float, Duty]]] = {}
+
+@dataclass(frozen=True)
+class RegisteredDuty:
+    cluster: str
+    interval: float
+    run: Duty
+
+
+# Duties apps hang on a cluster from their AppConfig.ready(); a duty is called with the
+# cluster's name and returns how much it did.
+duties: Registry[RegisteredDuty] = Registry("housekeeping duty")
 
 
 def register_duty(cluster: str, interval: float, duty: Duty) -> None:
     """Run `duty` every `interval` seconds in the main process of every `cluster` qcluster
-    ("default" is the schedules' cluster). Duties that must run in one place at a time
-    take a lock (queueing.locks.try_lock) themselves."""
-    _app_duties.setdefault(cluster, []).append((interval, duty))
+    ("default" is the cluster that serves no queue of its own). Duties that must run in one
+    place at a time take a lock (queueing.locks.try_lock) themselves. The periodic work of
+    the platform is all duties: there are no django-q2 Schedules and no cron jobs."""
+    duties.register(f"{cluster}:{duty.__module__}.{duty.__qualname__}", RegisteredDuty(cluster, interval, duty))
 
 
 class Housekeeper:
     """Runs each duty at its own interval; a failing duty (broker or database briefly
     away) is logged and tried again next time, never ends the loop. The default cluster
-    (schedules, no queue of its own) runs only its heartbeat and the duties apps register."""
+    (no queue of its own) runs only its heartbeat and the registered duties."""
 
     TICK = 0.25
 
@@ -139,7 +148,7 @@ class Housekeeper:
                 (10.0, recover_lost_jobs),
                 (10.0, roll_up),
             ]
-        self.duties += _app_duties.get(queue, [])
+        self.duties += [(duty.interval, duty.run) for duty in duties.values() if duty.cluster == queue]
         self.tick_seconds = min([self.TICK, *(interval for interval, _ in self.duties)])
         self.next_run = {duty: 0.0 for _, duty in self.duties}
         # Duties that failed last time: a database that is down for a minute must not

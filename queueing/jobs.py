@@ -7,19 +7,20 @@ import uuid
 from collections.abc import Callable, Iterable
 from importlib import import_module
 
+from django.apps import apps
 from django.conf import settings
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from queueing.models import JobRecord
+from queueing.models import JobQuerySet, JobRecord
 from queueing.queues import broker_for, broker_shares_the_database, get_queue
+from queueing.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 RUNNER = "queueing.runner.run_job"
-
-_registry: dict[str, "Job"] = {}
 
 
 class Job:
@@ -55,27 +56,29 @@ class Job:
         return f"<Job {self.kind} on {self.queue}>"
 
 
+jobs_by_kind: Registry[Job] = Registry("job")
+
+
 def job(queue: str, max_attempts: int | None = None) -> Callable[[Callable], Job]:
     """Declare a job. `max_attempts` defaults to the queue's retries + 1."""
 
     def register(func: Callable) -> Job:
         declared = Job(func, queue, max_attempts)
-        _registry[declared.kind] = declared
-        return declared
+        return jobs_by_kind.register(declared.kind, declared)
 
     return register
 
 
 def get_job(kind: str) -> Job:
     """The registered job for a kind, importing its module if this process has not yet."""
-    if kind not in _registry:
+    if kind not in jobs_by_kind:
         module = kind.rpartition(".")[0]
         allowed = _job_modules()
         if module not in allowed:
             raise LookupError(f"{kind!r} is not in an app's tasks module or QUEUEING_JOB_MODULES")
         import_module(module)
     try:
-        return _registry[kind]
+        return jobs_by_kind[kind]
     except KeyError:
         raise LookupError(f"{kind!r} is not a @job") from None
 
@@ -88,18 +91,18 @@ def job_kinds() -> list[str]:
         except ModuleNotFoundError as exc:
             if exc.name != module:
                 raise
-    return sorted(_registry)
+    return sorted(jobs_by_kind)
 
 
-# kind -> describer(args, kwargs) returning [(label, admin url)] for what the arguments are.
+# describer(args, kwargs) returning [(label, admin url)] for what a kind's arguments are.
 ArgDescriber = Callable[[list, dict], list[tuple[str, str]]]
-_arg_describers: dict[str, ArgDescriber] = {}
+arg_describers: Registry[ArgDescriber] = Registry("job argument describer")
 
 
 def register_arg_describer(kind_or_job: "str | Job", describer: ArgDescriber) -> None:
     """Let the job history show a kind's arguments as links to what they are (an update, a
     broadcast...). Apps call this from AppConfig.ready(), so queueing imports none of them."""
-    _arg_describers[kind_or_job if isinstance(kind_or_job, str) else kind_or_job.kind] = describer
+    arg_describers.register(kind_or_job if isinstance(kind_or_job, str) else kind_or_job.kind, describer)
 
 
 def first_arg_is(model: type) -> ArgDescriber:
@@ -107,8 +110,6 @@ def first_arg_is(model: type) -> ArgDescriber:
     to its admin change page, labelled with the row (or saying it is gone)."""
 
     def describe(args: list, kwargs: dict) -> list[tuple[str, str]]:
-        from django.urls import reverse
-
         row = model._default_manager.filter(pk=args[0]).first() if args else None
         name = model._meta.verbose_name
         if row is None:
@@ -122,7 +123,7 @@ def first_arg_is(model: type) -> ArgDescriber:
 def describe_args(record: JobRecord) -> list[tuple[str, str]]:
     """(label, url) for each thing a job's arguments point at; empty when its kind has no
     describer or the describer fails (the raw arguments are shown then)."""
-    describer = _arg_describers.get(record.kind)
+    describer = arg_describers.get(record.kind)
     if describer is None:
         return []
     try:
@@ -133,8 +134,6 @@ def describe_args(record: JobRecord) -> list[tuple[str, str]]:
 
 
 def _job_modules() -> set[str]:
-    from django.apps import apps
-
     return {f"{config.name}.tasks" for config in apps.get_app_configs()} | set(settings.QUEUEING_JOB_MODULES)
 
 
@@ -258,9 +257,21 @@ def retry(record: JobRecord) -> JobRecord:
     )
 
 
-def connect_worker_signals() -> None:
-    from django_q.signals import pre_execute
-
-    from queueing import runner
-
-    pre_execute.connect(runner.remember_current_task, dispatch_uid="queueing.remember_current_task")
+def retry_all(jobs: JobQuerySet) -> int:
+    """Run each of `jobs` that nobody has retried yet again, as a new job linked to it.
+    Each original is locked while its retry is made and checked again under the lock, so
+    two operators retrying at once never both retry it. Jobs whose kind is no longer a @job
+    are skipped. Returns how many were retried."""
+    retried = 0
+    for pk in list(jobs.not_retried().order_by().values_list("pk", flat=True)):
+        with transaction.atomic():
+            original = JobRecord.objects.select_for_update().filter(pk=pk).first()
+            if original is None or original.retried_by.exists():
+                continue
+            try:
+                retry(original)
+            except LookupError as exc:
+                logger.warning("Job %s not retried: %s", pk, exc)
+                continue
+        retried += 1
+    return retried

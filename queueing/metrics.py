@@ -15,17 +15,20 @@ Two sources, both correct however many web and worker processes there are:
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
-from django.apps import apps
-from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from queueing.heartbeat import alive_clusters
 from queueing.models import TIMING_BUCKETS
+from queueing.queues import queue_names
+from queueing.ratelimit import get_limiter
+from queueing.registry import Registry
+from queueing.stats import queues_now, rate_limited_waits, totals, unfinished_by_kind
 
 logger = logging.getLogger(__name__)
 
@@ -58,12 +61,14 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else f"{bound:g}"
 
 
+# What apps add to the scrape (broadcasts: its deliveries by state), registered from their
+# AppConfig.ready(): each returns metric families read from the database.
+MetricCollector = Callable[[], Iterable[Metric]]
+collectors: Registry[MetricCollector] = Registry("metric collector")
+
+
 class DatabaseCollector(Collector):
     def collect(self) -> Iterator[Metric]:
-        from queueing.heartbeat import alive_clusters
-        from queueing.queues import queue_names
-        from queueing.stats import queues_now, rate_limited_waits, totals, unfinished_by_kind
-
         depth = GaugeMetricFamily("queueing_queue_depth", "Jobs queued and not yet started.", labels=["queue"])
         oldest = GaugeMetricFamily(
             "queueing_oldest_wait_seconds", "How long the oldest queued job has waited (0 when none).", labels=["queue"]
@@ -125,12 +130,20 @@ class DatabaseCollector(Collector):
             runtime.add_metric([queue, kind], cumulative, total)
         yield from (finished, runtime)
 
-        yield from _delivery_metrics()
+        yield from _registered()
+
+
+def _registered() -> Iterator[Metric]:
+    for name, collect in collectors.items():
+        try:
+            families = list(collect())
+        except Exception:  # one app's broken series must not take the queues' down with it
+            logger.exception("Metric collector %s failed", name)
+            continue
+        yield from families
 
 
 def _throttled() -> Iterator[Metric]:
-    from queueing.ratelimit import get_limiter
-
     try:
         counts = get_limiter().throttled()
     except Exception:  # Redis away: the database's series still answer
@@ -143,18 +156,6 @@ def _throttled() -> Iterator[Metric]:
     )
     for key, n in sorted(counts.items()):
         family.add_metric([key], n)
-    yield family
-
-
-def _delivery_metrics() -> Iterator[Metric]:
-    """Deliveries by state, once the broadcasts app has its Delivery model."""
-    try:
-        delivery = apps.get_model("broadcasts", "Delivery")
-    except LookupError:
-        return
-    family = GaugeMetricFamily("broadcasts_deliveries", "Broadcast deliveries by state.", labels=["status"])
-    for status, n in delivery.objects.order_by().values_list("status").annotate(n=Count("pk")):
-        family.add_metric([status], n)
     yield family
 
 

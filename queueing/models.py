@@ -1,16 +1,14 @@
-import logging
 import math
 import uuid
 from datetime import timedelta
 
-from django.db import models, transaction
+from django.db import models
 from django.db.models import F
 from django.utils import timezone
 
 from queueing import redaction
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
-
-logger = logging.getLogger(__name__)
+from queueing.queues import get_queue
 
 LOST = "lost"
 
@@ -73,34 +71,18 @@ class JobQuerySet(models.QuerySet):
         """Jobs nobody has retried yet: retrying one twice would do its work twice."""
         return self.filter(retried_by__isnull=True)
 
-    def retry(self) -> int:
-        """Run each job here that nobody has retried yet again, as a new job linked to it.
-        Each original is locked while its retry is made and checked again under the lock,
-        so two operators retrying at once never both retry it. Jobs whose kind is no longer
-        a @job are skipped. Returns how many were retried."""
-        from queueing.jobs import retry
-
-        retried = 0
-        for pk in list(self.not_retried().order_by().values_list("pk", flat=True)):
-            with transaction.atomic():
-                original = JobRecord.objects.select_for_update().filter(pk=pk).first()
-                if original is None or original.retried_by.exists():
-                    continue
-                try:
-                    retry(original)
-                except LookupError as exc:
-                    logger.warning("Job %s not retried: %s", pk, exc)
-                    continue
-            retried += 1
-        return retried
-
-    def delete_in_batches(self, batch_size: int = 500) -> int:
+    def delete_in_batches(self, batch_size: int = 500, batches: int | None = None) -> int:
         """Delete these jobs a batch at a time, each batch its own short transaction, so
-        millions of rows never make one huge transaction. Returns how many were deleted."""
+        millions of rows never make one huge transaction; at most `batches` batches when
+        given. Returns how many were deleted."""
         deleted = 0
-        while batch := list(self.order_by().values_list("pk", flat=True)[:batch_size]):
+        while batches is None or batches > 0:
+            batch = list(self.order_by().values_list("pk", flat=True)[:batch_size])
+            if not batch:
+                break
             # Only the key: the collector would otherwise load every traceback it deletes.
             deleted += JobRecord.objects.filter(pk__in=batch).only("pk").delete()[0]
+            batches = None if batches is None else batches - 1
         return deleted
 
 
@@ -190,8 +172,6 @@ class JobRecord(models.Model):
         """Sort the exception into its class and move the job on: wait out a rate limit or
         another wait without counting the attempt, back off a retriable error while attempts
         remain, fail everything else. Returns the new status."""
-        from queueing.queues import get_queue
-
         classification = classify(exc)
         now = timezone.now()
         fields = {
@@ -276,6 +256,39 @@ class JobSeries(models.Model):
     timed = models.PositiveIntegerField(default=0, help_text="Jobs that ran, so have wait and run times.")
     wait_sum = models.FloatField(default=0)
     run_sum = models.FloatField(default=0)
+    # One column per bucket of TIMING_BUCKETS (bucket_fields() names them in order).
+    wait_b0 = models.PositiveIntegerField(default=0)
+    wait_b1 = models.PositiveIntegerField(default=0)
+    wait_b2 = models.PositiveIntegerField(default=0)
+    wait_b3 = models.PositiveIntegerField(default=0)
+    wait_b4 = models.PositiveIntegerField(default=0)
+    wait_b5 = models.PositiveIntegerField(default=0)
+    wait_b6 = models.PositiveIntegerField(default=0)
+    wait_b7 = models.PositiveIntegerField(default=0)
+    wait_b8 = models.PositiveIntegerField(default=0)
+    wait_b9 = models.PositiveIntegerField(default=0)
+    wait_b10 = models.PositiveIntegerField(default=0)
+    wait_b11 = models.PositiveIntegerField(default=0)
+    wait_b12 = models.PositiveIntegerField(default=0)
+    wait_b13 = models.PositiveIntegerField(default=0)
+    wait_b14 = models.PositiveIntegerField(default=0)
+    wait_b15 = models.PositiveIntegerField(default=0)
+    run_b0 = models.PositiveIntegerField(default=0)
+    run_b1 = models.PositiveIntegerField(default=0)
+    run_b2 = models.PositiveIntegerField(default=0)
+    run_b3 = models.PositiveIntegerField(default=0)
+    run_b4 = models.PositiveIntegerField(default=0)
+    run_b5 = models.PositiveIntegerField(default=0)
+    run_b6 = models.PositiveIntegerField(default=0)
+    run_b7 = models.PositiveIntegerField(default=0)
+    run_b8 = models.PositiveIntegerField(default=0)
+    run_b9 = models.PositiveIntegerField(default=0)
+    run_b10 = models.PositiveIntegerField(default=0)
+    run_b11 = models.PositiveIntegerField(default=0)
+    run_b12 = models.PositiveIntegerField(default=0)
+    run_b13 = models.PositiveIntegerField(default=0)
+    run_b14 = models.PositiveIntegerField(default=0)
+    run_b15 = models.PositiveIntegerField(default=0)
 
     class Meta:
         abstract = True
@@ -318,19 +331,29 @@ class JobTotal(models.Model):
     count = models.PositiveBigIntegerField(default=0)
     timed = models.PositiveBigIntegerField(default=0)
     run_sum = models.FloatField(default=0)
+    # One column per bucket of TIMING_BUCKETS, as in JobSeries.
+    run_b0 = models.PositiveBigIntegerField(default=0)
+    run_b1 = models.PositiveBigIntegerField(default=0)
+    run_b2 = models.PositiveBigIntegerField(default=0)
+    run_b3 = models.PositiveBigIntegerField(default=0)
+    run_b4 = models.PositiveBigIntegerField(default=0)
+    run_b5 = models.PositiveBigIntegerField(default=0)
+    run_b6 = models.PositiveBigIntegerField(default=0)
+    run_b7 = models.PositiveBigIntegerField(default=0)
+    run_b8 = models.PositiveBigIntegerField(default=0)
+    run_b9 = models.PositiveBigIntegerField(default=0)
+    run_b10 = models.PositiveBigIntegerField(default=0)
+    run_b11 = models.PositiveBigIntegerField(default=0)
+    run_b12 = models.PositiveBigIntegerField(default=0)
+    run_b13 = models.PositiveBigIntegerField(default=0)
+    run_b14 = models.PositiveBigIntegerField(default=0)
+    run_b15 = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["queue", "kind", "status"], name="one_total_per_series")]
 
     def __str__(self) -> str:
         return f"{self.queue} {self.kind} {self.status}: {self.count}"
-
-
-for _name in bucket_fields("wait") + bucket_fields("run"):
-    JobMinute.add_to_class(_name, models.PositiveIntegerField(default=0))
-    JobHour.add_to_class(_name, models.PositiveIntegerField(default=0))
-for _name in bucket_fields("run"):
-    JobTotal.add_to_class(_name, models.PositiveBigIntegerField(default=0))
 
 
 class RollupCursor(models.Model):

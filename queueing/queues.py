@@ -9,6 +9,9 @@ from functools import cache
 from django.conf import settings
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
+from django_q.brokers.orm import ORM
+from django_q.models import OrmQ
+from django_q.signing import BadSignature, SignedPackage
 
 
 @dataclass(frozen=True)
@@ -53,8 +56,6 @@ def _broker(queue: str, pid: int) -> Broker:
 
 
 def broker_shares_the_database(queue: str) -> bool:
-    from django_q.brokers.orm import ORM
-
     return isinstance(broker_for(queue), ORM)
 
 
@@ -66,10 +67,6 @@ def dispatch_ids_in_broker(queue: str) -> set[str]:
     """The dispatch tokens of every task waiting in the queue's broker. Reads the whole
     queue: call it only when something looks lost. An ORM row that a cluster has locked
     is not waiting: if that cluster died, the row only comes back after `retry`."""
-    from django_q.brokers.orm import ORM
-    from django_q.models import OrmQ
-    from django_q.signing import BadSignature, SignedPackage
-
     broker = broker_for(queue)
     if isinstance(broker, ORM):
         waiting = OrmQ.objects.filter(key=broker.list_key, lock__lte=timezone.now())

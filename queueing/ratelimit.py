@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from functools import cache
 
+import redis
 from django.conf import settings
 from django.db import transaction
 
@@ -112,8 +113,6 @@ class RedisRateLimiter(RateLimiter):
     THROTTLED = "ratelimit-429s"  # hash: key -> 429s; no expiry, as a counter must not drop
 
     def __init__(self, url: str):
-        import redis
-
         client = redis.Redis.from_url(url)
         self._client = client
         self._take = client.register_script(_TAKE)

@@ -18,6 +18,8 @@ from django.apps import apps
 from django.conf import settings
 from django.core.signals import setting_changed
 
+from queueing.registry import Registry
+
 logger = logging.getLogger(__name__)
 
 MASK = "[redacted]"
@@ -27,16 +29,16 @@ CACHE_SECONDS = 10.0
 # A shorter "secret" would mangle ordinary words wherever it appears.
 MIN_SECRET_LENGTH = 6
 
-_providers: list[Callable[[], Iterable[str]]] = []
+SecretSource = Callable[[], Iterable[str]]
+secret_sources: Registry[SecretSource] = Registry("secret source")
 _provided: dict[Callable, set[str]] = {}
 _cache: dict = {"pattern": None, "expires": 0.0}
 _refreshing = threading.local()
 
 
-def register_secrets(provider: Callable[[], Iterable[str]]) -> None:
+def register_secrets(provider: SecretSource) -> None:
     """`provider()` returns secrets to redact; it is called at most once per CACHE_SECONDS."""
-    if provider not in _providers:
-        _providers.append(provider)
+    secret_sources.register(f"{provider.__module__}.{provider.__qualname__}", provider)
     forget()
 
 
@@ -109,7 +111,7 @@ def _pattern() -> re.Pattern | None:
         try:
             # Before the apps are ready their providers may not query: ask again once they are.
             ready = apps.ready
-            secrets = _known_secrets(_providers if ready else [])
+            secrets = _known_secrets(secret_sources.values() if ready else [])
             _cache.update(pattern=_compile(secrets), expires=now + CACHE_SECONDS if ready else 0.0)
         finally:
             _refreshing.active = False
@@ -123,7 +125,7 @@ def _compile(secrets: set[str]) -> re.Pattern | None:
     return re.compile("|".join(re.escape(s) for s in sorted(secrets, key=len, reverse=True)))
 
 
-def _known_secrets(providers: list[Callable[[], Iterable[str]]]) -> set[str]:
+def _known_secrets(providers: list[SecretSource]) -> set[str]:
     found = set(_settings_secrets())
     for provider in providers:
         try:

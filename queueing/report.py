@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from queueing.models import JobRecord
+from queueing.registry import Registry
 from queueing.stats import (
     HOUR_ROWS_KEPT,
     MINUTE_ROWS_KEPT,
@@ -28,14 +29,14 @@ from queueing.wording import failed_as
 
 LONGEST_HOURS = int(HOUR_ROWS_KEPT.total_seconds() // 3600)
 
-# name -> provider(since, until) returning something JSON can hold.
+# provider(since, until) returning something JSON can hold.
 ReportSection = Callable[[datetime, datetime], object]
-_sections: dict[str, ReportSection] = {}
+sections: Registry[ReportSection] = Registry("report section")
 
 
 def register_report_section(name: str, provider: ReportSection) -> None:
     """Add a section to every queue report; registering a name again replaces it."""
-    _sections[name] = provider
+    sections.register(name, provider)
 
 
 def _seconds(value: float | None) -> float | None:
@@ -105,7 +106,7 @@ def build_report(hours: int, now: datetime | None = None) -> dict:
         "failures_by_class": dict(sorted(by_class.items(), key=lambda item: -item[1])),
         "failures": failures,
     }
-    for name, provider in _sections.items():
+    for name, provider in sections.items():
         report[name] = provider(since, now)
     return report
 
@@ -162,7 +163,7 @@ def render_table(report: dict) -> str:
         )
     else:
         out.append("  none")
-    for name in _sections:
+    for name in sections:
         out += ["", name.replace("_", " ").capitalize()]
         section = report.get(name)
         if isinstance(section, list) and section and all(isinstance(row, dict) for row in section):

@@ -6,6 +6,7 @@ import math
 import time
 
 import sentry_sdk
+from django_q.signals import pre_execute
 
 from queueing.errors import PermanentError
 from queueing.jobs import get_job
@@ -24,6 +25,10 @@ def remember_current_task(sender, func, task, **kwargs) -> None:
     """django-q2's pre_execute signal: keep the task id so the claim can record it."""
     global _current_task_id
     _current_task_id = task.get("id", "")
+
+
+def connect_worker_signals() -> None:
+    pre_execute.connect(remember_current_task, dispatch_uid="queueing.remember_current_task")
 
 
 def run_job(job_id: int, dispatch_id: str) -> str:

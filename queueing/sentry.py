@@ -11,6 +11,7 @@ from contextlib import contextmanager
 
 import sentry_sdk
 import telegram.error
+from sentry_sdk.integrations.django import DjangoIntegration
 
 from queueing import redaction
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, classify
@@ -37,8 +38,6 @@ def init_sentry(dsn: str | None = None, **options) -> bool:
     dsn = dsn if dsn is not None else os.environ.get("SENTRY_DSN", "")
     if not dsn:
         return False
-    from sentry_sdk.integrations.django import DjangoIntegration
-
     sentry_sdk.init(
         dsn=dsn,
         integrations=[DjangoIntegration()],

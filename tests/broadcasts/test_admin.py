@@ -3,7 +3,6 @@ its JSON, pause/resume/cancel/retry, the changelist counts, and one run with rea
 
 import time
 from datetime import timedelta
-from importlib import import_module
 
 import pytest
 from django.contrib.auth.models import User
@@ -17,6 +16,8 @@ from bots.models import Bot, TelegramUser
 from broadcasts.admin import Preview
 from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
 from broadcasts.sending import fan_out
+from broadcasts.tasks import start_due_broadcasts
+from queueing.housekeeping import Housekeeper
 from queueing.models import JobRecord
 from tests.fake_telegram.objects import make_token
 from tests.waiting import wait_for
@@ -266,16 +267,17 @@ def test_a_draft_without_a_time_cannot_be_scheduled(staff, bot):
     assert any("schedule time" in m for m in messages_of(response))
 
 
-def test_the_due_broadcasts_schedule_is_installed_and_its_function_enqueues_the_job():
-    from django_q.models import Schedule
+def test_the_default_clusters_duty_starts_a_due_broadcast_once(bot):
+    now = timezone.now()
+    due = Broadcast.objects.create(bot=bot, text="Hi", status=Status.SCHEDULED, scheduled_at=now - timedelta(seconds=1))
+    Broadcast.objects.create(bot=bot, text="Later", status=Status.SCHEDULED, scheduled_at=now + timedelta(hours=1))
 
-    from broadcasts.tasks import enqueue_due_broadcasts
+    assert start_due_broadcasts in {duty for _, duty in Housekeeper("default").duties}
+    assert start_due_broadcasts("default") == 1
+    assert start_due_broadcasts("default") == 0  # its start is already waiting
 
-    schedule = Schedule.objects.get(name="start due broadcasts")
-    assert schedule.func == "broadcasts.tasks.enqueue_due_broadcasts"
-    assert schedule.schedule_type == Schedule.MINUTES and schedule.minutes == 1 and schedule.cluster is None
-    job = JobRecord.objects.get(pk=enqueue_due_broadcasts())
-    assert job.kind == "broadcasts.tasks.start_due_broadcasts" and job.queue == "telegram"
+    [job] = JobRecord.objects.filter(kind=START)
+    assert (job.args, job.queue) == ([due.pk], "telegram")
 
 
 # -- progress and actions ---------------------------------------------------------------------
@@ -597,11 +599,7 @@ def test_send_now_in_the_admin_reaches_telegram_and_progress_ends_at_100(telegra
 
 
 @pytest.mark.e2e
-def test_a_scheduled_broadcast_is_started_by_the_default_clusters_schedule(telegram_bot, fake_telegram, clusters):
-    from django.apps import apps
-
-    # Transactional tests empty every table, the migration's Schedule row too.
-    import_module("broadcasts.migrations.0003_schedule_due_broadcasts").add_schedule(apps, None)
+def test_a_scheduled_broadcast_is_started_by_the_default_clusters_duty(telegram_bot, fake_telegram, clusters):
     make_members(telegram_bot, 5)
     broadcast = Broadcast.objects.create(
         bot=telegram_bot, text="Hi", status=Status.SCHEDULED, scheduled_at=timezone.now() - timedelta(seconds=1)
@@ -609,15 +607,14 @@ def test_a_scheduled_broadcast_is_started_by_the_default_clusters_schedule(teleg
     clusters.start("telegram", TELEGRAM_RATE_LIMIT="1000")
     clusters.start("default")
 
-    # django-q2's scheduler first runs about 30 s after the cluster starts.
     wait_for(
         lambda: Broadcast.objects.get(pk=broadcast.pk).status == Status.DONE,
-        timeout=90,
+        timeout=60,
         interval=0.5,
-        what="the schedule to start the broadcast",
+        what="the default cluster's duty to start the broadcast",
     )
     assert len(fake_telegram.calls("sendMessage")) == 5
-    assert JobRecord.objects.filter(kind="broadcasts.tasks.start_due_broadcasts", status="succeeded").exists()
+    assert JobRecord.objects.filter(kind=START, status="succeeded").count() == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -10,6 +10,7 @@ from django.utils import timezone
 from bots.models import Bot, TelegramUser
 from broadcasts.models import Broadcast, Delivery
 from queueing import dashboard
+from queueing.registry import Registry
 from tests.fake_telegram.objects import make_token
 
 pytestmark = pytest.mark.django_db
@@ -72,13 +73,16 @@ def test_no_active_broadcast(admin_client):
 
 
 def test_a_failing_panel_does_not_break_the_dashboard(admin_client, monkeypatch):
-    panels = dict(dashboard._panels)
+    panels = Registry("dashboard panel")
+    for name, panel in dashboard.panels.items():
+        panels.register(name, panel)
 
     def broken():
         raise RuntimeError("boom")
 
-    panels["broken"] = dashboard.Panel("broken", "Broken", "admin/broadcasts/active_broadcasts_panel.html", broken)
-    monkeypatch.setattr(dashboard, "_panels", panels)
+    template = "admin/broadcasts/active_broadcasts_panel.html"
+    panels.register("broken", dashboard.Panel("broken", "Broken", template, broken))
+    monkeypatch.setattr(dashboard, "panels", panels)
     assert admin_client.get(reverse("queueing:dashboard_json")).json()["panels"]["broken"] is None
     html = admin_client.get(reverse("queueing:dashboard")).content.decode()
     assert 'id="panel-broken"' in html and "Not available" in html

@@ -8,10 +8,13 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from bots import alert_sender
 from queueing import alerts
+from queueing.errors import PermanentError
 from queueing.health import DEGRADED, DOWN, Check
 from queueing.housekeeping import Housekeeper
 from queueing.models import Alert, ClusterHeartbeat, JobRecord
+from queueing.registry import Registry
 from tests.clusters import telegram_cluster_alive
 from tests.waiting import wait_for
 
@@ -267,3 +270,20 @@ def test_operators_see_the_alert_history_in_the_admin(admin_client):
     assert page.status_code == 200
     assert "cluster:telegram" in page.content.decode()
     assert "queue:downloads" not in page.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_alert_job_sends_through_the_registered_sender(monkeypatch):
+    senders = Registry("alert sender")
+    monkeypatch.setattr(alerts, "senders", senders)
+    with pytest.raises(PermanentError, match="No alert sender"):
+        alerts.send_alert(5001, "hello")
+
+    told = []
+    senders.register("chat", lambda chat_id, text: told.append((chat_id, text)) or {"chat_id": chat_id})
+    assert alerts.send_alert(5001, "hello") == {"chat_id": 5001}
+    assert told == [(5001, "hello")]
+
+
+def test_the_bots_app_registers_its_bot_as_the_alert_sender():
+    assert alerts.senders.values() == [alert_sender.send_alert]

@@ -4,6 +4,7 @@ import logging
 
 from queueing import housekeeping
 from queueing.housekeeping import Housekeeper
+from queueing.registry import Registry
 
 
 def test_a_failing_duty_is_logged_once_until_it_works_again(db, monkeypatch, caplog):
@@ -14,7 +15,8 @@ def test_a_failing_duty_is_logged_once_until_it_works_again(db, monkeypatch, cap
             raise ConnectionError("database is down")
         return 0
 
-    monkeypatch.setattr(housekeeping, "_app_duties", {"default": [(0.0, duty)]})
+    monkeypatch.setattr(housekeeping, "duties", Registry("housekeeping duty"))
+    housekeeping.register_duty("default", 0.0, duty)
     keeper = Housekeeper("default")
 
     with caplog.at_level(logging.INFO, logger="queueing.housekeeping"):
@@ -37,7 +39,7 @@ def test_registered_duties_run_only_on_their_cluster(monkeypatch):
     def dispatch(queue: str) -> int:
         return 0
 
-    monkeypatch.setattr(housekeeping, "_app_duties", {})
+    monkeypatch.setattr(housekeeping, "duties", Registry("housekeeping duty"))
     housekeeping.register_duty("telegram", 0.05, dispatch)
 
     assert (0.05, dispatch) in Housekeeper("telegram").duties

@@ -7,9 +7,12 @@ from datetime import timedelta
 
 import pytest
 from django.utils import timezone
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.parser import text_string_to_metric_families
 
+from queueing import metrics
 from queueing.models import JobRecord
+from queueing.registry import Registry
 from queueing.stats import roll_up
 from tests.clusters import ROOT, cluster_env
 
@@ -178,3 +181,23 @@ def test_telegram_429s_are_counted_over_every_process(client):
         limiter = get_limiter()
         if hasattr(limiter, "_client"):
             limiter._client.hdel(limiter.THROTTLED, key)
+
+
+def test_a_failing_collector_of_an_app_leaves_the_other_series(client, monkeypatch):
+    def broken():
+        raise RuntimeError("boom")
+
+    def widgets():
+        family = GaugeMetricFamily("widgets", "Widgets.")
+        family.add_metric([], 3)
+        yield family
+
+    collectors = Registry("metric collector")
+    collectors.register("broken", broken)
+    collectors.register("widgets", widgets)
+    monkeypatch.setattr(metrics, "collectors", collectors)
+
+    samples = scrape(client)
+
+    assert value(samples, "widgets") == 3
+    assert "queueing_queue_depth" in samples

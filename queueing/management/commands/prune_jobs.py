@@ -3,8 +3,7 @@ from datetime import timedelta
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from queueing.models import JobRecord
-from queueing.stats import counted
+from queueing.history import prunable
 
 
 class Command(BaseCommand):
@@ -12,7 +11,8 @@ class Command(BaseCommand):
         "Deletes finished jobs (succeeded, failed or cancelled) that finished more than --days days ago, "
         "in batches. Queued, running and retrying jobs are never touched, nor finished jobs the statistics "
         "have not counted yet (their queue's roll-up has not reached them). Statistics are not affected: "
-        "the roll-up prunes its own per-minute and hourly rows."
+        "the roll-up prunes its own per-minute and hourly rows. The default cluster prunes by itself "
+        "(JOB_HISTORY_DAYS); this is for doing it by hand."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -23,8 +23,7 @@ class Command(BaseCommand):
         if days < 0:
             raise CommandError("--days must be 0 or more.")
         cutoff = timezone.now() - timedelta(days=days)
-        old = JobRecord.objects.filter(counted(finished_before=cutoff))
-        uncounted = JobRecord.objects.finished().filter(finished_at__lt=cutoff).exclude(counted(cutoff))
+        old, uncounted = prunable(cutoff)
         if dry_run:
             self.stdout.write(f"Would delete {old.count()} jobs that finished before {cutoff:%Y-%m-%d %H:%M %Z}.")
         else:

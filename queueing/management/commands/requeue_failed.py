@@ -5,6 +5,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 
+from queueing.jobs import retry_all
 from queueing.models import JobQuerySet, JobRecord
 from queueing.queues import get_queue
 
@@ -36,7 +37,7 @@ class Command(BaseCommand):
             listed = f": {', '.join(map(str, ids))}" if ids else "."
             self.stdout.write(f"Would retry {len(ids)} failed jobs{listed}")
             return
-        self.stdout.write(f"Retried {jobs.retry()} failed jobs.")
+        self.stdout.write(f"Retried {retry_all(jobs)} failed jobs.")
 
 
 def _known_queue(name: str) -> str:
