@@ -6,8 +6,9 @@ class BroadcastsConfig(AppConfig):
     verbose_name = "Pledges and broadcasts"
 
     def ready(self) -> None:
-        from broadcasts import recovery
-        from broadcasts.models import Broadcast
+        from bots import handlers
+        from broadcasts import bot_commands, recovery
+        from broadcasts.models import Broadcast, Pledge
         from broadcasts.observability import active_broadcasts, broadcast_outcomes
         from broadcasts.tasks import send_chunk, start_broadcast
         from queueing.dashboard import register_panel
@@ -15,6 +16,8 @@ class BroadcastsConfig(AppConfig):
         from queueing.jobs import first_arg_is, register_arg_describer
         from queueing.report import register_report_section
 
+        handlers.answers.register("/pledge", bot_commands.pledge)
+        handlers.starting.register("attach pledges", Pledge.objects.attach_to)
         register_duty("telegram", recovery.RECOVERY_INTERVAL, recovery.resume_stranded)
         register_report_section("broadcasts", broadcast_outcomes)
         for task in (start_broadcast, send_chunk):
