@@ -5,6 +5,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 import pytest
+import telegram
 
 from bots import handlers, pacing
 from bots.downloads import messages
@@ -12,6 +13,7 @@ from bots.models import Download, TelegramUser, Update
 from broadcasts.bot_commands import parse_amount
 from broadcasts.models import Pledge
 from queueing.models import JobRecord
+from queueing.ratelimit import get_limiter
 from tests.fake_telegram.objects import make_user
 from tests.fake_telegram.updates import edited_message, my_chat_member, text_message
 
@@ -234,6 +236,25 @@ def test_blocking_the_bot_marks_the_member_blocked_and_unblocking_unmarks(send, 
     assert blocked.is_blocked and blocked.blocked_at is not None
     assert not member().is_blocked and member().is_subscribed
     assert len(received()) == 1
+
+
+def test_a_reply_answered_429_pauses_the_bot_for_every_process(say, fake_telegram, telegram_bot):
+    throttled = get_limiter().throttled().get(f"bot:{telegram_bot.pk}", 0)
+    fake_telegram.fail("rate_limit", method="sendMessage", retry_after=1, times=1)
+
+    with pytest.raises(telegram.error.RetryAfter):
+        say("/help")
+
+    assert get_limiter().throttled()[f"bot:{telegram_bot.pk}"] == throttled + 1
+
+
+def test_a_reply_refused_because_the_member_blocked_the_bot_marks_them_blocked(say, fake_telegram):
+    fake_telegram.fail("blocked", method="sendMessage", times=1)
+
+    with pytest.raises(telegram.error.Forbidden):
+        say("/help")
+
+    assert member().is_blocked
 
 
 def _entity(kind: str, offset: int, length: int) -> dict:
