@@ -2,7 +2,7 @@
 same run, phase by phase, and the time to answer a link that is already in the file_id cache.
 
   plain yt-dlp    `YoutubeDL({"outtmpl": ..., "quiet": True, "noprogress": True}).download([url])`
-  project job     bots.downloads.run() in this process: the cache lookup, yt-dlp with our options
+  project job     bots.downloads.job.run() in this process: the cache lookup, yt-dlp with our options
                   and checks in a fresh folder, the upload to the fake Telegram, the progress
                   message, the cache row; its own stopwatch splits it into
                     download   yt-dlp and our checks: the same work as plain yt-dlp
@@ -11,12 +11,12 @@ same run, phase by phase, and the time to answer a link that is already in the f
   through queue   the same job enqueued on a real `downloads` qcluster: enqueue to finished,
                   from the job record's own times, warm and as a fresh worker's first job
                   (skip with --no-queue)
-  cached link     bots.downloads.request() for a link in the cache: one sendVideo by file_id
+  cached link     bots.download_requests.request() for a link in the cache: one sendVideo by file_id
 
 Plain yt-dlp only downloads, so the ratio that compares like with like is the job without its
 upload against plain yt-dlp (goal <= 1.3); the upload and the whole job are printed beside it.
 The job's download phase can beat plain yt-dlp: a worker builds yt-dlp's extractor list once
-(bots.downloads.default_extractors), where every new YoutubeDL spends some 50-70 ms on it.
+(bots.downloads.ytdlp.default_extractors), where every new YoutubeDL spends some 50-70 ms on it.
 The media server runs in this process (both contestants share it); the fake Telegram runs in a
 process of its own, as Telegram would. Throwaway SQLite database and folders, removed afterwards.
 
@@ -84,7 +84,9 @@ def measure(args: argparse.Namespace, var: Path) -> int:
     import yt_dlp
     from django.core.management import call_command
 
-    from bots import downloads
+    from bots import download_requests as request
+    from bots.downloads import job as download_job
+    from bots.downloads import messages
     from bots.models import Bot, Download, MediaCache, TelegramUser
     from bots.telegram_api import call
     from tests.fake_telegram import make_token
@@ -109,16 +111,16 @@ def measure(args: argparse.Namespace, var: Path) -> int:
             def new_download() -> Download:
                 """What request() does once a link is let through: the progress message, the row."""
                 MediaCache.objects.all().delete()
-                message = call(bot, "send_message", chat_id=member.telegram_id, text=downloads.STARTING)
+                message = call(bot, "send_message", chat_id=member.telegram_id, text=messages.STARTING)
                 return Download.objects.create(
                     bot=bot, member=member, url=url, chat_id=member.telegram_id, message_id=message.message_id
                 )
 
             def job() -> tuple[float, dict]:
-                return timed_result(downloads.run, new_download().pk)
+                return timed_result(download_job.run, new_download().pk)
 
             def cached() -> None:
-                downloads.request(bot, member, member.telegram_id, url, lambda text: None)
+                request.request(bot, member, member.telegram_id, url, lambda text: None)
 
             plain()  # warm up: imports, extractor lists, connections
             job()

@@ -5,6 +5,6 @@ import os
 
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 
-from config.settings import *  # noqa: E402, F403
+from config.settings import *  # noqa: F403
 
 ROOT_URLCONF = "bench.urls"

@@ -9,7 +9,8 @@ class BotsConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported here: these modules define or use models, which load after the app configs.
-        from bots import alert_sender, download_folders, inbox
+        from bots import alert_sender, download_requests, handlers, inbox
+        from bots.downloads import folders, ytdlp
         from bots.models import Bot, Download, Update
         from bots.signals import sync_settings_bot
         from bots.tasks import download_media, handle_update
@@ -26,10 +27,9 @@ class BotsConfig(AppConfig):
         register_arg_describer(download_media, first_arg_is(Download))
         register_duty("telegram", inbox.DISPATCH_INTERVAL, inbox.dispatch_received)
         register_duty("telegram", inbox.ORPHAN_INTERVAL, inbox.hand_on_orphans)
-        register_duty("downloads", download_folders.SWEEP_INTERVAL, download_folders.sweep_stale_folders)
+        register_duty("downloads", folders.SWEEP_INTERVAL, folders.sweep_stale_folders)
+        handlers.answers.register(handlers.LINK, download_requests.answer_link)
         if Conf.CLUSTER_NAME == "downloads":
             # Its workers are forked from this process: prepare yt-dlp once here, not in
             # every fresh worker's first download (about 1.5 s).
-            from bots.downloads import warm_up
-
-            warm_up()
+            ytdlp.warm_up()

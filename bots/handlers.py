@@ -1,9 +1,8 @@
 """What the bot does with each kind of update. Every handler answers politely or not at
 all; none lets an unexpected update shape become an error."""
 
-import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 
 import telegram
 
@@ -12,6 +11,7 @@ from bots.pacing import departing, pause_after_429, wait_for_reply_slot
 from bots.telegram_api import call
 from bots.updates import is_id
 from queueing.errors import PermanentError
+from queueing.registry import Registry
 
 HELP = (
     "I keep you up to date with the campaign.\n"
@@ -20,8 +20,6 @@ HELP = (
     "/stop – stop receiving broadcasts\n"
     "Send me a link to a video and I will send you the file."
 )
-MAX_PLEDGE = Decimal("1000000000")
-_AMOUNT = re.compile(r"^(\d{1,3}(,\d{3})+|\d+)(\.\d{1,2})?$")
 
 
 @dataclass
@@ -52,6 +50,17 @@ class Context:
                 self.member.mark_blocked()
             raise
 
+
+# What the bot answers a member's message with, by what the message is: a command by its name
+# ("/start"), a message with a link by LINK. Bots' own commands are registered below; the
+# answers of the parts above this module are registered from their AppConfig.ready() (bots:
+# a link, bots.download_requests; broadcasts: /pledge), so this module imports neither.
+Answer = Callable[[Context, str], None]
+answers: Registry[Answer] = Registry("answer to a member's message")
+LINK = "link"
+# What else /start does for a member, by the app that needs it (broadcasts: attach the pledges
+# imported for them).
+starting: Registry[Callable[[TelegramUser], object]] = Registry("part of /start")
 
 # What the bot reads of the updates it acts on: when python-telegram-bot cannot read a whole
 # update (a shape from another Bot API version than its own), these fields alone still can be.
@@ -171,11 +180,10 @@ def on_private_message(context: Context, message: telegram.Message) -> None:
     text = message.text or message.caption or ""
     command, _, argument = text.partition(" ")
     command = command.split("@", 1)[0].lower() if command.startswith("/") else ""
-    handler = COMMANDS.get(command)
-    if handler:
-        handler(context, argument.strip())
+    if answer := answers.get(command):
+        answer(context, argument.strip())
     elif (links := links_in(message)) and context.member:
-        download(context, links[0])
+        answers[LINK](context, links[0])
     else:
         context.reply(f"Sorry, I didn't understand that.\n\n{HELP}")
 
@@ -187,19 +195,12 @@ def links_in(message: telegram.Message) -> list[str]:
     return [link if "://" in link else f"https://{link}" for link in links]
 
 
-def download(context: Context, url: str) -> None:
-    from bots import downloads
-
-    downloads.request(context.bot, context.member, context.chat_id, url, context.reply)
-
-
 def start(context: Context, payload: str) -> None:
     """Subscribe; with a payload from "Link my Telegram" in the admin, also link the operator."""
-    from broadcasts.models import Pledge
-
     member = context.member
     member.subscribe()
-    Pledge.objects.attach_to(member)
+    for on_start in starting.values():
+        on_start(member)
     if payload.startswith(OperatorLink.CODE_PREFIX):
         link = OperatorLink.objects.redeem(context.bot, payload, member)
         context.reply(
@@ -223,48 +224,6 @@ def show_help(context: Context, argument: str) -> None:
     context.reply(HELP)
 
 
-def pledge(context: Context, argument: str) -> None:
-    from broadcasts.models import Pledge
-
-    if argument:
-        amount = parse_amount(argument)
-        if amount is None:
-            context.reply(f"I couldn't read “{argument[:40]}” as an amount. Send a number, for example /pledge 250.")
-            return
-        new = Pledge.objects.create(
-            bot=context.bot, member=context.member, telegram_id=context.member.telegram_id, amount=amount
-        )
-        context.reply(f"Thank you! I recorded your pledge of {new.format(new.amount)}.")
-        return
-    pledges = list(context.member.pledges.order_by("created_at"))
-    if not pledges:
-        context.reply("You have no pledge yet. Send /pledge 250 to pledge 250.")
-        return
-    context.reply("\n\n".join(describe_pledge(p) for p in pledges))
-
-
-def describe_pledge(pledge) -> str:
-    lines = [
-        f"Pledge: {pledge.format(pledge.amount)}" + (f" ({pledge.campaign})" if pledge.campaign else ""),
-        f"Paid: {pledge.format(pledge.paid_amount)}",
-        f"Balance: {pledge.format(pledge.balance)}",
-    ]
-    if pledge.due_date:
-        overdue = " (overdue)" if pledge.is_overdue else ""
-        lines.append(f"Due: {pledge.due_date:%d %b %Y}, {pledge.days_remaining} days remaining{overdue}")
-    return "\n".join(lines)
-
-
-def parse_amount(text: str) -> Decimal | None:
-    """'250', '1,000', '99.50' -> Decimal; anything else (negative, zero, huge, words) -> None."""
-    text = text.strip().removeprefix("$").strip()
-    if not _AMOUNT.match(text):
-        return None
-    try:
-        amount = Decimal(text.replace(",", ""))
-    except InvalidOperation:
-        return None
-    return amount if Decimal("0") < amount < MAX_PLEDGE else None
-
-
-COMMANDS = {"/start": start, "/stop": stop, "/help": show_help, "/pledge": pledge}
+answers.register("/start", start)
+answers.register("/stop", stop)
+answers.register("/help", show_help)

@@ -13,6 +13,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from bots.models import Update
+from bots.tasks import handle_update
 from bots.updates import chat_id_of, loads, storable, update_id_of
 from queueing.locks import try_lock
 from queueing.models import JobRecord
@@ -47,8 +48,6 @@ def dispatch_received(_cluster: str = "telegram") -> int:
     """Enqueue the handling of received updates; returns how many were claimed. One process
     at a time dispatches, so every update is claimed exactly once. Polled every 50 ms by
     every telegram cluster, so an idle inbox costs one indexed query and no lock."""
-    from bots.tasks import handle_update
-
     if not _received().exists():
         return 0
     with try_lock("bots:inbox-dispatch") as held:

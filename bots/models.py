@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
+from django.urls import reverse
 from django.utils import timezone
 
 from queueing import history, redaction
@@ -84,8 +85,6 @@ class Bot(models.Model):
         return self.api_base_url or settings.TELEGRAM_API_BASE_URL
 
     def webhook_path(self) -> str:
-        from django.urls import reverse
-
         return reverse("bots:webhook", args=[self.telegram_id])
 
 

@@ -16,7 +16,7 @@ from django.conf import settings
 from bots import telegram_api
 from bots.models import Bot
 from queueing.departures import get_departure_log, window
-from queueing.errors import RateLimited
+from queueing.errors import RateLimited, retry_after_seconds
 from queueing.ratelimit import get_limiter
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,4 @@ def departing(bot: Bot) -> Iterator[None]:
 
 def pause_after_429(bot: Bot, exc: telegram.error.RetryAfter) -> None:
     """Telegram said wait: every process sending for this bot waits."""
-    retry_after = exc.retry_after
-    seconds = retry_after.total_seconds() if hasattr(retry_after, "total_seconds") else float(retry_after)
-    get_limiter().pause(f"bot:{bot.pk}", seconds)
+    get_limiter().pause(f"bot:{bot.pk}", retry_after_seconds(exc))

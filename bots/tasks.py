@@ -4,6 +4,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from bots import handlers, telegram_api
+from bots.downloads import job as download_job
 from bots.models import Update
 from bots.telegram_api import circuit_key
 from queueing import circuit, redaction
@@ -100,7 +101,5 @@ def _outage_outlived(update: Update) -> bool:
 
 @job(queue="downloads")
 def download_media(download_pk: int) -> dict:
-    """Download a link a member sent and send them the file (see bots.downloads.run)."""
-    from bots import downloads
-
-    return downloads.run(download_pk)
+    """Download a link a member sent and send them the file (see bots.downloads.job)."""
+    return download_job.run(download_pk)

@@ -7,14 +7,17 @@ class BroadcastsConfig(AppConfig):
 
     def ready(self) -> None:
         # Imported here: these modules use the models, which load after the app configs.
-        from broadcasts import observability, recovery, tasks
-        from broadcasts.models import Broadcast
+        from bots import handlers
+        from broadcasts import bot_commands, observability, recovery, tasks
+        from broadcasts.models import Broadcast, Pledge
         from queueing import metrics
         from queueing.dashboard import register_panel
         from queueing.housekeeping import register_duty
         from queueing.jobs import first_arg_is, register_arg_describer
         from queueing.report import register_report_section
 
+        handlers.answers.register("/pledge", bot_commands.pledge)
+        handlers.starting.register("attach pledges", Pledge.objects.attach_to)
         register_duty("telegram", recovery.RECOVERY_INTERVAL, recovery.resume_stranded)
         register_duty("default", tasks.DUE_INTERVAL, tasks.start_due_broadcasts)
         register_report_section("broadcasts", observability.broadcast_outcomes)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yt_dlp
 
-from bots import download_folders, downloads
+from bots.downloads import folders, messages, ytdlp
 from bots.models import Bot, Download, TelegramUser
 from queueing.housekeeping import Housekeeper
 from queueing.models import JobRecord
@@ -22,7 +22,7 @@ from tests.media_server import MediaServer, full_disk
 def test_the_extractor_list_built_once_is_yt_dlps_own():
     options = {"quiet": True, "no_warnings": True}
 
-    ours = downloads.ProjectYoutubeDL(options)._ies
+    ours = ytdlp.ProjectYoutubeDL(options)._ies
     theirs = yt_dlp.YoutubeDL(options)._ies
 
     assert list(ours) == list(theirs)
@@ -41,7 +41,7 @@ def test_the_sweep_removes_only_folders_older_than_the_queue_timeout(settings, t
     long_ago = time.time() - get_queue("downloads").timeout - 1
     os.utime(stale, (long_ago, long_ago))
 
-    assert download_folders.sweep_stale_folders("downloads") == 1
+    assert folders.sweep_stale_folders("downloads") == 1
 
     assert not stale.exists() and fresh.exists()
 
@@ -50,8 +50,8 @@ def test_the_sweep_is_a_duty_of_the_downloads_cluster_only():
     def duties(queue: str) -> set:
         return {duty for _, duty in Housekeeper(queue).duties}
 
-    assert download_folders.sweep_stale_folders in duties("downloads")
-    assert download_folders.sweep_stale_folders not in duties("telegram")
+    assert folders.sweep_stale_folders in duties("downloads")
+    assert folders.sweep_stale_folders not in duties("telegram")
 
 
 @pytest.mark.django_db
@@ -89,13 +89,13 @@ def test_a_full_disk_ends_the_download_for_good_and_says_so(settings, tmp_path):
     server = MediaServer().start()
     server.on_request = full_disk(tmp_path, "clip.mp4.part")
     try:
-        with pytest.raises(download_folders.DiskFull) as caught:
-            downloads.fetch(server.url("/clip.mp4"), folder, lambda status: None)
+        with pytest.raises(folders.DiskFull) as caught:
+            ytdlp.fetch(server.url("/clip.mp4"), folder, lambda status: None)
     finally:
         server.stop()
 
     assert "No space left on device" in str(caught.value)
-    assert caught.value.user_message == download_folders.DISK_FULL
+    assert caught.value.user_message == messages.DISK_FULL
     assert (folder / "clip.mp4.part").is_symlink(), "the write went where the test sent it"
 
 
@@ -107,5 +107,5 @@ def test_no_room_for_a_download_folder_is_a_full_disk(settings, tmp_path, monkey
 
     monkeypatch.setattr(Path, "mkdir", no_room)
 
-    with pytest.raises(download_folders.DiskFull), download_folders.temporary_folder():
+    with pytest.raises(folders.DiskFull), folders.temporary_folder():
         pass

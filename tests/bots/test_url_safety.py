@@ -13,7 +13,7 @@ import pytest
 from yt_dlp.downloader import HlsFD, get_suitable_downloader
 from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
 
-from bots import downloads, url_safety
+from bots.downloads import messages, url_safety, ytdlp
 from queueing.errors import PermanentError
 from tests.media_server import MediaServer, Tripwire
 
@@ -85,18 +85,18 @@ def ffmpeg(tmp_path, monkeypatch):
 def fetch_failed(url: str, folder) -> PermanentError:
     folder.mkdir(exist_ok=True)
     with pytest.raises(PermanentError) as caught:
-        downloads.fetch(url, folder, lambda status: None)
+        ytdlp.fetch(url, folder, lambda status: None)
     return caught.value
 
 
 def fetch_refused(url: str, folder) -> PermanentError:
     error = fetch_failed(url, folder)
-    assert error.user_message == downloads.REFUSED, error
+    assert error.user_message == messages.REFUSED, error
     return error
 
 
 def options(folder) -> dict:
-    return downloads.ydl_options(folder, downloads.Watchdog(10_000_000, 60, lambda status: None))
+    return ytdlp.ydl_options(folder, ytdlp.Watchdog(10_000_000, 60, lambda status: None))
 
 
 def resolving(monkeypatch, names: dict[str, list[str]]) -> None:
@@ -210,7 +210,7 @@ def test_a_redirect_to_an_internal_port_connects_nowhere_whatever_the_scheme(gua
 
 
 @pytest.mark.parametrize(
-    ("playlist", "user_message"), [("sample-aes", downloads.NO_FORMAT), ("plain", downloads.REFUSED)]
+    ("playlist", "user_message"), [("sample-aes", messages.NO_FORMAT), ("plain", messages.REFUSED)]
 )
 def test_an_hls_stream_with_its_key_and_segments_inside_connects_nowhere(
     guarded, public_server, tripwire, ffmpeg, playlist, user_message
@@ -229,7 +229,7 @@ def test_an_hls_stream_with_its_key_and_segments_inside_connects_nowhere(
 
 def test_no_external_downloader_runs_whatever_the_options_say(guarded, tripwire):
     """curl is installed here: given the chance, it would connect to the tripwire itself."""
-    ydl = downloads.downloader({**options(guarded), "external_downloader": "curl"}, guarded=True)
+    ydl = ytdlp.downloader({**options(guarded), "external_downloader": "curl"}, guarded=True)
     info = {"id": "x", "ext": "mp4", "url": tripwire.url("/clip.mp4"), "protocol": "http"}
 
     with pytest.raises(PermanentError) as caught:
@@ -241,7 +241,7 @@ def test_no_external_downloader_runs_whatever_the_options_say(guarded, tripwire)
 
 def test_only_formats_that_yt_dlp_fetches_itself_are_chosen(settings, tmp_path):
     settings.DOWNLOADS_ALLOW_PRIVATE_HOSTS = True
-    ydl = downloads.downloader(options(tmp_path), guarded=False)
+    ydl = ytdlp.downloader(options(tmp_path), guarded=False)
     formats = [
         {"format_id": "rtmp", "url": "rtmp://127.0.0.1/live", "ext": "mp4", "height": 1080},
         {"format_id": "ffmpeg-hls", "url": "http://127.0.0.1/a.m3u8", "protocol": "m3u8", "ext": "mp4", "height": 720},
@@ -270,7 +270,7 @@ def test_private_hosts_can_be_allowed(settings, tmp_path, media):
     folder = tmp_path / "work"
     folder.mkdir()
 
-    fetched = downloads.fetch(media.url("/clip.mp4"), folder, lambda status: None)
+    fetched = ytdlp.fetch(media.url("/clip.mp4"), folder, lambda status: None)
 
     assert fetched.size == len(media.media)
     assert fetched.kind == "video"

@@ -10,7 +10,7 @@ from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.urls import reverse
 from django.utils import timezone
 
-from bots import download_folders, downloads
+from bots.downloads import messages
 from bots.models import Download, MediaCache, TelegramUser
 from bots.tasks import download_media
 from queueing.models import JobRecord
@@ -115,10 +115,10 @@ def test_a_link_comes_back_as_a_video_and_again_from_the_cache(webhook_bot, fake
 @pytest.mark.parametrize(
     ("path", "user_message", "attempts", "error_class", "technical"),
     [
-        ("/missing.mp4", downloads.NOT_FOUND, 1, "permanent", "404"),
-        ("/page.html", downloads.UNSUPPORTED, 1, "permanent", "Unsupported URL"),
-        ("/drop.mp4", downloads.GAVE_UP, 3, "retriable", "Downloaded 1000 bytes"),
-        ("/error.mp4", downloads.GAVE_UP, 3, "retriable", "503"),
+        ("/missing.mp4", messages.NOT_FOUND, 1, "permanent", "404"),
+        ("/page.html", messages.UNSUPPORTED, 1, "permanent", "Unsupported URL"),
+        ("/drop.mp4", messages.GAVE_UP, 3, "retriable", "Downloaded 1000 bytes"),
+        ("/error.mp4", messages.GAVE_UP, 3, "retriable", "503"),
     ],
 )
 def test_a_link_that_fails_gets_a_friendly_answer(
@@ -135,7 +135,7 @@ def test_a_link_that_fails_gets_a_friendly_answer(
     assert edits(fake_telegram, 602)[-1] == user_message
     assert technical not in user_message
     if attempts > 1:
-        assert downloads.RETRYING in edits(fake_telegram, 602)
+        assert messages.RETRYING in edits(fake_telegram, 602)
     assert not fake_telegram.calls("sendVideo")
     assert Download.objects.get().status == Download.Status.FAILED
 
@@ -148,7 +148,7 @@ def test_a_file_over_the_limit_is_refused(webhook_bot, fake_telegram, media, sta
     job = wait_for(lambda: (jobs := download_jobs()) and finished(jobs[0]) and jobs[0], what="the download to end")
     assert (job.status, job.attempts, job.error_class) == ("failed", 1, "permanent")
     assert "10000 byte limit" in job.last_error
-    assert edits(fake_telegram, 603)[-1] == downloads.too_large_message()
+    assert edits(fake_telegram, 603)[-1] == messages.too_large()
     assert not fake_telegram.calls("sendVideo")
 
 
@@ -164,7 +164,7 @@ def test_a_full_disk_fails_the_download_at_once_with_a_reason_and_leaves_nothing
     job = wait_for(lambda: (jobs := download_jobs()) and finished(jobs[0]) and jobs[0], what="the download to end")
     assert (job.status, job.attempts, job.error_class) == ("failed", 1, "permanent")
     assert "Disk full" in job.last_error and "No space left on device" in job.last_error
-    assert edits(fake_telegram, 611)[-1] == download_folders.DISK_FULL
+    assert edits(fake_telegram, 611)[-1] == messages.DISK_FULL
     download = Download.objects.get()
     assert download.status == Download.Status.FAILED and "No space left on device" in download.error
     assert not fake_telegram.calls("sendVideo")
@@ -301,7 +301,7 @@ def test_an_operator_retry_takes_the_download_over(webhook_bot, fake_telegram, m
     send(fake_telegram, webhook_bot, url, 610)
     failed = wait_for(lambda: (jobs := download_jobs()) and finished(jobs[0]) and jobs[0], what="the download to end")
     assert failed.status == "failed"
-    assert edits(fake_telegram, 610)[-1] == downloads.NOT_FOUND
+    assert edits(fake_telegram, 610)[-1] == messages.NOT_FOUND
     media.gone.clear()
 
     changelist = reverse("admin:queueing_jobrecord_changelist")
@@ -313,7 +313,7 @@ def test_an_operator_retry_takes_the_download_over(webhook_bot, fake_telegram, m
     assert retry.status == "succeeded"
     download = Download.objects.get()
     assert (download.job_id, download.status, download.error) == (retry.pk, Download.Status.SENT, "")
-    assert downloads.STARTING in edits(fake_telegram, 610)[1:], "the failure message says it is on again"
+    assert messages.STARTING in edits(fake_telegram, 610)[1:], "the failure message says it is on again"
     fake_telegram.wait_for_calls(1, method="deleteMessage", chat_id=610)
 
 

@@ -254,7 +254,7 @@ def test_an_update_that_failed_after_its_answer_went_out_is_not_answered_again(
         context.reply("Here is some help.")
         raise OperationalError("database is locked")
 
-    monkeypatch.setitem(handlers.COMMANDS, "/help", help_then_a_locked_database)
+    monkeypatch.setitem(handlers.answers._entries, "/help", help_then_a_locked_database)
     update = _update(telegram_bot, 8, status=Update.Status.ENQUEUED)
 
     handle_one(Update.objects.select_related("bot").get(pk=update.pk))

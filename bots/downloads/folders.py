@@ -1,6 +1,5 @@
 """Every download works in a folder of its own under DOWNLOADS_ROOT, removed when it ends; the
 downloads cluster sweeps away the folders of downloads that never ended (a killed worker).
-Kept apart from bots.downloads so that registering the sweep does not import yt-dlp.
 
 A full disk ends the download at once (DiskFull, a permanent error), its folder removed with
 whatever it had written. Not retried: the job's retries come 5 and 15 seconds later, too soon
@@ -18,10 +17,9 @@ from pathlib import Path
 
 from django.conf import settings
 
+from bots.downloads.messages import DISK_FULL
 from queueing.errors import PermanentError
 from queueing.queues import get_queue
-
-DISK_FULL = "I've run out of room for downloads just now. Please send the link again a bit later."
 
 # How often each downloads cluster sweeps (it also sweeps as it starts).
 SWEEP_INTERVAL = 60.0

@@ -7,7 +7,7 @@ Every protocol is closed, not only HTTP's first hop:
 - The opener speaks HTTP(S) and nothing else: no FTP, file or data handler, and a redirect to
   any other scheme is refused (`Refused`, which the download job reports as permanent).
 - yt-dlp's external downloaders (ffmpeg, rtmpdump, aria2c, curl, wget…) are off, and so are
-  protocols other than HTTP(S), HLS and DASH (bots.downloads.ydl_options and
+  protocols other than HTTP(S), HLS and DASH (bots.downloads.ytdlp.ydl_options and
   ProjectYoutubeDL.dl). We turn them off rather than pass their connections through this check
   because an external program opens its own sockets: the address check lives in this
   process's connect and cannot follow it there (a proxy could for HTTP, not for RTMP, RTSP or

@@ -9,7 +9,7 @@ def drop_schedule(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("broadcasts", "0008_pledge_name_from_note"),
+        ("broadcasts", "0009_click"),
         ("django_q", "0019_alter_task_options_alter_ormq_key_alter_ormq_lock_and_more"),
     ]
 
