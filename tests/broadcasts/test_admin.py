@@ -378,7 +378,9 @@ def test_retry_failed_reopens_a_done_broadcast_but_never_retries_blocked_members
     rows = deliveries(broadcast)
     Delivery.objects.filter(pk=rows[0].pk).update(status=Delivery.Status.SENT)
     Delivery.objects.filter(pk=rows[1].pk).update(
-        status=Delivery.Status.FAILED, error="blocked: Forbidden: bot was blocked by the user", error_class="permanent"
+        status=Delivery.Status.FAILED,
+        error="The member blocked the bot (Forbidden: bot was blocked by the user)",
+        error_class="blocked",
     )
     Delivery.objects.filter(pk=rows[2].pk).update(
         status=Delivery.Status.FAILED, error="TimedOut: timed out", error_class="permanent", attempts=3

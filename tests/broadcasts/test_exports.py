@@ -89,8 +89,8 @@ def test_a_broadcasts_deliveries_export_says_who_what_and_when(admin_client, bot
         chat_id=43,
         status=Delivery.Status.FAILED,
         attempts=1,
-        error="blocked: Forbidden: bot was blocked by the user",
-        error_class="permanent",
+        error="The member blocked the bot (Forbidden: bot was blocked by the user)",
+        error_class="blocked",
     )
     Delivery.objects.create(broadcast=other, member=ann, chat_id=42)
 
@@ -107,7 +107,7 @@ def test_a_broadcasts_deliveries_export_says_who_what_and_when(admin_client, bot
             "",
             "Failed",
             "The member blocked the bot (Forbidden: bot was blocked by the user)",
-            "permanent",
+            "blocked the bot",
             "1",
             "",
         ],
