@@ -277,11 +277,12 @@ class DeliveryQuerySet(models.QuerySet):
 
     def claim(self, ids: Iterable[int], claimer: str) -> list[int]:
         """One conditional UPDATE: the rows of `ids` still claimable become `claimer`'s. The
-        ids it won, re-read: a row another claimer took first is not among them."""
+        ids this UPDATE won, re-read (by claimer and moment): a row another claimer took
+        first is not among them."""
         now = timezone.now()
         ids = list(ids)
         self.claimable(now).filter(pk__in=ids).update(claimed_by=claimer, claimed_at=now)
-        mine = self.filter(pk__in=ids, status=Delivery.Status.PENDING, claimed_by=claimer)
+        mine = self.filter(pk__in=ids, status=Delivery.Status.PENDING, claimed_by=claimer, claimed_at=now)
         won = set(mine.values_list("pk", flat=True))
         return [pk for pk in ids if pk in won]
 

@@ -7,7 +7,6 @@ from importlib import import_module
 
 import pytest
 from django.contrib.auth.models import User
-from django.contrib.messages import get_messages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -16,8 +15,8 @@ from django.utils import timezone
 from bots.models import Bot, TelegramUser
 from broadcasts.admin import Preview
 from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
-from broadcasts.sending import fan_out
 from queueing.models import JobRecord
+from tests.broadcasts.support import compose, deliveries, make_members, messages_of, sending, url
 from tests.fake_telegram.objects import make_token
 from tests.waiting import wait_for
 
@@ -25,61 +24,6 @@ pytestmark = pytest.mark.django_db
 
 Status = Broadcast.Status
 START = "broadcasts.tasks.start_broadcast"
-
-
-@pytest.fixture
-def bot() -> Bot:
-    return Bot.objects.create(token=make_token(7100001), webhook_secret=Bot.new_secret())
-
-
-@pytest.fixture
-def staff(client):
-    client.force_login(User.objects.create_superuser("operator", "ops@example.com", "a long password"))
-    return client
-
-
-def make_members(bot: Bot, count: int, first_id: int = 1_000_000, **fields) -> list[TelegramUser]:
-    return TelegramUser.objects.bulk_create(
-        TelegramUser(bot=bot, telegram_id=first_id + n, first_name=f"M{n}", **{"is_subscribed": True, **fields})
-        for n in range(count)
-    )
-
-
-def url(view: str, *args) -> str:
-    return reverse(f"admin:broadcasts_broadcast_{view}", args=args)
-
-
-def messages_of(response) -> list[str]:
-    return [str(m) for m in get_messages(response.wsgi_request)]
-
-
-def compose(bot: Bot, **fields) -> dict:
-    data = {
-        "bot": bot.pk,
-        "title": "Spring appeal",
-        "text": "Hello #first_name",
-        "template": "",
-        "parse_mode": "",
-        "buttons": "",
-        "audience": Audience.SUBSCRIBERS,
-        "audience_value": "",
-        "no_pledge_fallback": "-",
-        "scheduled_at_0": "",
-        "scheduled_at_1": "",
-    }
-    return {**data, **fields}
-
-
-def sending(bot: Bot, members: int = 3, **fields) -> Broadcast:
-    """A broadcast already fanned out and sending, as start_broadcast leaves it."""
-    make_members(bot, members)
-    broadcast = Broadcast.objects.create(bot=bot, text="Hi", status=Status.SENDING, started_at=timezone.now(), **fields)
-    fan_out(broadcast)
-    return broadcast
-
-
-def deliveries(broadcast: Broadcast) -> list[Delivery]:
-    return list(broadcast.deliveries.order_by("pk"))
 
 
 # -- compose ----------------------------------------------------------------------------------

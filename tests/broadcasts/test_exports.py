@@ -10,18 +10,13 @@ import pytest
 from django.contrib.auth.models import Permission, User
 from django.http import StreamingHttpResponse
 
-from bots.models import Bot, TelegramUser
+from bots.models import TelegramUser
 from broadcasts.models import Broadcast, Delivery, Pledge
 
 pytestmark = pytest.mark.django_db
 
 PLEDGES_EXPORT = "/admin/broadcasts/pledge/export/"
 DELIVERIES_EXPORT = "/admin/broadcasts/delivery/export/"
-
-
-@pytest.fixture
-def bot() -> Bot:
-    return Bot.objects.create(token="123456:AAE-secret")
 
 
 def rows_of(response) -> list[list[str]]:
