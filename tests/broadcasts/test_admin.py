@@ -13,8 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
-from broadcasts.admin import Preview
 from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
+from broadcasts.preview import Preview
 from queueing.models import JobRecord
 from tests.broadcasts.support import compose, deliveries, make_members, messages_of, sending, url
 from tests.fake_telegram.objects import make_token
