@@ -81,13 +81,20 @@ def fan_out(broadcast: Broadcast) -> int:
         return cursor.rowcount
 
 
-def chunk_bounds(broadcast: Broadcast) -> list[tuple[int, int]]:
+class IdRange(NamedTuple):
+    """The deliveries first..last (ids, both included) one chunk job sends."""
+
+    first: int
+    last: int
+
+
+def chunk_bounds(broadcast: Broadcast) -> list[IdRange]:
     """Id ranges of the unfinished deliveries, each small enough to send in half the
     `broadcasts` queue's timeout at the bot's rate."""
     rate = settings.TELEGRAM_PAID_RATE_LIMIT if broadcast.allow_paid_broadcast else settings.TELEGRAM_RATE_LIMIT
     size = max(10, min(CHUNK_SIZE, int(rate * get_queue("broadcasts").timeout / 2)))
     ids = list(broadcast.deliveries.filter(status__in=UNFINISHED).order_by("pk").values_list("pk", flat=True))
-    return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+    return [IdRange(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
 
 
 def finish_if_complete(broadcast: Broadcast) -> bool:
@@ -386,15 +393,15 @@ class ChunkSender:
         broadcast: Broadcast,
         first_id: int,
         last_id: int,
-        later: Sequence[tuple[int, int]] = (),
+        later: Sequence[IdRange] = (),
         continue_until: float = 0.0,
     ):
         self.broadcast = broadcast
         self.first_id, self.last_id = first_id, last_id
         self.claimer = f"{current_worker()}:deliveries {first_id}-{last_id}:{uuid.uuid4().hex[:8]}"
         # Onwards first, then back to earlier ranges still unfinished (their job ran before).
-        above = sorted(r for r in later if r[1] > last_id)
-        below = sorted((r for r in later if r[0] < first_id), reverse=True)
+        above = sorted(r for r in later if r.last > last_id)
+        below = sorted((r for r in later if r.first < first_id), reverse=True)
         self.later = deque(above + below)
         self.continue_until = continue_until
         paid = broadcast.allow_paid_broadcast
