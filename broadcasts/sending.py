@@ -742,13 +742,13 @@ class ChunkSender:
         seconds per thousand rows on SQLite. Only rows still `sending` change: a cancel
         may have got there first."""
         now = timezone.now()
-        rows = [(o.status, o.error, o.error_class, o.message_id, o.sent_at, o.attempt, o.delivery_id) for o in done]
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(
-                f"UPDATE {Delivery._meta.db_table} SET status = %s, error = %s, error_class = %s, message_id = %s, "
-                f"sent_at = %s, attempts = attempts + %s, claimed_by = '', claimed_at = NULL "
-                f"WHERE id = %s AND status = '{Delivery.Status.SENDING}'",
-                rows,
+                f"UPDATE {Delivery._meta.db_table} SET status = %(status)s, error = %(error)s, "
+                "error_class = %(error_class)s, message_id = %(message_id)s, sent_at = %(sent_at)s, "
+                "attempts = attempts + %(attempt)s, claimed_by = '', claimed_at = NULL "
+                f"WHERE id = %(delivery_id)s AND status = '{Delivery.Status.SENDING}'",
+                [o._asdict() for o in done],
             )
         blocked = [o.delivery_id for o in done if o.error_class == Delivery.ErrorClass.BLOCKED]
         if blocked:

@@ -8,12 +8,14 @@ from datetime import timedelta
 
 import pytest
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
 from broadcasts.models import Broadcast, Delivery
 from broadcasts.sending import chunk_bounds, fan_out
 from broadcasts.tasks import send_chunk
 from tests.broadcasts.support import make_members
+from tests.fake_telegram.objects import make_token
 
 DEAD = "host-gone:4242:deliveries 1-9:dead"
 
@@ -114,3 +116,37 @@ def test_claimers_racing_for_the_same_rows_share_them_out(transactional_db, bot)
     assert sorted(won["a"] + won["b"]) == ids
     holders = dict(broadcast.deliveries.values_list("pk", "claimed_by"))
     assert all(holders[pk] == "a" for pk in won["a"]) and all(holders[pk] == "b" for pk in won["b"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_moves_blocked_out_of_the_error_text_and_claims_out_of_it():
+    before, after = ("broadcasts", "0009_delivery_claim_and_blocked"), ("broadcasts", "0010_delivery_blocked_class")
+    executor = MigrationExecutor(connection)
+    executor.migrate([before])
+    old = executor.loader.project_state([before]).apps
+    old_bot = old.get_model("bots", "Bot").objects.create(token=make_token(7100009), telegram_id=7100009)
+    OldDelivery = old.get_model("broadcasts", "Delivery")
+    broadcast = old.get_model("broadcasts", "Broadcast").objects.create(bot=old_bot, text="Hi")
+    member = old.get_model("bots", "TelegramUser")
+    for n, (error, error_class) in enumerate(
+        [
+            ("blocked: Forbidden: bot was blocked by the user", "permanent"),
+            ("claimed by 140234", ""),
+            ("BadRequest: chat not found", "permanent"),
+        ]
+    ):
+        who = member.objects.create(bot=old_bot, telegram_id=n)
+        OldDelivery.objects.create(broadcast=broadcast, member=who, chat_id=n, error=error, error_class=error_class)
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([after])
+    moved = executor.loader.project_state([after]).apps.get_model("broadcasts", "Delivery")
+    rows = list(moved.objects.order_by("chat_id").values_list("error", "error_class"))
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())  # as the other tests expect it
+
+    assert rows == [
+        ("The member blocked the bot (Forbidden: bot was blocked by the user)", "blocked"),
+        ("", ""),
+        ("BadRequest: chat not found", "permanent"),
+    ]
