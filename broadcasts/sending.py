@@ -643,8 +643,9 @@ class ChunkSender:
             if d.pk not in gone
         ]
         ids = [send.delivery.pk for send in sends]
-        Delivery.objects.start_sending(ids, self.claimer)
-        # Re-read: a cancel may have taken some of them since the claim.
+        if Delivery.objects.start_sending(ids, self.claimer) == len(ids):
+            return sends
+        # A cancel took some of them since the claim: send only those marked.
         sending = set(
             Delivery.objects.filter(pk__in=ids, status=Delivery.Status.SENDING, claimed_by=self.claimer).values_list(
                 "pk", flat=True

@@ -11,6 +11,7 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
+from broadcasts import sending as sending_module
 from broadcasts.models import Broadcast, Delivery
 from broadcasts.sending import chunk_bounds, fan_out
 from broadcasts.tasks import send_chunk
@@ -150,3 +151,20 @@ def test_the_migration_moves_blocked_out_of_the_error_text_and_claims_out_of_it(
         ("", ""),
         ("BadRequest: chat not found", "permanent"),
     ]
+
+
+@pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
+def test_rows_cancelled_between_their_claim_and_their_sends_are_not_sent(telegram_bot, fake_telegram, monkeypatch):
+    broadcast, _ = fanned_out(telegram_bot, 5)
+    render = sending_module.render
+
+    def cancelled_while_rendering(*args, **kwargs):
+        Broadcast.objects.get(pk=broadcast.pk).cancel()
+        return render(*args, **kwargs)
+
+    monkeypatch.setattr(sending_module, "render", cancelled_while_rendering)
+
+    send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+
+    assert fake_telegram.calls("sendMessage") == []
+    assert set(broadcast.deliveries.values_list("status", flat=True)) == {Delivery.Status.CANCELLED}
