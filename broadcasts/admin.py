@@ -848,7 +848,7 @@ def _carry_on(broadcast: Broadcast, why: str) -> None:
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ["id", "broadcast", "member", "status", "attempts", "error_class", "error", "sent_at"]
+    list_display = ["id", "broadcast", "member", "status", "attempts", "error_class", "error", "sent_at", "claimed_by"]
     list_filter = ["status", "error_class", "broadcast"]
     search_fields = ["=member__telegram_id", "member__first_name", "member__last_name", "member__username"]
     search_help_text = "Searches the member's Telegram id, name and username."
