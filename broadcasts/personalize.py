@@ -32,7 +32,7 @@ MAX_CAPTION = 1024
 _TAG = re.compile(r"#(\w+)")
 _HTML_TAG = re.compile(r"<[^>]*>")
 # difflib's similarity from which a hashtag is taken for a misspelt placeholder: #balnce and
-# #Name are (0.92, 1.0), #news and #bal are not (below 0.6).
+# #Name are (0.92, 1.0), #news and #bal are not (0.6 at most).
 _NEAR_MISS = 0.7
 
 
