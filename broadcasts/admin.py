@@ -1,8 +1,6 @@
-from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
-from typing import ClassVar
 
 from django import forms
 from django.contrib import admin, messages
@@ -11,7 +9,7 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.validators import URLValidator
 from django.db import transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum, Value
+from django.db.models import Count, F, Q, QuerySet, Sum, Value
 from django.db.models.functions import Greatest
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.defaultfilters import pluralize
@@ -24,7 +22,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from bots.models import Bot, OperatorLink, TelegramUser
 from bots.telegram_api import call
-from broadcasts.audiences import audience_mistake, recipients, refusal
+from broadcasts.audiences import audience_mistake, refusal
 from broadcasts.exports import deliveries_csv, pledges_csv
 from broadcasts.importing import (
     ACTIONS,
@@ -38,8 +36,9 @@ from broadcasts.importing import (
     kept_upload,
 )
 from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
-from broadcasts.personalize import MAX_CAPTION, MAX_TEXT, PLACEHOLDERS, needs_pledge, too_long, unknown_hashtags
-from broadcasts.summary import rendered_for, send_summary, with_pledges
+from broadcasts.personalize import PLACEHOLDERS, unknown_hashtags
+from broadcasts.preview import Preview
+from broadcasts.summary import send_summary
 from broadcasts.tasks import send_test, start_broadcast
 from queueing import history
 
@@ -307,66 +306,6 @@ class MessageTemplateAdmin(admin.ModelAdmin):
 # ---------------------------------------------------------------------------------------------
 # Broadcasts and deliveries
 # ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    member: TelegramUser
-    text: str
-    too_long: bool
-
-
-@dataclass
-class Preview:
-    """What the operator checks before sending: texts for a few real recipients, and the
-    recipients whose text Telegram would refuse or who lack the pledge data the text uses."""
-
-    SAMPLES: ClassVar[int] = 5
-    FULL_CHECK_LIMIT: ClassVar[int] = 5000
-
-    recipients: int
-    samples: list[Sample]
-    needs_pledge: bool
-    without_pledge: int
-    too_long: int
-    checked: int
-    is_caption: bool
-    limit: int
-
-    @property
-    def sampled(self) -> bool:
-        return self.checked < self.recipients
-
-    @classmethod
-    def of(cls, broadcast: Broadcast) -> "Preview":
-        members = recipients(broadcast)
-        count = members.count()
-        is_caption = bool(broadcast.photo or broadcast.document)
-        prefetched = with_pledges(members)
-        checked = prefetched.order_by("pk") if count <= cls.FULL_CHECK_LIMIT else prefetched.order_by("?")
-        texts = [
-            (member, rendered_for(broadcast, member))
-            for member in checked[: cls.FULL_CHECK_LIMIT].iterator(chunk_size=1000)
-        ]
-        parse_mode = broadcast.effective_parse_mode
-        long = {member.pk for member, text in texts if too_long(text, is_caption, parse_mode)}
-        uses_pledge = needs_pledge(broadcast.body)
-        samples = prefetched.order_by("pk")[: cls.SAMPLES]
-        return cls(
-            recipients=count,
-            samples=[
-                Sample(m, text := rendered_for(broadcast, m), m.pk in long or too_long(text, is_caption, parse_mode))
-                for m in samples
-            ],
-            needs_pledge=uses_pledge,
-            without_pledge=members.exclude(Exists(Pledge.objects.filter(member=OuterRef("pk")))).count()
-            if uses_pledge
-            else 0,
-            too_long=len(long),
-            checked=len(texts),
-            is_caption=is_caption,
-            limit=MAX_CAPTION if is_caption else MAX_TEXT,
-        )
 
 
 class ButtonsField(forms.CharField):
@@ -906,7 +845,7 @@ def _carry_on(broadcast: Broadcast, why: str) -> None:
 
 @admin.register(Delivery)
 class DeliveryAdmin(admin.ModelAdmin):
-    list_display = ["id", "broadcast", "member", "status", "attempts", "error_class", "error", "sent_at"]
+    list_display = ["id", "broadcast", "member", "status", "attempts", "error_class", "error", "sent_at", "claimed_by"]
     list_filter = ["status", "error_class", "broadcast"]
     search_fields = ["=member__telegram_id", "member__first_name", "member__last_name", "member__username"]
     search_help_text = "Searches the member's Telegram id, name and username."

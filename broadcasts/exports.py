@@ -10,7 +10,6 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 
 from broadcasts.models import Delivery, Pledge
-from queueing.models import JobRecord
 
 CHUNK_SIZE = 2000
 PLEDGE_COLUMNS = [
@@ -26,7 +25,6 @@ PLEDGE_COLUMNS = [
     "campaign",
     "note",
 ]
-ERROR_KINDS = dict(JobRecord.ErrorClass.choices)
 DELIVERY_COLUMNS = ["telegram_id", "member", "username", "state", "error", "error_kind", "attempts", "sent_at"]
 
 
@@ -85,8 +83,8 @@ def _delivery_row(delivery: Delivery) -> list:
         _member_name(member),
         member.username,
         delivery.get_status_display(),
-        _error_in_words(delivery),
-        ERROR_KINDS.get(delivery.error_class, delivery.error_class),
+        delivery.error,
+        delivery.get_error_class_display(),
         delivery.attempts,
         _iso(delivery.sent_at),
     ]
@@ -94,12 +92,6 @@ def _delivery_row(delivery: Delivery) -> list:
 
 def _member_name(member) -> str:
     return f"{member.first_name} {member.last_name}".strip()
-
-
-def _error_in_words(delivery: Delivery) -> str:
-    if delivery.error.startswith("blocked: "):
-        return f"The member blocked the bot ({delivery.error.removeprefix('blocked: ')})"
-    return delivery.error
 
 
 def _iso(moment: datetime | None) -> str:

@@ -1,12 +1,14 @@
 from collections.abc import Iterable
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, models, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
+from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE
 
 
 class PledgeQuerySet(models.QuerySet):
@@ -245,7 +247,7 @@ class Broadcast(models.Model):
             if not self._move(unfinished, self.Status.CANCELLED, finished_at=timezone.now()):
                 return None
             return self.deliveries.filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING]).update(
-                status=Delivery.Status.CANCELLED
+                status=Delivery.Status.CANCELLED, claimed_by="", claimed_at=None
             )
 
     def retry_failed(self) -> int:
@@ -265,7 +267,7 @@ class Broadcast(models.Model):
             if locked.status == self.Status.CANCELLED:
                 return 0
             again = deliveries.sendable_again().update(
-                status=Delivery.Status.PENDING, attempts=0, error="", error_class=""
+                status=Delivery.Status.PENDING, attempts=0, error="", error_class="", claimed_by="", claimed_at=None
             )
             self.status = locked.status
             if again:
@@ -277,9 +279,34 @@ class DeliveryQuerySet(models.QuerySet):
     def pending(self) -> "DeliveryQuerySet":
         return self.filter(status=Delivery.Status.PENDING)
 
+    def claimable(self, now: datetime) -> "DeliveryQuerySet":
+        """Pending and claimed by nobody, or by a claimer that stopped before sending them."""
+        unclaimed = Q(claimed_by="") | Q(claimed_at__lt=now - Delivery.CLAIM_STALE)
+        return self.pending().filter(unclaimed)
+
+    def claim(self, ids: Iterable[int], claimer: str) -> list[int]:
+        """One conditional UPDATE: the rows of `ids` still claimable become `claimer`'s. The
+        ids this UPDATE won, re-read (by claimer and moment): a row another claimer took
+        first is not among them."""
+        now = timezone.now()
+        ids = list(ids)
+        self.claimable(now).filter(pk__in=ids).update(claimed_by=claimer, claimed_at=now)
+        mine = self.filter(pk__in=ids, status=Delivery.Status.PENDING, claimed_by=claimer, claimed_at=now)
+        won = set(mine.values_list("pk", flat=True))
+        return [pk for pk in ids if pk in won]
+
+    def start_sending(self, ids: Iterable[int], claimer: str) -> int:
+        """The claimer's rows become `sending` as their sends are about to leave: from here a
+        claimer that dies leaves them `unknown` (see left_by_others)."""
+        return self.pending().filter(pk__in=list(ids), claimed_by=claimer).update(status=Delivery.Status.SENDING)
+
+    def left_by_others(self, claimer: str) -> "DeliveryQuerySet":
+        """`sending` rows this claimer does not hold: their sends may have left."""
+        return self.filter(status=Delivery.Status.SENDING).exclude(claimed_by=claimer)
+
     def sendable_again(self) -> "DeliveryQuerySet":
         """Not to members who blocked the bot: Telegram would refuse them again."""
-        return self.exclude(error__startswith="blocked: ").exclude(member__is_blocked=True)
+        return self.exclude(error_class=Delivery.ErrorClass.BLOCKED).exclude(member__is_blocked=True)
 
 
 class Delivery(models.Model):
@@ -295,13 +322,36 @@ class Delivery(models.Model):
         UNKNOWN = "unknown", "unknown (may have arrived)"
         CANCELLED = "cancelled"
 
+    class ErrorClass(models.TextChoices):
+        """queueing.errors' classes, and the member who blocked the bot (never sent to again)."""
+
+        RATE_LIMITED = RATE_LIMITED, "rate limited"
+        DEFERRED = DEFERRED, "waiting"
+        RETRIABLE = RETRIABLE, "retriable"
+        MAYBE_DONE = MAYBE_DONE, "no answer (may have taken effect)"
+        PERMANENT = PERMANENT, "permanent"
+        BLOCKED = "blocked", "blocked the bot"
+
+    # A claim on a pending row lasts one ChunkSender._claim (under a second): one this old
+    # belongs to a sender that stopped before marking its rows `sending`.
+    CLAIM_STALE = timedelta(minutes=1)
+
     broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="deliveries")
     member = models.ForeignKey(TelegramUser, on_delete=models.CASCADE, related_name="deliveries")
     chat_id = models.BigIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     attempts = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
-    error_class = models.CharField(max_length=16, blank=True)
+    error_class = models.CharField(max_length=16, choices=ErrorClass.choices, blank=True)
+    # db_default: the fan-out's INSERT ... SELECT leaves it out.
+    claimed_by = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        db_default="",
+        help_text="The sender holding it (host:pid:deliveries range:sender); empty when nobody does.",
+    )
+    claimed_at = models.DateTimeField(null=True, blank=True)
     message_id = models.BigIntegerField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
 

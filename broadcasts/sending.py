@@ -1,10 +1,14 @@
 """Sending a broadcast: fan-out into deliveries, then chunks sent at the bot's rate.
 
 Each delivery goes pending -> sending -> sent (with its message id), failed, or back to
-pending for a retry. A delivery is marked `sending` just before its group of sends goes
-out; a chunk that finds `sending` rows when it starts was run before by a worker that
-died, and those rows become `unknown`: they may have reached the member, so they are
-never sent again automatically. So is a send that left and got no answer.
+pending for a retry. A sender claims pending rows with one conditional UPDATE of
+`claimed_by` (who: host:pid:range:sender) and `claimed_at`, then marks them `sending` just
+before their group of sends goes out; the claim is cleared when the row leaves `sending`.
+One sender sends for a bot at a time (broadcasts.tasks.send_chunk holds the bot's lock), so
+`sending` rows another claimer holds when a sender starts on a range are a dead worker's,
+and they become `unknown`: they may have reached the member, so they are never sent again
+automatically. So is a send that left and got no answer. A claim the dead worker made on
+rows it never marked `sending` is taken over once stale (Delivery.CLAIM_STALE).
 
 No wait outlives a job: when Telegram's flood control, an outage (queueing.circuit) or a
 retry's backoff would keep a sender past its job's timeout, it puts its unsent deliveries
@@ -41,7 +45,7 @@ from broadcasts.personalize import render
 from queueing import circuit, redaction
 from queueing.departures import MOST_HELD, DepartureLog, get_departure_log, window
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
-from queueing.queues import get_queue
+from queueing.queues import current_worker, get_queue
 from queueing.ratelimit import Grant, get_limiter
 from queueing.runner import time_left
 
@@ -77,13 +81,20 @@ def fan_out(broadcast: Broadcast) -> int:
         return cursor.rowcount
 
 
-def chunk_bounds(broadcast: Broadcast) -> list[tuple[int, int]]:
+class IdRange(NamedTuple):
+    """The deliveries first..last (ids, both included) one chunk job sends."""
+
+    first: int
+    last: int
+
+
+def chunk_bounds(broadcast: Broadcast) -> list[IdRange]:
     """Id ranges of the unfinished deliveries, each small enough to send in half the
     `broadcasts` queue's timeout at the bot's rate."""
     rate = settings.TELEGRAM_PAID_RATE_LIMIT if broadcast.allow_paid_broadcast else settings.TELEGRAM_RATE_LIMIT
     size = max(10, min(CHUNK_SIZE, int(rate * get_queue("broadcasts").timeout / 2)))
     ids = list(broadcast.deliveries.filter(status__in=UNFINISHED).order_by("pk").values_list("pk", flat=True))
-    return [(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+    return [IdRange(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
 
 
 def finish_if_complete(broadcast: Broadcast) -> bool:
@@ -113,6 +124,13 @@ class Outcome(NamedTuple):
     message_id: int | None = None
     sent_at: datetime | None = None
     attempt: int = 1
+
+
+class Send(NamedTuple):
+    """A claimed delivery and the text rendered for its member."""
+
+    delivery: Delivery
+    text: str
 
 
 @dataclass(frozen=True)
@@ -375,14 +393,15 @@ class ChunkSender:
         broadcast: Broadcast,
         first_id: int,
         last_id: int,
-        later: Sequence[tuple[int, int]] = (),
+        later: Sequence[IdRange] = (),
         continue_until: float = 0.0,
     ):
         self.broadcast = broadcast
         self.first_id, self.last_id = first_id, last_id
+        self.claimer = f"{current_worker()}:deliveries {first_id}-{last_id}:{uuid.uuid4().hex[:8]}"
         # Onwards first, then back to earlier ranges still unfinished (their job ran before).
-        above = sorted(r for r in later if r[1] > last_id)
-        below = sorted((r for r in later if r[0] < first_id), reverse=True)
+        above = sorted(r for r in later if r.last > last_id)
+        below = sorted((r for r in later if r.first < first_id), reverse=True)
         self.later = deque(above + below)
         self.continue_until = continue_until
         paid = broadcast.allow_paid_broadcast
@@ -423,11 +442,14 @@ class ChunkSender:
         return Delivery.objects.filter(broadcast=self.broadcast, pk__gte=self.first_id, pk__lte=self.last_id)
 
     def _recover(self, first_id: int, last_id: int) -> None:
-        """Before sending from a range: `sending` rows there are a dead worker's (this sender
-        has claimed none there yet), and retries left by it are due."""
+        """Before sending from a range: `sending` rows another claimer holds there are a dead
+        worker's (see the module docstring), and retries left by it are due."""
         rows = Delivery.objects.filter(broadcast=self.broadcast, pk__gte=first_id, pk__lte=last_id)
-        rows.filter(status=Delivery.Status.SENDING).update(
-            status=Delivery.Status.UNKNOWN, error="The worker sending this stopped before Telegram answered."
+        rows.left_by_others(self.claimer).update(
+            status=Delivery.Status.UNKNOWN,
+            error="The worker sending this stopped before Telegram answered.",
+            claimed_by="",
+            claimed_at=None,
         )
         rows.filter(status=Delivery.Status.RETRYING).update(status=Delivery.Status.PENDING)
 
@@ -453,7 +475,7 @@ class ChunkSender:
             # Telegram answered, and what never left goes back to pending.
             self._record(self.finished)
             Delivery.objects.filter(pk__in=list(self.undeparted), status=Delivery.Status.SENDING).update(
-                status=Delivery.Status.PENDING
+                status=Delivery.Status.PENDING, claimed_by="", claimed_at=None
             )
             raise
         finally:
@@ -492,7 +514,7 @@ class ChunkSender:
                 # Every answer recorded: a 429 answered after the last claim put its delivery
                 # back to pending, to be claimed again.
                 await self._flush()
-                if not await self._in_db(self.deliveries.pending().exists):
+                if not await self._in_db(self._claimable_left):
                     break
                 exhausted = False
             if exhausted:
@@ -516,10 +538,10 @@ class ChunkSender:
             if len(batch) < grant.slots:
                 exhausted = True
             first_slot = granted_at + grant.delay
-            for i, (delivery, text) in enumerate(batch):
-                task = asyncio.create_task(self._send_one(api, delivery, text, first_slot + i / self.rate))
+            for i, send in enumerate(batch):
+                task = asyncio.create_task(self._send_one(api, send, first_slot + i / self.rate))
                 tasks.add(task)
-                self.undeparted[delivery.pk] = task
+                self.undeparted[send.delivery.pk] = task
             self.unfinished += len(batch)
             # Ask for more slots shortly before these are used up (never far ahead): timed from
             # the slots themselves, so time spent claiming does not make the next ask late.
@@ -563,9 +585,12 @@ class ChunkSender:
             return True
         return False
 
+    def _claimable_left(self) -> bool:
+        return self.deliveries.claimable(timezone.now()).exists()
+
     def _cancel_unsent(self) -> None:
         self.deliveries.filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING]).update(
-            status=Delivery.Status.CANCELLED
+            status=Delivery.Status.CANCELLED, claimed_by="", claimed_at=None
         )
 
     def _trip(self) -> Deferral | None:
@@ -589,36 +614,47 @@ class ChunkSender:
             return Deferral(0.0, "the job's time was up: carrying on in a new one")
         return None
 
-    def _claim(self, wanted: int) -> list[tuple[Delivery, str]]:
-        """The next pending deliveries, marked `sending`; members who opted out or blocked
-        the bot since the fan-out are skipped instead."""
-        with transaction.atomic():
-            ids = list(self.deliveries.pending().order_by("pk").values_list("pk", flat=True)[:wanted])
-            while len(ids) < wanted and self._move_on():
-                more = self.deliveries.pending().exclude(pk__in=ids).order_by("pk").values_list("pk", flat=True)
-                ids += more[: wanted - len(ids)]
-            # Conditional, and re-read: only rows this sender moved from pending are its own.
-            token = f"claimed by {id(self)}"
-            self.deliveries.pending().filter(pk__in=ids).update(status=Delivery.Status.SENDING, error=token)
+    def _claim(self, wanted: int) -> list[Send]:
+        """The next pending deliveries, claimed and marked `sending`; members who opted out or
+        blocked the bot since the fan-out are skipped instead."""
+        now = timezone.now()
+        ids = list(self.deliveries.claimable(now).order_by("pk").values_list("pk", flat=True)[:wanted])
+        while len(ids) < wanted and self._move_on():
+            more = self.deliveries.claimable(now).exclude(pk__in=ids).order_by("pk").values_list("pk", flat=True)
+            ids += more[: wanted - len(ids)]
+        won = Delivery.objects.claim(ids, self.claimer)
         rows = list(
-            Delivery.objects.filter(pk__in=ids, status=Delivery.Status.SENDING, error=token)
+            Delivery.objects.filter(pk__in=won)
             .select_related("member")
             .prefetch_related(Prefetch("member__pledges", queryset=Pledge.objects.order_by("created_at")))
         )
-        order = {pk: i for i, pk in enumerate(ids)}
+        order = {pk: i for i, pk in enumerate(won)}
         rows.sort(key=lambda d: order[d.pk])
         gone = [d.pk for d in rows if not d.member.is_subscribed or d.member.is_blocked]
         if gone:
-            Delivery.objects.filter(pk__in=gone).update(status=Delivery.Status.SKIPPED, error="Opted out or blocked")
+            Delivery.objects.filter(pk__in=gone, claimed_by=self.claimer).update(
+                status=Delivery.Status.SKIPPED, error="Opted out or blocked", claimed_by="", claimed_at=None
+            )
             self.result.skipped += len(gone)
         fallback = self.broadcast.no_pledge_fallback
-        return [
-            (d, render(self.text, d.member, list(d.member.pledges.all()), self.parse_mode or "", fallback))
+        sends = [
+            Send(d, render(self.text, d.member, list(d.member.pledges.all()), self.parse_mode or "", fallback))
             for d in rows
             if d.pk not in gone
         ]
+        ids = [send.delivery.pk for send in sends]
+        if Delivery.objects.start_sending(ids, self.claimer) == len(ids):
+            return sends
+        # A cancel took some of them since the claim: send only those marked.
+        sending = set(
+            Delivery.objects.filter(pk__in=ids, status=Delivery.Status.SENDING, claimed_by=self.claimer).values_list(
+                "pk", flat=True
+            )
+        )
+        return [send for send in sends if send.delivery.pk in sending]
 
-    async def _send_one(self, api: telegram.Bot, delivery: Delivery, text: str, slot: float) -> None:
+    async def _send_one(self, api: telegram.Bot, send: Send, slot: float) -> None:
+        delivery = send.delivery
         try:
             try:
                 departure = await self.departures.depart(slot)
@@ -629,7 +665,7 @@ class ChunkSender:
             finally:
                 self.undeparted.pop(delivery.pk, None)
             try:
-                message = await self._send(api, delivery.chat_id, text)
+                message = await self._send(api, delivery.chat_id, send.text)
             except Exception as exc:
                 self.departures.answered(departure)
                 self._on_error(delivery, exc)
@@ -692,9 +728,11 @@ class ChunkSender:
             self.result.rate_limited += 1
             self.finished.append(Outcome(delivery.pk, Delivery.Status.PENDING, reason, RATE_LIMITED, attempt=0))
         elif classification.error_class == PERMANENT or delivery.attempts + 1 >= self.policy.max_attempts:
-            blocked = isinstance(exc, telegram.error.Forbidden)
-            failure = ("blocked: " if blocked else "") + reason
-            self.finished.append(Outcome(delivery.pk, Delivery.Status.FAILED, failure, classification.error_class))
+            if isinstance(exc, telegram.error.Forbidden):
+                failure, error_class = f"The member blocked the bot ({reason})", Delivery.ErrorClass.BLOCKED
+            else:
+                failure, error_class = reason, classification.error_class
+            self.finished.append(Outcome(delivery.pk, Delivery.Status.FAILED, failure, error_class))
         else:
             delay = self.policy.backoff_delay(delivery.attempts + 1)
             heapq.heappush(self.retries, _Retry(time.monotonic() + delay, delivery.pk))
@@ -705,14 +743,15 @@ class ChunkSender:
         seconds per thousand rows on SQLite. Only rows still `sending` change: a cancel
         may have got there first."""
         now = timezone.now()
-        rows = [(o.status, o.error, o.error_class, o.message_id, o.sent_at, o.attempt, o.delivery_id) for o in done]
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.executemany(
-                f"UPDATE {Delivery._meta.db_table} SET status = %s, error = %s, error_class = %s, message_id = %s, "
-                f"sent_at = %s, attempts = attempts + %s WHERE id = %s AND status = '{Delivery.Status.SENDING}'",
-                rows,
+                f"UPDATE {Delivery._meta.db_table} SET status = %(status)s, error = %(error)s, "
+                "error_class = %(error_class)s, message_id = %(message_id)s, sent_at = %(sent_at)s, "
+                "attempts = attempts + %(attempt)s, claimed_by = '', claimed_at = NULL "
+                f"WHERE id = %(delivery_id)s AND status = '{Delivery.Status.SENDING}'",
+                [o._asdict() for o in done],
             )
-        blocked = [o.delivery_id for o in done if o.status == Delivery.Status.FAILED and o.error.startswith("blocked")]
+        blocked = [o.delivery_id for o in done if o.error_class == Delivery.ErrorClass.BLOCKED]
         if blocked:
             TelegramUser.objects.filter(deliveries__pk__in=blocked).update(is_blocked=True, blocked_at=now)
         sent = sum(1 for o in done if o.status == Delivery.Status.SENT)

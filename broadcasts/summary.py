@@ -84,9 +84,7 @@ def send_summary(broadcast: Broadcast) -> SendSummary:
         by_language=list(by_language),
         **left_out,
         needs_pledge=uses_pledge,
-        without_pledge=members.exclude(Exists(Pledge.objects.filter(member=OuterRef("pk")))).count()
-        if uses_pledge
-        else 0,
+        without_pledge=without_pledge(members) if uses_pledge else 0,
         fallback=broadcast.no_pledge_fallback,
         rate=send_rate(broadcast),
         paid=broadcast.allow_paid_broadcast,
@@ -100,6 +98,11 @@ def send_summary(broadcast: Broadcast) -> SendSummary:
 def with_pledges(members):
     """Members with their pledges in the order `render` adds them up."""
     return members.prefetch_related(Prefetch("pledges", queryset=Pledge.objects.order_by("created_at")))
+
+
+def without_pledge(members) -> int:
+    """How many of `members` have no pledge (they see the fallback for pledge placeholders)."""
+    return members.exclude(Exists(Pledge.objects.filter(member=OuterRef("pk")))).count()
 
 
 def rendered_for(broadcast: Broadcast, member: TelegramUser) -> str:

@@ -6,19 +6,18 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import User
-from django.contrib.messages import get_messages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
-from broadcasts.admin import Preview
 from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
-from broadcasts.sending import fan_out
+from broadcasts.preview import Preview
 from broadcasts.tasks import start_due_broadcasts
 from queueing.housekeeping import Housekeeper
 from queueing.models import JobRecord
+from tests.broadcasts.support import compose, deliveries, make_members, messages_of, sending, url
 from tests.fake_telegram.objects import make_token
 from tests.waiting import wait_for
 
@@ -26,61 +25,6 @@ pytestmark = pytest.mark.django_db
 
 Status = Broadcast.Status
 START = "broadcasts.tasks.start_broadcast"
-
-
-@pytest.fixture
-def bot() -> Bot:
-    return Bot.objects.create(token=make_token(7100001), webhook_secret=Bot.new_secret())
-
-
-@pytest.fixture
-def staff(client):
-    client.force_login(User.objects.create_superuser("operator", "ops@example.com", "a long password"))
-    return client
-
-
-def make_members(bot: Bot, count: int, first_id: int = 1_000_000, **fields) -> list[TelegramUser]:
-    return TelegramUser.objects.bulk_create(
-        TelegramUser(bot=bot, telegram_id=first_id + n, first_name=f"M{n}", **{"is_subscribed": True, **fields})
-        for n in range(count)
-    )
-
-
-def url(view: str, *args) -> str:
-    return reverse(f"admin:broadcasts_broadcast_{view}", args=args)
-
-
-def messages_of(response) -> list[str]:
-    return [str(m) for m in get_messages(response.wsgi_request)]
-
-
-def compose(bot: Bot, **fields) -> dict:
-    data = {
-        "bot": bot.pk,
-        "title": "Spring appeal",
-        "text": "Hello #first_name",
-        "template": "",
-        "parse_mode": "",
-        "buttons": "",
-        "audience": Audience.SUBSCRIBERS,
-        "audience_value": "",
-        "no_pledge_fallback": "-",
-        "scheduled_at_0": "",
-        "scheduled_at_1": "",
-    }
-    return {**data, **fields}
-
-
-def sending(bot: Bot, members: int = 3, **fields) -> Broadcast:
-    """A broadcast already fanned out and sending, as start_broadcast leaves it."""
-    make_members(bot, members)
-    broadcast = Broadcast.objects.create(bot=bot, text="Hi", status=Status.SENDING, started_at=timezone.now(), **fields)
-    fan_out(broadcast)
-    return broadcast
-
-
-def deliveries(broadcast: Broadcast) -> list[Delivery]:
-    return list(broadcast.deliveries.order_by("pk"))
 
 
 # -- compose ----------------------------------------------------------------------------------
@@ -380,7 +324,9 @@ def test_retry_failed_reopens_a_done_broadcast_but_never_retries_blocked_members
     rows = deliveries(broadcast)
     Delivery.objects.filter(pk=rows[0].pk).update(status=Delivery.Status.SENT)
     Delivery.objects.filter(pk=rows[1].pk).update(
-        status=Delivery.Status.FAILED, error="blocked: Forbidden: bot was blocked by the user", error_class="permanent"
+        status=Delivery.Status.FAILED,
+        error="The member blocked the bot (Forbidden: bot was blocked by the user)",
+        error_class="blocked",
     )
     Delivery.objects.filter(pk=rows[2].pk).update(
         status=Delivery.Status.FAILED, error="TimedOut: timed out", error_class="permanent", attempts=3

@@ -5,35 +5,19 @@ reads, and sends nothing; its POST sends or schedules), the send summary it shar
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import User
-from django.urls import reverse
 from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
 from broadcasts.models import Audience, Broadcast, Pledge
 from broadcasts.summary import duration_in_words, send_summary
 from queueing.models import JobRecord
+from tests.broadcasts.support import url
 from tests.fake_telegram.objects import make_token
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
 START = "broadcasts.tasks.start_broadcast"
-
-
-@pytest.fixture
-def bot() -> Bot:
-    return Bot.objects.create(token=make_token(7300001), webhook_secret=Bot.new_secret())
-
-
-@pytest.fixture
-def staff(client):
-    client.force_login(User.objects.create_superuser("operator", "ops@example.com", "a long password"))
-    return client
-
-
-def url(view: str, *args) -> str:
-    return reverse(f"admin:broadcasts_broadcast_{view}", args=args)
 
 
 def audience(bot: Bot) -> list[TelegramUser]:

@@ -6,8 +6,6 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
-from django.contrib.auth.models import User
-from django.contrib.messages import get_messages
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
@@ -18,16 +16,16 @@ from broadcasts.models import Audience, Broadcast, MessageTemplate, Pledge
 from broadcasts.sending import fan_out
 from broadcasts.tasks import start_broadcast
 from queueing.models import JobRecord
-from tests.fake_telegram.objects import make_token
+from tests.broadcasts.support import compose, messages_of
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def bot(settings) -> Bot:
+def bot(bot, settings) -> Bot:
+    """Three members with pledges: two campaigns, two languages; no operators."""
     settings.TELEGRAM_BOT_TOKEN = ""
     settings.OPERATOR_TELEGRAM_IDS = []
-    bot = Bot.objects.create(token=make_token(7300001), webhook_secret=Bot.new_secret())
     for n, (campaign, language) in enumerate([("Spring Appeal", "en"), ("Building Fund", "de"), ("", "en")]):
         member = TelegramUser.objects.create(
             bot=bot, telegram_id=100 + n, first_name=f"M{n}", language_code=language, is_subscribed=True
@@ -36,20 +34,10 @@ def bot(settings) -> Bot:
     return bot
 
 
-@pytest.fixture
-def staff(client):
-    client.force_login(User.objects.create_superuser("operator", "ops@example.com", "a long password"))
-    return client
-
-
 def send_broadcast(*args: str) -> str:
     out = StringIO()
     call_command("send_broadcast", "--yes", *args, stdout=out, stderr=StringIO())
     return out.getvalue()
-
-
-def messages_of(response) -> list[str]:
-    return [str(m) for m in get_messages(response.wsgi_request)]
 
 
 # -- send_broadcast ---------------------------------------------------------------------------
@@ -132,23 +120,6 @@ def test_a_staff_broadcast_with_no_operators_configured_finishes_empty_instead_o
 
 
 # -- the admin --------------------------------------------------------------------------------
-
-
-def compose(bot: Bot, **fields) -> dict:
-    data = {
-        "bot": bot.pk,
-        "title": "Appeal",
-        "text": "Hello #first_name",
-        "template": "",
-        "parse_mode": "",
-        "buttons": "",
-        "audience": Audience.SUBSCRIBERS,
-        "audience_value": "",
-        "no_pledge_fallback": "-",
-        "scheduled_at_0": "",
-        "scheduled_at_1": "",
-    }
-    return {**data, **fields}
 
 
 @pytest.mark.parametrize(

@@ -21,11 +21,6 @@ pytestmark = pytest.mark.django_db
 CHANGELIST = "/admin/broadcasts/pledge/"
 
 
-@pytest.fixture
-def bot() -> Bot:
-    return Bot.objects.create(token="123456:AAE-secret")
-
-
 def pledge(bot: Bot, telegram_id: int, amount: str, paid: str = "0", **fields) -> Pledge:
     return Pledge.objects.create(
         bot=bot, telegram_id=telegram_id, amount=Decimal(amount), paid_amount=Decimal(paid), **fields

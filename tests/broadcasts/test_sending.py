@@ -342,3 +342,26 @@ def test_a_429_answered_after_the_last_claim_is_sent_after_the_pause(telegram_bo
     assert attempts[1].received_at >= attempts[0].answered_at + 1.0
     broadcast.refresh_from_db()
     assert broadcast.status == Broadcast.Status.DONE
+
+
+@pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
+def test_a_member_who_blocked_the_bot_is_failed_as_blocked_and_never_retried(telegram_bot, fake_telegram):
+    members = TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=8_000_000 + n, first_name=f"M{n}", is_subscribed=True)
+        for n in range(3)
+    )
+    blocked = members[1]
+    fake_telegram.fail("blocked", chat_id=blocked.telegram_id)
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
+    fan_out(broadcast)
+
+    outcome = send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+
+    assert (outcome["sent"], outcome["failed"]) == (2, 1)
+    failed = Delivery.objects.get(member=blocked)
+    assert (failed.status, failed.error_class) == (Delivery.Status.FAILED, Delivery.ErrorClass.BLOCKED)
+    assert failed.error.startswith("The member blocked the bot (") and "bot was blocked by the user" in failed.error
+    assert TelegramUser.objects.get(pk=blocked.pk).is_blocked
+    # Unblocked since (say, a /start): still not retried, the delivery says Telegram refused it.
+    TelegramUser.objects.filter(pk=blocked.pk).update(is_blocked=False)
+    assert broadcast.retry_failed() == 0
