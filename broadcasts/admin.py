@@ -38,6 +38,7 @@ from broadcasts.importing import (
     kept_upload,
 )
 from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
+from broadcasts.operator_links import OperatorLinkAdmin  # noqa: F401  (registers it)
 from broadcasts.personalize import MAX_CAPTION, MAX_TEXT, PLACEHOLDERS, needs_pledge, too_long, unknown_hashtags
 from broadcasts.summary import rendered_for, send_summary, with_pledges
 from broadcasts.tasks import send_test, start_broadcast
