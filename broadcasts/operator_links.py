@@ -12,10 +12,23 @@ from bots.models import OperatorLink
 SEND_PERMISSION = "broadcasts.change_broadcast"
 
 
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("linked", "Linked"), ("unused", "Not linked (waiting or expired)")]
+
+    def queryset(self, request, queryset):
+        if self.value() in ("linked", "unused"):
+            return queryset.filter(linked_at__isnull=self.value() == "unused")
+        return queryset
+
+
 @admin.register(OperatorLink)
 class OperatorLinkAdmin(admin.ModelAdmin):
     list_display = ["user", "account", "bot", "state", "linked_at"]
-    list_filter = ["bot", ("linked_at", admin.EmptyFieldListFilter)]
+    list_filter = [StateFilter, "bot"]
     list_select_related = ["user", "member", "bot"]
     search_fields = ["user__username", "member__first_name", "member__username", "member__telegram_id"]
     fields = ["user", "bot", "account", "state", "created_at", "linked_at"]

@@ -144,10 +144,13 @@ def test_operators_see_and_remove_their_own_linked_accounts_in_the_admin(client,
         reverse("admin:bots_operatorlink_change", args=[OperatorLink.objects.get(user=pete).pk])
     ).status_code in (302, 403)
     assert 'id="link-accounts"' in client.get(link_url(telegram_bot)).content.decode()
+    make_link(client, telegram_bot)  # a second link, never used
+    assert client.get(changelist + "?state=unused").context["cl"].result_count == 1
+    assert client.get(changelist + "?state=linked").context["cl"].result_count == 1
 
     client.post(reverse("admin:bots_operatorlink_delete", args=[mine.pk]), {"post": "yes"})
 
-    assert not OperatorLink.objects.filter(user=olga).exists() and OperatorLink.objects.filter(user=pete).exists()
+    assert not OperatorLink.objects.filter(pk=mine.pk).exists() and OperatorLink.objects.filter(user=pete).exists()
     assert OperatorLink.objects.linked_member(olga, telegram_bot) is None
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", audience=Audience.STAFF)
     assert [m.telegram_id for m in recipients(broadcast)] == [OPERATOR_ID + 1]
