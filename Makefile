@@ -2,6 +2,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 # Tests run in parallel (pytest-xdist); most of their time is spent waiting on real qclusters.
 TEST_WORKERS ?= 4
 VENV := .venv
+# Where gunicorn listens (config/gunicorn.py reads the same variable).
+BIND ?= 127.0.0.1:8000
+export BIND
 BIN := $(VENV)/bin
 
 .PHONY: run test lint install
@@ -12,9 +15,9 @@ run: install .env
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
 	@echo ""
-	@echo "  Admin:    http://127.0.0.1:8000/admin/"
-	@echo "  Webhook:  http://127.0.0.1:8000/telegram/<bot id>/webhook/"
-	@echo "  First staff user:  $(BIN)/python manage.py createsuperuser"
+	@echo "  Admin:    http://$(BIND)/admin/"
+	@$(BIN)/python manage.py webhook_urls --base http://$(BIND) | sed 's/^/  /'
+	@echo "  First staff user (in another terminal):  $(BIN)/python manage.py createsuperuser"
 	@echo "  Logs:     var/log/   (Ctrl-C stops everything)"
 	@echo ""
 	$(BIN)/supervisord -c supervisor/local.conf

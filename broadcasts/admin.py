@@ -36,6 +36,7 @@ from broadcasts.importing import (
     kept_upload,
 )
 from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
+from broadcasts.operator_links import OperatorLinkAdmin  # noqa: F401  (registers it)
 from broadcasts.personalize import PLACEHOLDERS, unknown_hashtags
 from broadcasts.preview import Preview
 from broadcasts.summary import send_summary

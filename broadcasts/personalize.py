@@ -27,6 +27,19 @@ PLEDGE_PLACEHOLDERS = frozenset({"pledge", "paid_amount", "balance", "days_remai
 
 MAX_TEXT = 4096
 MAX_CAPTION = 1024
+# The longest value of each placeholder, in UTF-16 units, but #campaign's (a member's campaigns,
+# however many): names as cut to their columns (128 characters, each up to 2 units), amounts
+# summed from Pledge.amount's 14 digits, days to the year 9999.
+LONGEST_VALUES = {
+    "name": 514,
+    "first_name": 514,
+    "username": 65,
+    "pledge": 40,
+    "paid_amount": 40,
+    "balance": 40,
+    "days_remain": 8,
+    "due_date": 11,
+}
 
 # A tag is the whole run of word characters after "#": "#pledges" is the tag "pledges".
 _TAG = re.compile(r"#(\w+)")
@@ -66,6 +79,19 @@ def needs_pledge(text: str) -> bool:
 def too_long(rendered: str, is_caption: bool, parse_mode: str = "") -> bool:
     limit = MAX_CAPTION if is_caption else MAX_TEXT
     return visible_length(rendered, parse_mode) > limit
+
+
+def longest_visible_length(text: str, parse_mode: str, fallback: str) -> int | None:
+    """No member's `render(text)` is visibly longer than this; None when #campaign leaves it
+    unbounded. Lets a preview skip rendering every recipient for a text that cannot be too long."""
+    tags = [tag for tag in _TAG.findall(text) if tag in PLACEHOLDERS]
+    if "campaign" in tags:
+        return None
+    fallback_length = visible_length(fallback)
+    longest = sum(
+        max(LONGEST_VALUES[tag], fallback_length) if tag in PLEDGE_PLACEHOLDERS else LONGEST_VALUES[tag] for tag in tags
+    )
+    return visible_length(text, parse_mode) + longest
 
 
 def visible_length(rendered: str, parse_mode: str = "") -> int:

@@ -8,7 +8,7 @@ from typing import ClassVar
 from bots.models import TelegramUser
 from broadcasts.audiences import recipients
 from broadcasts.models import Broadcast
-from broadcasts.personalize import MAX_CAPTION, MAX_TEXT, needs_pledge, too_long
+from broadcasts.personalize import MAX_CAPTION, MAX_TEXT, longest_visible_length, needs_pledge, too_long
 from broadcasts.summary import rendered_for, with_pledges, without_pledge
 
 
@@ -46,12 +46,14 @@ class Preview:
         count = members.count()
         is_caption = bool(broadcast.photo or broadcast.document)
         prefetched = with_pledges(members)
+        parse_mode = broadcast.effective_parse_mode
+        longest = longest_visible_length(broadcast.body, parse_mode, broadcast.no_pledge_fallback)
+        can_be_too_long = longest is None or longest > (MAX_CAPTION if is_caption else MAX_TEXT)
         checked = prefetched.order_by("pk") if count <= cls.FULL_CHECK_LIMIT else prefetched.order_by("?")
         texts = [
             (member, rendered_for(broadcast, member))
-            for member in checked[: cls.FULL_CHECK_LIMIT].iterator(chunk_size=1000)
+            for member in (checked[: cls.FULL_CHECK_LIMIT].iterator(chunk_size=1000) if can_be_too_long else [])
         ]
-        parse_mode = broadcast.effective_parse_mode
         long = {member.pk for member, text in texts if too_long(text, is_caption, parse_mode)}
         uses_pledge = needs_pledge(broadcast.body)
         samples = prefetched.order_by("pk")[: cls.SAMPLES]
@@ -64,7 +66,7 @@ class Preview:
             needs_pledge=uses_pledge,
             without_pledge=without_pledge(members) if uses_pledge else 0,
             too_long=len(long),
-            checked=len(texts),
+            checked=len(texts) if can_be_too_long else count,
             is_caption=is_caption,
             limit=MAX_CAPTION if is_caption else MAX_TEXT,
         )

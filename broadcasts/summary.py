@@ -73,15 +73,15 @@ def send_summary(broadcast: Broadcast) -> SendSummary:
         opted_out=Count("pk", filter=Q(is_blocked=False, is_subscribed=False, opted_out_at__isnull=False)),
         never_subscribed=Count("pk", filter=Q(is_blocked=False, is_subscribed=False, opted_out_at__isnull=True)),
     )
-    by_language = members.values_list("language_code").annotate(n=Count("pk")).order_by("-n", "language_code")
+    by_language = list(members.values_list("language_code").annotate(n=Count("pk")).order_by("-n", "language_code"))
     uses_pledge = needs_pledge(broadcast.body)
     first = with_pledges(members).order_by("pk").first()
     attached = broadcast.photo or broadcast.document
     return SendSummary(
         audience=broadcast.get_audience_display()
         + (f" “{broadcast.audience_value}”" if broadcast.audience_value else ""),
-        recipients=members.count(),
-        by_language=list(by_language),
+        recipients=sum(n for _, n in by_language),  # no second pass over the members to count them
+        by_language=by_language,
         **left_out,
         needs_pledge=uses_pledge,
         without_pledge=without_pledge(members) if uses_pledge else 0,

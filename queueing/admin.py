@@ -24,6 +24,7 @@ from django_q.models import Failure, OrmQ, Schedule, Success
 
 from queueing.jobs import describe_args, job_kinds, retry_all
 from queueing.models import Alert, JobQuerySet, JobRecord
+from queueing.paginators import CappedCountPaginator
 from queueing.queues import queue_names
 from queueing.wording import error_sentence
 
@@ -109,6 +110,10 @@ class JobRecordAdmin(admin.ModelAdmin):
     # Counts per filter choice are a COUNT each over the whole history.
     show_facets = admin.ShowFacets.NEVER
     list_per_page = 100
+    paginator = CappedCountPaginator
+    # Newest first by id, the order jobs are enqueued in: a filtered page walks the primary key
+    # back to its 100 rows instead of sorting every match by enqueued_at (0.5 s of a million).
+    ordering = ["-id"]
     actions = ["retry_selected", "cancel_selected"]
     fieldsets = [
         (None, {"fields": ["kind", "label", "queue", "status_display", "attempts", "max_attempts"]}),

@@ -16,7 +16,9 @@ than the raise and resolve delays makes one alert, not a stream of them.
 Messages are `send_alert` jobs, one per chat, on the telegram queue, sent by the
 registered sender (the bots app's: the platform's bot). When the telegram queue has no
 live cluster (the alert may be about that very cluster) they are sent straight from the
-evaluating process instead."""
+evaluating process instead. An alert's `notifications` counts the messages Telegram
+accepted, so "operators told" is said only once one went out (`last_notified_at` is when
+they were due, sent or not)."""
 
 import logging
 import time
@@ -101,7 +103,7 @@ def _crossed(alert: Alert, check: health.Check, now: datetime) -> int:
     else:
         message = None
     if message:
-        fields.update(last_notified_at=now, notifications=F("notifications") + 1)
+        fields["last_notified_at"] = now
     if not fields:
         return 0
     with transaction.atomic():
@@ -110,7 +112,7 @@ def _crossed(alert: Alert, check: health.Check, now: datetime) -> int:
         ).update(**fields)
         if changed and message:
             logger.warning("Alert: %s", message.splitlines()[0])
-            return tell(message)
+            return tell(message, alert.pk)
     return 0
 
 
@@ -131,7 +133,7 @@ def _clear(alert: Alert, now: datetime) -> int:
             alert.resolved_at = now
             message = resolved_message(alert)
             logger.warning("Alert: %s", message.splitlines()[0])
-            return tell(message)
+            return tell(message, alert.pk)
     return 0
 
 
@@ -164,29 +166,30 @@ def _with_link(text: str) -> str:
     return f"{text}\n{settings.PUBLIC_URL.rstrip('/')}{reverse('queueing:dashboard')}"
 
 
-def tell(text: str) -> int:
+def tell(text: str, alert_id: int | None = None) -> int:
     """Send `text` to every ALERT_CHAT_IDS chat: a job each on the telegram queue, enqueued
     in the caller's transaction; sent from here after the commit when that queue has no
-    live cluster. Returns how many chats it goes to."""
+    live cluster. Returns how many chats it goes to; each message that goes out counts on
+    the alert."""
     chats = list(settings.ALERT_CHAT_IDS)
     if not chats:
         return 0
     text = redaction.redact(text)
     if alive_clusters(SEND_QUEUE).exists():
         for chat_id in chats:
-            send_alert.enqueue_with(args=[chat_id, text], label=f"alert to {chat_id}")
+            send_alert.enqueue_with(args=[chat_id, text, alert_id], label=f"alert to {chat_id}")
     else:
-        transaction.on_commit(lambda: _send_now(chats, text))
+        transaction.on_commit(lambda: _send_now(chats, text, alert_id))
     return len(chats)
 
 
-def _send_now(chats: list, text: str, tries: int = 3) -> None:
+def _send_now(chats: list, text: str, alert_id: int | None, tries: int = 3) -> None:
     """Without the queue's retries: a paced or throttled send waits and tries again, a
     little; anything else is logged (the reminder tries again after ALERT_REPEAT_MINUTES)."""
     for chat_id in chats:
         for attempt in range(1, tries + 1):
             try:
-                send_alert(chat_id, text)
+                send_alert(chat_id, text, alert_id)
                 break
             except Exception as exc:
                 classification = classify(exc)
@@ -204,8 +207,11 @@ senders: Registry[AlertSender] = Registry("alert sender")
 
 
 @job(queue=SEND_QUEUE)
-def send_alert(chat_id: int, text: str) -> dict:
-    """One alert message to one operators' chat, by the first registered sender."""
+def send_alert(chat_id: int, text: str, alert_id: int | None = None) -> dict:
+    """One alert message to one operators' chat, by the first registered sender; the alert
+    counts it once Telegram accepted it."""
     if not senders:
         raise PermanentError("No alert sender registered (the bots app registers one)")
-    return senders.values()[0](chat_id, text)
+    sent = senders.values()[0](chat_id, text)
+    Alert.objects.filter(pk=alert_id).update(notifications=F("notifications") + 1)
+    return sent

@@ -346,13 +346,15 @@ def _queue_status(queue: str, problems: list) -> str:
 
 
 def _told(alert: Alert) -> str:
-    """Whether a message went out: queueing.alerts.tell() sends to nobody without ALERT_CHAT_IDS,
-    though it still counts the alert as notified."""
-    if not alert.notifications:
+    """Whether a message went out: an alert counts the messages Telegram accepted
+    (queueing.alerts); once due, with none accepted, say why nobody knows yet."""
+    if alert.notifications:
+        return ", operators told"
+    if alert.last_notified_at is None:
         return ""
     if not settings.ALERT_CHAT_IDS:
         return ", nobody told (ALERT_CHAT_IDS is empty)"
-    return ", operators told"
+    return ", nobody told yet (the message has not gone out)"
 
 
 def _alerts(problems: list) -> list[dict]:

@@ -5,7 +5,8 @@ operator's own chat."""
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import User
+import segno
+from django.contrib.auth.models import Permission, User
 from django.urls import reverse
 from django.utils import timezone
 
@@ -73,6 +74,15 @@ def test_the_link_page_makes_a_one_time_deep_link_and_learns_the_bot_username(st
     assert f'href="{deep_link}"' in page and 'id="link-none"' in page
 
 
+def test_the_link_page_shows_the_deep_link_as_a_qr_code(staff, telegram_bot):
+    link = make_link(staff, telegram_bot)
+    page = staff.get(link_url(telegram_bot)).content.decode()
+
+    deep_link = link.deep_link()
+    qr = segno.make(deep_link, error="m").svg_inline(scale=5, light="white", title=deep_link)
+    assert f'<div id="link-qr-code">{qr}</div>' in page
+
+
 def test_start_with_the_code_links_the_account_once(staff, operator_user, telegram_bot, press_start):
     link = make_link(staff, telegram_bot)
 
@@ -109,6 +119,41 @@ def test_an_expired_code_links_nothing(staff, operator_user, telegram_bot, press
 def test_a_plain_start_is_still_a_greeting(telegram_bot, press_start):
     assert press_start(telegram_bot, "/start").startswith("Hi Olga!")
     assert press_start(telegram_bot, "/start op-not-a-code", user_id=OPERATOR_ID + 1).startswith("This link has")
+
+
+def test_operators_see_and_remove_their_own_linked_accounts_in_the_admin(client, telegram_bot, press_start):
+    """Unlinking ends the tests to that chat and takes it out of the Staff only audience."""
+    olga, pete = (
+        User.objects.create_user(name, password="a long password", is_staff=True) for name in ("olga", "pete")
+    )
+    may_send = Permission.objects.get(codename="change_broadcast")  # as the Operators group does
+    for user in (olga, pete):
+        user.user_permissions.add(may_send)
+    client.force_login(pete)
+    press_start(telegram_bot, f"/start {make_link(client, telegram_bot).code}", user_id=OPERATOR_ID + 1)
+    client.force_login(olga)
+    press_start(telegram_bot, f"/start {make_link(client, telegram_bot).code}")
+    mine = OperatorLink.objects.get(user=olga)
+    changelist = reverse("admin:bots_operatorlink_changelist")
+
+    page = client.get(changelist).content.decode()
+
+    assert f"Olga Smith ({OPERATOR_ID})" in page and "linked" in page
+    assert str(OPERATOR_ID + 1) not in page  # Pete's
+    assert client.get(
+        reverse("admin:bots_operatorlink_change", args=[OperatorLink.objects.get(user=pete).pk])
+    ).status_code in (302, 403)
+    assert 'id="link-accounts"' in client.get(link_url(telegram_bot)).content.decode()
+    make_link(client, telegram_bot)  # a second link, never used
+    assert client.get(changelist + "?state=unused").context["cl"].result_count == 1
+    assert client.get(changelist + "?state=linked").context["cl"].result_count == 1
+
+    client.post(reverse("admin:bots_operatorlink_delete", args=[mine.pk]), {"post": "yes"})
+
+    assert not OperatorLink.objects.filter(pk=mine.pk).exists() and OperatorLink.objects.filter(user=pete).exists()
+    assert OperatorLink.objects.linked_member(olga, telegram_bot) is None
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", audience=Audience.STAFF)
+    assert [m.telegram_id for m in recipients(broadcast)] == [OPERATOR_ID + 1]
 
 
 def test_linked_operators_make_up_the_staff_audience(staff, telegram_bot, settings, press_start):
@@ -207,6 +252,8 @@ def test_link_then_send_a_test_in_a_browser(request, live_server, telegram_bot, 
     deep_link = wait_for(lambda: driver.find_elements(By.ID, "link-deep-link"), what="the deep link")[0]
     code = OperatorLink.objects.get().code
     assert deep_link.get_attribute("href") == f"https://t.me/bot{telegram_bot.telegram_id}_bot?start={code}"
+    qr_code = driver.find_element(By.CSS_SELECTOR, "#link-qr-code svg")
+    assert qr_code.is_displayed() and qr_code.size["width"] >= 150
     driver.save_screenshot(str(shots / "operator_link.png"))
     press_start(telegram_bot, f"/start {code}")
     driver.refresh()
@@ -220,3 +267,8 @@ def test_link_then_send_a_test_in_a_browser(request, live_server, telegram_bot, 
     driver.save_screenshot(str(shots / "broadcast_test_send.png"))
     operator = TelegramUser.objects.get(bot=telegram_bot, telegram_id=OPERATOR_ID)
     assert JobRecord.objects.get(kind=SEND_TEST).args == [broadcast.pk, ann.pk, operator.pk]
+
+    driver.get(live_server.url + reverse("admin:bots_operatorlink_changelist"))
+    row = driver.find_element(By.CSS_SELECTOR, "#result_list tbody tr")
+    assert f"Olga Smith ({OPERATOR_ID})" in row.text and "linked" in row.text
+    driver.save_screenshot(str(shots / "operator_linked_accounts.png"))

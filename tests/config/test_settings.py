@@ -102,7 +102,12 @@ def test_a_bad_value_stops_start_up_with_its_name_and_what_was_expected(tmp_path
     assert f"ImproperlyConfigured: {message}" in result.stderr
 
 
-def test_production_settings_pass_check_deploy_with_no_warning(tmp_path):
+def test_production_settings_pass_check_deploy_with_no_warning_once_static_files_are_collected(tmp_path):
+    before = settings_with(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
+    assert before.returncode == 1 and "(config.W001) DEBUG=0 and no static files collected" in before.stderr
+
+    # What collectstatic leaves for whitenoise (tests/config/test_static_check.py runs the real one).
+    (tmp_path / "static" / "staticfiles.json").write_text('{"paths": {}, "version": "1.1"}')
     result = settings_with(tmp_path, "check", "--deploy", "--fail-level", "WARNING", **PRODUCTION)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues (0 silenced)." in result.stdout
