@@ -79,7 +79,8 @@ class SendWindow:
     def closed_reason(self, moment: datetime) -> str:
         """What the progress page says while the window is closed."""
         opening = self.next_opening(moment).astimezone(self.zone)
-        return f"outside its send window ({self.describe()}); resumes at {opening:%Y-%m-%d %H:%M} {self.zone.key}"
+        resumes = f"{opening:%Y-%m-%d} {_hhmm(opening.time())} {self.zone.key}"
+        return f"outside its send window ({self.describe()}); resumes at {resumes}"
 
 
 def _hhmm(wall: time) -> str:
