@@ -727,6 +727,7 @@ class BroadcastAdmin(admin.ModelAdmin):
         context = {
             **self._context(request, broadcast, title),
             "summary": send_summary(broadcast),
+            "window_opens": _window_opens(broadcast),
             "schedule": schedule,
             "preview_url": self._url("preview", broadcast.pk),
         }
@@ -924,6 +925,15 @@ class BroadcastAdmin(admin.ModelAdmin):
                 "No unknown delivery to resend (cancelled broadcasts and members who blocked the bot are not resent).",
                 messages.WARNING,
             )
+
+
+def _window_opens(broadcast: Broadcast) -> str:
+    """For the confirmation: when sending can begin, in the window's zone, if the window is
+    closed now (a template would show the time in the server's zone)."""
+    window, now = broadcast.send_window, timezone.now()
+    if window is None or window.contains(now):
+        return ""
+    return f"{window.next_opening(now).astimezone(window.zone):%Y-%m-%d %H:%M} {window.zone.key}"
 
 
 @admin.register(Delivery)

@@ -270,3 +270,21 @@ def test_send_broadcast_refuses_a_wrong_window_and_creates_nothing(bot, args, er
 
     assert not Broadcast.objects.exists()
     assert not Delivery.objects.exists()
+
+
+def test_the_confirmation_says_when_sending_begins_if_the_window_is_closed(bot, client):
+    client.force_login(User.objects.create_superuser("operator", "ops@example.com", "a long password"))
+    opens = (datetime.now(UTC) + timedelta(hours=1)).replace(second=0, microsecond=0)
+    closed = Broadcast.objects.create(
+        bot=bot, text="Hi", window_start=opens.time(), window_end=(opens + timedelta(hours=1)).time()
+    )
+    now = datetime.now(UTC)
+    open_now = Broadcast.objects.create(
+        bot=bot, text="Hi", window_start=(now - timedelta(hours=1)).time(), window_end=(now + timedelta(hours=1)).time()
+    )
+
+    page = client.get(reverse("admin:broadcasts_broadcast_confirm", args=[closed.pk])).content.decode()
+    other = client.get(reverse("admin:broadcasts_broadcast_confirm", args=[open_now.pk])).content.decode()
+
+    assert f"the window is closed now, so sending begins at {opens:%Y-%m-%d %H:%M} UTC" in page
+    assert "if the window closes before it is done, the rest waits for the next opening" in other
