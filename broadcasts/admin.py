@@ -834,6 +834,7 @@ class BroadcastAdmin(admin.ModelAdmin):
                 {"outcome": outcome, "count": progress["counts"][outcome], "label": Delivery.Status(outcome).label}
                 for outcome in Broadcast.OUTCOMES
             ],
+            "may_send": request.user.has_perm(controls.SEND_PERMISSION),
             "json_url": self._url("progress_json", broadcast.pk),
             "deliveries_url": reverse(f"{self.admin_site.name}:broadcasts_delivery_changelist")
             + f"?broadcast__id__exact={broadcast.pk}",

@@ -13,9 +13,10 @@ from django.db import migrations, models
 def give_operators_send(apps, schema_editor):
     # Permissions are otherwise created after the last migration: make this one now.
     app_config = apps.get_app_config("broadcasts")
-    app_config.models_module = True
+    # The stub app config a migration gets has no models_module; Django's own has one.
+    models_module, app_config.models_module = getattr(app_config, "models_module", None), True
     create_permissions(app_config, apps=apps, verbosity=0, using=schema_editor.connection.alias)
-    app_config.models_module = None
+    app_config.models_module = models_module
     Group = apps.get_model("auth", "Group")
     Permission = apps.get_model("auth", "Permission")
     composing = {"content_type__app_label": "broadcasts", "codename": "change_broadcast"}
