@@ -245,6 +245,7 @@ class PledgeAdmin(admin.ModelAdmin):
         count = broadcast.members.count()
         broadcast.title = f"To {count} members of selected pledges"
         broadcast.save(update_fields=["title"])
+        self.log_addition(request, broadcast, "Composed from selected pledges.")
         self.message_user(request, f"A draft broadcast to {count} members: write the message, then send it.")
         return HttpResponseRedirect(reverse(f"{self.admin_site.name}:broadcasts_broadcast_change", args=[broadcast.pk]))
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
 from broadcasts.controls import COMMAND_LINE
-from broadcasts.models import Audience, Broadcast
+from broadcasts.models import Audience, Broadcast, Pledge
 from broadcasts.tasks import start_broadcast
 from queueing.models import JobRecord
 from tests.fake_telegram.objects import make_token
@@ -269,6 +269,19 @@ def test_a_start_job_for_a_broadcast_that_lost_its_approval_sends_nothing(bot, a
     assert start_broadcast(broadcast.pk) == {"skipped": "awaiting approval"}
     assert Broadcast.objects.get(pk=broadcast.pk).status == Status.DRAFT
     assert not broadcast.deliveries.exists()
+
+
+def test_composing_from_the_pledges_list_is_in_the_history(bot):
+    member = make_members(bot, 1)[0]
+    pledge = Pledge.objects.create(bot=bot, member=member, telegram_id=member.telegram_id, amount=10)
+    client = logged_in(User.objects.create_superuser("amina", "a@example.org", "a long password"))
+
+    client.post(
+        reverse("admin:broadcasts_pledge_changelist"),
+        {"action": "broadcast_to_members", "_selected_action": [str(pledge.pk)]},
+    )
+
+    assert history(Broadcast.objects.get()) == [("amina", "Composed from selected pledges.")]
 
 
 # -- approval on the command line -------------------------------------------------------------
