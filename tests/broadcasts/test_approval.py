@@ -343,6 +343,15 @@ def test_the_approver_is_not_the_user_sending(bot, approval, settings):
         send("--approved-by", "bekele", "--user", "bekele")
 
 
+def test_broadcast_status_says_a_draft_awaits_approval(bot, approval):
+    broadcast = draft(bot, operator("amina"))
+    out = StringIO()
+
+    call_command("broadcast_status", str(broadcast.pk), stdout=out)
+
+    assert "Awaiting approval (BROADCAST_APPROVAL)." in out.getvalue()
+
+
 def test_approved_by_with_approval_off_is_a_mistake(bot, settings):
     settings.TELEGRAM_BOT_TOKEN = ""
     make_members(bot, 2)

@@ -288,3 +288,17 @@ def test_the_confirmation_says_when_sending_begins_if_the_window_is_closed(bot, 
 
     assert f"the window is closed now, so sending begins at {opens:%Y-%m-%d %H:%M} UTC" in page
     assert "if the window closes before it is done, the rest waits for the next opening" in other
+
+
+def test_send_broadcast_and_broadcast_status_show_the_window(bot):
+    out = StringIO()
+    call_command(
+        "send_broadcast", "--dry-run", "--text", "Hi", "--window", "09:00-20:00", "--timezone", "Africa/Addis_Ababa",
+        stdout=out, stderr=StringIO(),
+    )  # fmt: skip
+    broadcast = send("--window", "09:00-20:00", "--timezone", "Africa/Addis_Ababa")
+    status = StringIO()
+    call_command("broadcast_status", str(broadcast.pk), stdout=status)
+
+    assert "Send window: 09:00–20:00 Africa/Addis_Ababa" in out.getvalue()
+    assert "Send window: 09:00–20:00 Africa/Addis_Ababa" in status.getvalue()

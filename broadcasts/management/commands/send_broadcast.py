@@ -142,11 +142,12 @@ class Command(BaseCommand):
         for tag in unknown_hashtags(broadcast.body):
             self.stderr.write(self.style.WARNING(f"{tag} is not a placeholder; it is sent as written."))
         summary = send_summary(broadcast)
+        lines = summary.lines() + self._window_lines(broadcast)
         if options["dry_run"]:
-            self.stdout.write("\n".join(summary.lines()))
+            self.stdout.write("\n".join(lines))
             self.stderr.write("Dry run: nothing was created or sent.")
             return
-        self.stderr.write("\n".join(summary.lines()))
+        self.stderr.write("\n".join(lines))
         if not options["yes"]:
             self._confirm(broadcast, summary, options.get("stdin", sys.stdin))
         try:
@@ -167,6 +168,14 @@ class Command(BaseCommand):
         else:
             self.stderr.write("Sending has started; follow it with: manage.py broadcast_status " + str(broadcast.pk))
         self.stdout.write(str(broadcast.pk))
+
+    def _window_lines(self, broadcast: Broadcast) -> list[str]:
+        window = broadcast.send_window
+        if window is None:
+            return []
+        now = timezone.now()
+        closed = f"; {window.closed_reason(now)}" if not window.contains(now) else ""
+        return [f"Send window: {window.describe()}{closed}"]
 
     def _check_window(self, broadcast: Broadcast) -> None:
         try:
