@@ -28,7 +28,7 @@ def history_user(options: dict):
 
 
 class ControlCommand(BaseCommand):
-    control = None  # one of broadcasts.controls' functions, taking (broadcast, user)
+    control = None  # staticmethod(one of broadcasts.controls), called with (broadcast, user)
 
     def add_arguments(self, parser):
         parser.add_argument("id", type=int, help="The broadcast's id (send_broadcast prints it).")
@@ -39,7 +39,7 @@ class ControlCommand(BaseCommand):
         if broadcast is None:
             raise CommandError(f"No broadcast with id {options['id']}.")
         try:
-            message = type(self).control(broadcast, history_user(options))
+            message = self.control(broadcast, history_user(options))
         except controls.Refused as refused:
             raise CommandError(str(refused)) from None
         self.stdout.write(self.style.SUCCESS(f"{broadcast}: {message}"))

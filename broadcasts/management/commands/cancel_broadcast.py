@@ -7,4 +7,4 @@ class Command(ControlCommand):
         "Cancel a broadcast that has not finished: deliveries still waiting are never sent. "
         "Exactly what the admin's button does."
     )
-    control = controls.cancel
+    control = staticmethod(controls.cancel)

@@ -7,4 +7,4 @@ class Command(ControlCommand):
         "Pause a sending broadcast: chunks stop before their next send; the rest waits, pending, for resume_broadcast. "
         "Exactly what the admin's button does."
     )
-    control = controls.pause
+    control = staticmethod(controls.pause)
