@@ -8,7 +8,9 @@ never sent again automatically. So is a send that left and got no answer.
 
 No wait outlives a job: when Telegram's flood control, an outage (queueing.circuit) or a
 retry's backoff would keep a sender past its job's timeout, it puts its unsent deliveries
-back to pending and its job asks to run again when the wait is over."""
+back to pending and its job asks to run again when the wait is over. So does a broadcast's
+send window closing (broadcasts.window): each send checks it as it leaves, and the job asks
+to run again at the window's next opening."""
 
 import asyncio
 import heapq
