@@ -22,6 +22,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from bots.models import Bot, OperatorLink, TelegramUser
 from bots.telegram_api import call
+from broadcasts import controls
 from broadcasts.audiences import audience_mistake, refusal
 from broadcasts.exports import deliveries_csv, pledges_csv
 from broadcasts.importing import (
@@ -40,8 +41,8 @@ from broadcasts.operator_links import OperatorLinkAdmin  # noqa: F401  (register
 from broadcasts.personalize import PLACEHOLDERS, unknown_hashtags
 from broadcasts.preview import Preview
 from broadcasts.summary import send_summary
-from broadcasts.tasks import send_test, start_broadcast
-from queueing import history
+from broadcasts.tasks import send_test
+from broadcasts.window import BadZone
 
 # ---------------------------------------------------------------------------------------------
 # Pledges and their CSV import
@@ -244,6 +245,7 @@ class PledgeAdmin(admin.ModelAdmin):
         count = broadcast.members.count()
         broadcast.title = f"To {count} members of selected pledges"
         broadcast.save(update_fields=["title"])
+        self.log_addition(request, broadcast, "Composed from selected pledges.")
         self.message_user(request, f"A draft broadcast to {count} members: write the message, then send it.")
         return HttpResponseRedirect(reverse(f"{self.admin_site.name}:broadcasts_broadcast_change", args=[broadcast.pk]))
 
@@ -366,6 +368,9 @@ class BroadcastForm(forms.ModelForm):
             "no_pledge_fallback",
             "allow_paid_broadcast",
             "scheduled_at",
+            "window_start",
+            "window_end",
+            "window_timezone",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -396,7 +401,24 @@ class BroadcastForm(forms.ModelForm):
             self.add_error("scheduled_at", "A scheduled broadcast needs its time; cancel it to call it off.")
         if audience == Audience.HAND_PICKED and "members" in data and not data["members"]:
             self.add_error("members", "Pick at least one member for the hand-picked audience.")
+        self._clean_window(data)
         return data
+
+    def _clean_window(self, data: dict) -> None:
+        start, end, name = data.get("window_start"), data.get("window_end"), data.get("window_timezone", "")
+        if start is None and end is None:
+            if name:
+                self.add_error("window_start", "Give the window's start and end, or leave the time zone empty.")
+            return
+        if start is None or end is None:
+            self.add_error("window_end" if end is None else "window_start", "A send window needs a start and an end.")
+            return
+        try:
+            Broadcast(window_start=start, window_end=end, window_timezone=name).send_window  # noqa: B018
+        except BadZone as exc:
+            self.add_error("window_timezone", str(exc))
+        except ValueError as exc:
+            self.add_error("window_end", str(exc))
 
 
 class BroadcastChangeList(ChangeList):
@@ -428,6 +450,8 @@ class BroadcastAdmin(admin.ModelAdmin):
         "when_display",
     ]
     actions = ["resend_unknown"]
+    # Composing and stopping need change_broadcast; what sends messages needs send_broadcast too.
+    SENDING_ACTIONS = {"resume", "retry-failed"}
     list_filter = ["status", "audience", "bot"]
     search_fields = ["title", "text"]
     list_select_related = ["bot"]
@@ -436,13 +460,38 @@ class BroadcastAdmin(admin.ModelAdmin):
         (None, {"fields": ["bot", "title"]}),
         ("Message", {"fields": ["text", "template", "parse_mode", "placeholders", "photo", "document", "buttons"]}),
         ("Audience", {"fields": ["audience", "audience_value", "members", "no_pledge_fallback"]}),
-        ("Sending", {"fields": ["allow_paid_broadcast", "scheduled_at"]}),
+        (
+            "Sending",
+            {"fields": ["allow_paid_broadcast", "scheduled_at", "window_start", "window_end", "window_timezone"]},
+        ),
         (
             "State",
-            {"fields": ["status", "created_by", "created_at", "started_at", "finished_at"], "classes": ["collapse"]},
+            {
+                "fields": [
+                    "status",
+                    "created_by",
+                    "created_at",
+                    "edited_by",
+                    "approved_by",
+                    "approved_at",
+                    "started_at",
+                    "finished_at",
+                ],
+                "classes": ["collapse"],
+            },
         ),
     ]
-    readonly_fields = ["placeholders", "status", "created_by", "created_at", "started_at", "finished_at"]
+    readonly_fields = [
+        "placeholders",
+        "status",
+        "created_by",
+        "created_at",
+        "edited_by",
+        "approved_by",
+        "approved_at",
+        "started_at",
+        "finished_at",
+    ]
 
     def get_fieldsets(self, request: HttpRequest, obj: Broadcast | None = None) -> list:
         """A new broadcast has no state to show yet."""
@@ -464,6 +513,12 @@ class BroadcastAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Broadcast, form: forms.ModelForm, change: bool) -> None:
         if obj.created_by_id is None:
             obj.created_by = request.user
+        if form.has_changed():
+            obj.edited_by = request.user
+            if obj.approved_by_id is not None:
+                obj.withdraw_approval()
+                self.log_change(request, obj, "Approval withdrawn: edited after approval.")
+                self.message_user(request, "Edited after approval: it needs approving again.", messages.WARNING)
         super().save_model(request, obj, form, change)
         unknown = unknown_hashtags(obj.body)
         if unknown:
@@ -553,6 +608,7 @@ class BroadcastAdmin(admin.ModelAdmin):
             route("progress/", require_safe(self.progress_view), "progress"),
             route("progress.json", require_safe(self.progress_json_view), "progress_json"),
             route("action/<slug:action>/", self.action_view, "action"),
+            route("approve/", require_POST(self.approve_view), "approve"),
             route("resend-unknown/", self.resend_unknown_view, "resend_unknown"),
             *super().get_urls(),
         ]
@@ -582,6 +638,9 @@ class BroadcastAdmin(admin.ModelAdmin):
             **self._context(request, broadcast, f"Preview of {broadcast}"),
             "preview": Preview.of(broadcast),
             "refusal": refusal(broadcast) if broadcast.is_editable else None,
+            "sending_refusal": self._sending_refusal(request, broadcast),
+            "may_approve": controls.approver_refusal(broadcast, request.user) is None,
+            "approve_url": self._url("approve", broadcast.pk),
             "unknown_hashtags": unknown_hashtags(broadcast.body),
             "operator": OperatorLink.objects.linked_member(request.user, broadcast.bot),
             "confirm_url": self._url("confirm", broadcast.pk),
@@ -600,15 +659,16 @@ class BroadcastAdmin(admin.ModelAdmin):
         if not broadcast.is_editable:
             self.message_user(request, f"This broadcast is {broadcast.status} already.", messages.WARNING)
             return HttpResponseRedirect(self._url("progress", broadcast.pk))
-        refused = refusal(broadcast)
+        refused = self._sending_refusal(request, broadcast)
         if refused:
-            self.message_user(request, f"It cannot be sent as it is: {refused}", messages.ERROR)
+            self.message_user(request, f"It cannot be sent now: {refused}", messages.ERROR)
             return HttpResponseRedirect(self._url("preview", broadcast.pk))
         schedule = "schedule" in request.GET and broadcast.scheduled_at is not None
         title = f"Schedule {broadcast}?" if schedule else f"Send {broadcast} now?"
         context = {
             **self._context(request, broadcast, title),
             "summary": send_summary(broadcast),
+            "window_opens": _window_opens(broadcast),
             "schedule": schedule,
             "preview_url": self._url("preview", broadcast.pk),
         }
@@ -679,34 +739,31 @@ class BroadcastAdmin(admin.ModelAdmin):
         return True
 
     def _send_or_schedule(self, request: HttpRequest, broadcast: Broadcast) -> HttpResponse:
-        refused = refusal(broadcast) if broadcast.is_editable else None
+        refused = self._sending_refusal(request, broadcast)
         if refused:
             self.message_user(request, f"Not sent: {refused}", messages.ERROR)
             return HttpResponseRedirect(self._url("preview", broadcast.pk))
         if "_schedule" in request.POST:
-            if broadcast.schedule():
-                when = timezone.localtime(broadcast.scheduled_at).strftime("%Y-%m-%d %H:%M %Z")
-                self.message_user(request, f"Scheduled for {when}.", messages.SUCCESS)
+            if self._control(request, controls.schedule, broadcast):
                 return HttpResponseRedirect(self._url("changelist"))
-            self.message_user(request, "Only a draft with a schedule time can be scheduled.", messages.ERROR)
             return HttpResponseRedirect(self._url("preview", broadcast.pk))
         if "_send" in request.POST:
-            if self._start(broadcast):
-                self.message_user(request, "Sending has started.", messages.SUCCESS)
-            else:
-                self.message_user(request, "This broadcast has been started already: not sent again.", messages.ERROR)
+            self._control(request, controls.send, broadcast)
             return HttpResponseRedirect(self._url("progress", broadcast.pk))
         return HttpResponseRedirect(self._url("preview", broadcast.pk))
 
-    def _start(self, broadcast: Broadcast) -> bool:
-        """Enqueue start_broadcast once: a second click waits for the first one's row lock, then
-        finds its job still waiting or running, or the broadcast already sending."""
-        with transaction.atomic():
-            locked = Broadcast.objects.select_for_update().get(pk=broadcast.pk)
-            if not locked.is_editable or history.pending(start_broadcast, broadcast.pk):
-                return False
-            start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: start")
-        return True
+    def _sending_refusal(self, request: HttpRequest, broadcast: Broadcast) -> str | None:
+        """Why this user may not send or schedule it now (the preview shows it by the buttons)."""
+        if not broadcast.is_editable:
+            return None
+        if not request.user.has_perm(controls.SEND_PERMISSION):
+            return "you may compose broadcasts but not send them (that needs the “send broadcasts” permission)."
+        return refusal(broadcast) or controls.approval_refusal(broadcast)
+
+    def approve_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        broadcast = self._broadcast(request, pk)
+        self._control(request, controls.approve, broadcast)
+        return HttpResponseRedirect(self._url("preview", broadcast.pk))
 
     def progress_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         broadcast = self._broadcast(request, pk)
@@ -718,6 +775,7 @@ class BroadcastAdmin(admin.ModelAdmin):
                 {"outcome": outcome, "count": progress["counts"][outcome], "label": Delivery.Status(outcome).label}
                 for outcome in Broadcast.OUTCOMES
             ],
+            "may_send": request.user.has_perm(controls.SEND_PERMISSION),
             "json_url": self._url("progress_json", broadcast.pk),
             "deliveries_url": reverse(f"{self.admin_site.name}:broadcasts_delivery_changelist")
             + f"?broadcast__id__exact={broadcast.pk}",
@@ -732,50 +790,27 @@ class BroadcastAdmin(admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
         broadcast = self._broadcast(request, pk)
-        handler = {
-            "pause": self._pause,
-            "resume": self._resume,
-            "cancel": self._cancel,
-            "retry-failed": self._retry_failed,
+        control = {
+            "pause": controls.pause,
+            "resume": controls.resume,
+            "cancel": controls.cancel,
+            "retry-failed": controls.retry_failed,
         }.get(action)
-        if handler is None:
+        if control is None:
             raise Http404("No such action.")
-        handler(request, broadcast)
+        if action in self.SENDING_ACTIONS and not request.user.has_perm(controls.SEND_PERMISSION):
+            raise PermissionDenied
+        self._control(request, control, broadcast)
         return HttpResponseRedirect(self._url("progress", broadcast.pk))
 
-    def _pause(self, request: HttpRequest, broadcast: Broadcast) -> None:
-        if broadcast.pause():
-            self.message_user(request, "Paused: chunks stop before their next send.", messages.SUCCESS)
-        else:
-            self.message_user(
-                request, f"Only a sending broadcast can be paused; this one is {broadcast.status}.", messages.ERROR
-            )
-
-    def _resume(self, request: HttpRequest, broadcast: Broadcast) -> None:
-        if broadcast.resume():
-            start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: resume")
-            self.message_user(request, "Resumed.", messages.SUCCESS)
-        else:
-            self.message_user(
-                request, f"Only a paused broadcast can be resumed; this one is {broadcast.status}.", messages.ERROR
-            )
-
-    def _cancel(self, request: HttpRequest, broadcast: Broadcast) -> None:
-        cancelled = broadcast.cancel()
-        if cancelled is None:
-            self.message_user(request, f"This broadcast is {broadcast.status} already.", messages.ERROR)
-        else:
-            self.message_user(request, f"Cancelled; {cancelled} waiting deliveries will not be sent.", messages.SUCCESS)
-
-    def _retry_failed(self, request: HttpRequest, broadcast: Broadcast) -> None:
-        retried = broadcast.retry_failed()
-        if not retried:
-            self.message_user(
-                request, "No failed delivery to retry (members who blocked the bot are not retried).", messages.WARNING
-            )
-            return
-        _carry_on(broadcast, "retry failed")
-        self.message_user(request, f"Retrying {retried} failed deliveries.", messages.SUCCESS)
+    def _control(self, request: HttpRequest, control, broadcast: Broadcast) -> bool:
+        """Run one of broadcasts.controls as this user and tell them how it went."""
+        try:
+            self.message_user(request, control(broadcast, request.user), messages.SUCCESS)
+        except controls.Refused as refused:
+            self.message_user(request, str(refused), messages.ERROR)
+            return False
+        return True
 
     def resend_unknown_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """GET: the confirmation page; POST: resend, then back to the progress page."""
@@ -819,12 +854,9 @@ class BroadcastAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/broadcasts/broadcast/resend_unknown.html", context)
 
     def _resend_unknown(self, request: HttpRequest, broadcasts: list[Broadcast]) -> None:
-        resent = 0
-        for broadcast in broadcasts:
-            again = broadcast.resend_unknown()
-            if again:
-                _carry_on(broadcast, "resend unknown")
-            resent += again
+        if not request.user.has_perm(controls.SEND_PERMISSION):
+            raise PermissionDenied
+        resent = sum(controls.resend_unknown(broadcast, request.user) for broadcast in broadcasts)
         if resent:
             self.message_user(
                 request, f"Resending to {resent} unknown deliveries; some members may get it twice.", messages.SUCCESS
@@ -837,11 +869,13 @@ class BroadcastAdmin(admin.ModelAdmin):
             )
 
 
-def _carry_on(broadcast: Broadcast, why: str) -> None:
-    """Deliveries sent again: a sending broadcast needs start_broadcast to enqueue their chunks;
-    a paused one gets them when it is resumed."""
-    if broadcast.status == Broadcast.Status.SENDING:
-        start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: {why}")
+def _window_opens(broadcast: Broadcast) -> str:
+    """For the confirmation: when sending can begin, in the window's zone, if the window is
+    closed now (a template would show the time in the server's zone)."""
+    window, now = broadcast.send_window, timezone.now()
+    if window is None or window.contains(now):
+        return ""
+    return f"{window.next_opening(now).astimezone(window.zone):%Y-%m-%d %H:%M} {window.zone.key}"
 
 
 @admin.register(Delivery)

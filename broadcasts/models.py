@@ -8,6 +8,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
+from broadcasts.window import SendWindow, zone
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE
 
 
@@ -142,10 +143,27 @@ class Broadcast(models.Model):
         max_length=300, blank=True, help_text="Why sending is waiting or paused, for operators; empty when it is not."
     )
     stalled_until = models.DateTimeField(null=True, blank=True, help_text="When the wait is expected to end.")
+    edited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    window_start = models.TimeField(
+        null=True, blank=True, help_text="Send only from this time of day (with the end and the time zone)."
+    )
+    window_end = models.TimeField(
+        null=True, blank=True, help_text="… until this time; before the start, the window crosses midnight."
+    )
+    window_timezone = models.CharField(
+        max_length=64, blank=True, help_text="Of the send window, e.g. Africa/Addis_Ababa; empty: the server's zone."
+    )
 
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "scheduled_at"])]
+        permissions = [("send_broadcast", "Can send, schedule, approve and resume broadcasts")]
 
     def __str__(self) -> str:
         return self.title or f"Broadcast #{self.pk}"
@@ -193,6 +211,18 @@ class Broadcast(models.Model):
         }
 
     @property
+    def send_window(self) -> SendWindow | None:
+        """The daily window it may send in; None when it may send at any time."""
+        if self.window_start is None or self.window_end is None:
+            return None
+        return SendWindow(self.window_start, self.window_end, zone(self.window_timezone or settings.TIME_ZONE))
+
+    @property
+    def awaits_approval(self) -> bool:
+        """With BROADCAST_APPROVAL on, it may be neither sent nor scheduled until approved."""
+        return settings.BROADCAST_APPROVAL and self.approved_by_id is None
+
+    @property
     def is_stalled(self) -> bool:
         """Sending waits for a reason operators should see (a stale reason on a finished
         broadcast is not shown)."""
@@ -230,6 +260,25 @@ class Broadcast(models.Model):
     def schedule(self) -> bool:
         """draft -> scheduled; start_due_broadcasts starts it when scheduled_at comes."""
         return self.scheduled_at is not None and self._move([self.Status.DRAFT], self.Status.SCHEDULED)
+
+    def approve(self, user) -> bool:
+        """A conditional UPDATE, like _move: True when this call approved it, False when it had
+        been approved already or is no longer a draft or scheduled."""
+        now = timezone.now()
+        changed = Broadcast.objects.filter(
+            pk=self.pk, approved_by__isnull=True, status__in=[self.Status.DRAFT, self.Status.SCHEDULED]
+        ).update(approved_by=user, approved_at=now)
+        if changed:
+            self.approved_by, self.approved_at = user, now
+        return bool(changed)
+
+    def withdraw_approval(self) -> None:
+        """Its text or settings changed after approval: the approval no longer covers it. A
+        scheduled broadcast that needs approval goes back to draft, so it does not start. The
+        caller saves it."""
+        self.approved_by, self.approved_at = None, None
+        if settings.BROADCAST_APPROVAL and self.status == self.Status.SCHEDULED:
+            self.status = self.Status.DRAFT
 
     def pause(self) -> bool:
         """sending -> paused; chunks stop before their next send and leave the rest pending."""

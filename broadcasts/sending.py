@@ -12,7 +12,9 @@ rows it never marked `sending` is taken over once stale (Delivery.CLAIM_STALE).
 
 No wait outlives a job: when Telegram's flood control, an outage (queueing.circuit) or a
 retry's backoff would keep a sender past its job's timeout, it puts its unsent deliveries
-back to pending and its job asks to run again when the wait is over."""
+back to pending and its job asks to run again when the wait is over. So does a broadcast's
+send window closing (broadcasts.window): each send checks it as it leaves, and the job asks
+to run again at the window's next opening."""
 
 import asyncio
 import heapq
@@ -435,6 +437,7 @@ class ChunkSender:
         self.circuit_key = telegram_api.circuit_key(broadcast.bot_id)
         self.cancelled = False
         self.stall_cleared = False
+        self.window = broadcast.send_window
 
     @property
     def deliveries(self):
@@ -572,13 +575,17 @@ class ChunkSender:
         return bool(due)
 
     def _stopped(self) -> bool:
-        """The broadcast was paused or cancelled, or Telegram is unreachable for the bot."""
+        """The broadcast was paused or cancelled, its send window has closed, or Telegram is
+        unreachable for the bot."""
         status = Broadcast.objects.filter(pk=self.broadcast.pk).values_list("status", flat=True).first()
         if status == Broadcast.Status.CANCELLED:
             self.cancelled = True
             self._cancel_unsent()
             self.retries.clear()
         if status != Broadcast.Status.SENDING:
+            return True
+        if self.window and (wait := self.window.seconds_until_open(now := timezone.now())):
+            self.deferral = Deferral(wait, self.window.closed_reason(now))
             return True
         if outage := circuit.wait_for(self.circuit_key):
             self.deferral = Deferral(outage.wait, f"Telegram {outage.describe()}")
@@ -664,6 +671,11 @@ class ChunkSender:
                 return
             finally:
                 self.undeparted.pop(delivery.pk, None)
+            if self.window and not self.window.contains(timezone.now()):
+                # Claimed while the window was open; it closed before this one's slot came.
+                self.departures.answered(departure)
+                self.finished.append(Outcome(delivery.pk, Delivery.Status.PENDING, attempt=0))
+                return
             try:
                 message = await self._send(api, delivery.chat_id, send.text)
             except Exception as exc:

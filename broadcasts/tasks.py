@@ -33,6 +33,8 @@ def start_broadcast(broadcast_id: int) -> dict:
         broadcast = Broadcast.objects.select_for_update().get(pk=broadcast_id)
         created = 0
         if broadcast.status in (Broadcast.Status.DRAFT, Broadcast.Status.SCHEDULED):
+            if broadcast.awaits_approval:  # edited after approval, after Send was pressed
+                return {"skipped": "awaiting approval"}
             created = fan_out(broadcast)
             broadcast.status, broadcast.started_at = Broadcast.Status.SENDING, timezone.now()
             broadcast.save(update_fields=["status", "started_at"])

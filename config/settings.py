@@ -189,6 +189,8 @@ TELEGRAM_OUTAGE_HORIZON = env_int("TELEGRAM_OUTAGE_HORIZON", 24 * 3600)
 OPERATOR_TELEGRAM_IDS = [int(i) for i in env_list("OPERATOR_TELEGRAM_IDS")]
 PUBLIC_URL = env_str("PUBLIC_URL")
 PLEDGE_DEFAULT_CURRENCY = env_str("PLEDGE_DEFAULT_CURRENCY", "USD")
+# A broadcast needs another operator's approval before it is sent or scheduled.
+BROADCAST_APPROVAL = env_bool("BROADCAST_APPROVAL", False)
 
 # Media downloads (yt-dlp) on the downloads queue.
 DOWNLOADS_ROOT = Path(env_str("DOWNLOADS_ROOT", str(VAR_DIR / "downloads")))

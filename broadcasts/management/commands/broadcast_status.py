@@ -38,5 +38,9 @@ class Command(BaseCommand):
             eta = progress["eta_seconds"]
             left = f"{eta} s left" if eta is not None else "time left unknown"
             self.stdout.write(f"{progress['rate']} messages/s; {left}")
+        if broadcast.send_window:
+            self.stdout.write(f"Send window: {broadcast.send_window.describe()}")
+        if broadcast.awaits_approval and broadcast.is_editable:
+            self.stdout.write(self.style.WARNING("Awaiting approval (BROADCAST_APPROVAL)."))
         if broadcast.scheduled_at and broadcast.status == Broadcast.Status.SCHEDULED:
             self.stdout.write(f"Scheduled for {broadcast.scheduled_at.isoformat()}")

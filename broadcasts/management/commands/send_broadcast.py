@@ -1,20 +1,27 @@
 import argparse
+import re
 import sys
+from datetime import time
 from typing import TextIO
 from urllib.parse import urlsplit
 
+from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.core.validators import URLValidator
+from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from bots.management.commands._bot_option import add_bot_argument, chosen_bot
+from broadcasts import controls
 from broadcasts.audiences import refusal
+from broadcasts.management.commands._control import add_user_argument, history_user
 from broadcasts.models import Audience, Broadcast, MessageTemplate, ParseMode
 from broadcasts.personalize import unknown_hashtags
 from broadcasts.summary import SendSummary, send_summary
-from broadcasts.tasks import start_broadcast
+from broadcasts.window import BadZone
 
 
 def button(value: str) -> dict[str, str]:
@@ -25,6 +32,18 @@ def button(value: str) -> dict[str, str]:
     if not _is_button_url(url):
         raise argparse.ArgumentTypeError(f"{url!r} is not an http://, https:// or tg:// link.")
     return {"text": text, "url": url}
+
+
+def window(value: str) -> tuple[time, time]:
+    """--window 09:00-20:00 -> (09:00, 20:00); 22:00-06:00 crosses midnight."""
+    found = re.fullmatch(r"(\d{1,2}):(\d{2})(?::(\d{2}))?-(\d{1,2}):(\d{2})(?::(\d{2}))?", value.strip())
+    try:
+        if found is None:
+            raise ValueError
+        h1, m1, s1, h2, m2, s2 = (int(part or 0) for part in found.groups())
+        return time(h1, m1, s1), time(h2, m2, s2)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: write START-END in 24-hour time, e.g. 09:00-20:00.") from None
 
 
 def _is_button_url(url: str) -> bool:
@@ -70,6 +89,26 @@ class Command(BaseCommand):
             help="A URL button under the message (http, https or tg link); repeat for more.",
         )
         parser.add_argument(
+            "--window",
+            type=window,
+            metavar="START-END",
+            help="Send only between these times of day, e.g. 09:00-20:00 (22:00-06:00 crosses midnight); "
+            "outside them sending waits, and resumes on its own.",
+        )
+        parser.add_argument(
+            "--timezone",
+            default="",
+            metavar="ZONE",
+            help="The time zone of --window, e.g. Africa/Addis_Ababa (default: the server's TIME_ZONE).",
+        )
+        parser.add_argument(
+            "--approved-by",
+            metavar="USERNAME",
+            help="With BROADCAST_APPROVAL on: the operator who approved this message (they must hold the "
+            "send_broadcast permission and not be --user). Without it, nothing is sent.",
+        )
+        add_user_argument(parser)
+        parser.add_argument(
             "--dry-run", action="store_true", help="Show who would get it and how it reads; create and send nothing."
         )
         parser.add_argument("--yes", action="store_true", help="Do not ask for confirmation.")
@@ -86,7 +125,15 @@ class Command(BaseCommand):
             audience_value=options["audience_value"],
             scheduled_at=self._when(options["at"]),
             buttons=options["button"],
+            window_timezone=options["timezone"],
         )
+        if options["window"]:
+            broadcast.window_start, broadcast.window_end = options["window"]
+        elif options["timezone"]:
+            raise CommandError("--timezone is the time zone of --window: give --window too.")
+        self._check_window(broadcast)
+        user = history_user(options)
+        approver = self._approver(options["approved_by"], user)
         if broadcast.audience == Audience.HAND_PICKED:
             raise CommandError("Hand-picked audiences are chosen in the admin.")
         refused = refusal(broadcast)
@@ -95,21 +142,69 @@ class Command(BaseCommand):
         for tag in unknown_hashtags(broadcast.body):
             self.stderr.write(self.style.WARNING(f"{tag} is not a placeholder; it is sent as written."))
         summary = send_summary(broadcast)
+        lines = summary.lines() + self._window_lines(broadcast)
         if options["dry_run"]:
-            self.stdout.write("\n".join(summary.lines()))
+            self.stdout.write("\n".join(lines))
             self.stderr.write("Dry run: nothing was created or sent.")
             return
-        self.stderr.write("\n".join(summary.lines()))
+        self.stderr.write("\n".join(lines))
         if not options["yes"]:
             self._confirm(broadcast, summary, options.get("stdin", sys.stdin))
-        broadcast.save()
+        try:
+            with transaction.atomic():
+                broadcast.created_by = broadcast.edited_by = user
+                broadcast.save()
+                controls.composed(broadcast, user)
+                if approver:
+                    controls.approve(broadcast, approver)
+                if broadcast.scheduled_at:
+                    controls.schedule(broadcast, user)
+                else:
+                    controls.send(broadcast, user)
+        except controls.Refused as refused:
+            raise CommandError(f"{refused} Nothing was created.") from None
         if broadcast.scheduled_at:
-            broadcast.schedule()
             self.stderr.write(f"Scheduled for {broadcast.scheduled_at.isoformat()}.")
         else:
-            start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: start")
             self.stderr.write("Sending has started; follow it with: manage.py broadcast_status " + str(broadcast.pk))
         self.stdout.write(str(broadcast.pk))
+
+    def _window_lines(self, broadcast: Broadcast) -> list[str]:
+        window = broadcast.send_window
+        if window is None:
+            return []
+        now = timezone.now()
+        closed = f"; {window.closed_reason(now)}" if not window.contains(now) else ""
+        return [f"Send window: {window.describe()}{closed}"]
+
+    def _check_window(self, broadcast: Broadcast) -> None:
+        try:
+            broadcast.send_window  # noqa: B018
+        except BadZone as exc:
+            raise CommandError(f"--timezone: {exc}") from None
+        except ValueError as exc:
+            raise CommandError(f"--window: {exc}") from None
+
+    def _approver(self, name: str | None, user):
+        """The --approved-by user, checked as the admin's Approve button checks its user; a
+        refusal before anything is created when approval is needed and not given."""
+        if not settings.BROADCAST_APPROVAL:
+            if name:
+                raise CommandError("--approved-by: approval is off (BROADCAST_APPROVAL); leave it out.")
+            return None
+        if not name:
+            raise CommandError(
+                "Not sent: BROADCAST_APPROVAL is on, so another operator approves a broadcast before it is "
+                "sent. Give --approved-by USERNAME of the operator who approved this message, or compose it in "
+                "the admin for approval there. Nothing was created."
+            )
+        approver = get_user_model().objects.filter(username=name).first()
+        if approver is None:
+            raise CommandError(f"--approved-by: no user named {name!r}. Nothing was created.")
+        refused = controls.approver_refusal(Broadcast(created_by=user, edited_by=user), approver)
+        if refused:
+            raise CommandError(f"--approved-by: {refused} Nothing was created.")
+        return approver
 
     def _confirm(self, broadcast: Broadcast, summary: SendSummary, stdin: TextIO) -> None:
         if not stdin.isatty():
