@@ -134,10 +134,12 @@ class Versions:
         attached = broadcast.photo or broadcast.document or None
         own = Version(("A", ""), broadcast.body, broadcast.buttons, attached, bool(broadcast.photo))
         self.by_key = {own.key: own}
-        for v in broadcast.versions.all():
-            attachment, is_photo = (v.photo, True) if v.photo else (attached, own.is_photo)
-            buttons = v.buttons or broadcast.buttons
-            self.by_key[(v.arm, v.language)] = Version((v.arm, v.language), v.text, buttons, attachment, is_photo)
+        # Fallbacks first: a language version without buttons or photo takes its arm's.
+        for v in sorted(broadcast.versions.all(), key=lambda v: v.language != ""):
+            base = self.by_key.get((v.arm, "")) or own
+            attachment, is_photo = (v.photo, True) if v.photo else (base.attachment, base.is_photo)
+            key = (v.arm, v.language)
+            self.by_key[key] = Version(key, v.text, v.buttons or base.buttons, attachment, is_photo)
 
     def __iter__(self) -> Iterator[Version]:
         return iter(self.by_key.values())

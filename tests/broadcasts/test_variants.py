@@ -1,0 +1,280 @@
+"""A/B arms and languages (broadcasts.variants): who gets which version, the sample held for
+the winner, the winner's choice on a simulated clock, and the sender sending each version."""
+
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from bots.models import Bot, TelegramUser
+from broadcasts import variants
+from broadcasts.models import ABMeasure, Broadcast, Click, Delivery, MessageVersion
+from broadcasts.sending import chunk_bounds, fan_out, finish_if_complete
+from broadcasts.tasks import send_chunk, send_due_winners, start_broadcast
+from tests.fake_telegram.objects import make_token
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def bot():
+    return Bot.objects.create(token=make_token(7300001), webhook_secret=Bot.new_secret())
+
+
+def members(bot, count: int, first_id: int = 1_000, **fields) -> list[TelegramUser]:
+    return TelegramUser.objects.bulk_create(
+        TelegramUser(bot=bot, telegram_id=first_id + n, first_name=f"M{n}", is_subscribed=True, **fields)
+        for n in range(count)
+    )
+
+
+def broadcast_with(bot, arms: str = "A", percent: int = 0, languages=(), **fields) -> Broadcast:
+    broadcast = Broadcast.objects.create(bot=bot, text="A text", ab_sample_percent=percent, **fields)
+    for arm in arms.replace("A", ""):
+        MessageVersion.objects.create(broadcast=broadcast, arm=arm, text=f"{arm} text")
+    for language in languages:
+        MessageVersion.objects.create(broadcast=broadcast, arm="A", language=language, text=f"A {language}")
+    return broadcast
+
+
+def fanned_out(broadcast: Broadcast) -> Broadcast:
+    fan_out(broadcast)
+    variants.assign(broadcast)
+    return broadcast
+
+
+def arm_counts(broadcast: Broadcast) -> Counter:
+    return Counter(broadcast.deliveries.values_list("arm", flat=True))
+
+
+def test_the_arms_split_the_audience_evenly(bot):
+    members(bot, 1200)
+    broadcast = fanned_out(broadcast_with(bot, "ABCD"))
+
+    counts = arm_counts(broadcast)
+    assert set(counts) == {"A", "B", "C", "D"}
+    assert all(abs(n - 300) <= 3 for n in counts.values()), counts
+    assert not broadcast.deliveries.exclude(status=Delivery.Status.PENDING).exists()
+
+
+def test_the_split_is_the_same_each_time_it_is_computed_and_differs_between_broadcasts(bot):
+    members(bot, 300)
+    broadcast = fanned_out(broadcast_with(bot, "AB"))
+    first = dict(broadcast.deliveries.values_list("member_id", "arm"))
+
+    broadcast.deliveries.all().delete()
+    fanned_out(broadcast)
+    other = fanned_out(broadcast_with(bot, "AB"))
+
+    assert dict(broadcast.deliveries.values_list("member_id", "arm")) == first
+    assert dict(other.deliveries.values_list("member_id", "arm")) != first
+
+
+def test_a_resumed_or_retried_start_keeps_each_members_arm(bot):
+    members(bot, 200)
+    broadcast = broadcast_with(bot, "AB")
+    start_broadcast(broadcast.pk)
+    first = dict(broadcast.deliveries.values_list("member_id", "arm"))
+    broadcast.refresh_from_db()
+    assert broadcast.pause() and broadcast.resume()
+
+    start_broadcast(broadcast.pk)
+
+    assert dict(broadcast.deliveries.values_list("member_id", "arm")) == first
+
+
+def test_outside_the_sample_deliveries_are_held_without_an_arm(bot):
+    members(bot, 2000)
+    broadcast = fanned_out(broadcast_with(bot, "AB", percent=10))
+
+    sample = broadcast.deliveries.filter(status=Delivery.Status.PENDING)
+    held = broadcast.deliveries.filter(status=Delivery.Status.HELD)
+    assert abs(sample.count() - 200) <= 3
+    assert abs(sample.filter(arm="A").count() - sample.filter(arm="B").count()) <= 6
+    assert held.count() == 2000 - sample.count()
+    assert set(held.values_list("arm", flat=True)) == {""}
+    # Chunks are for what can be sent now; the broadcast is not done while rows are held.
+    bounds = chunk_bounds(broadcast)
+    assert sum(broadcast.deliveries.filter(pk__range=b, status=Delivery.Status.PENDING).count() for b in bounds) == (
+        sample.count()
+    )
+    sample.update(status=Delivery.Status.SENT)
+    broadcast.status = Broadcast.Status.SENDING
+    broadcast.save()
+    assert not finish_if_complete(broadcast)
+
+
+def test_a_broadcast_without_versions_ignores_the_sample_share(bot):
+    members(bot, 50)
+    broadcast = fanned_out(broadcast_with(bot, "A", percent=10))
+
+    assert arm_counts(broadcast) == {"A": 50}
+
+
+def test_a_member_gets_their_language_exactly_then_by_its_primary_subtag_else_the_fallback(bot):
+    codes = ["fr", "FR-ca", "pt-BR", "pt", "de", "", "pt-br"]
+    people = [
+        TelegramUser.objects.create(bot=bot, telegram_id=10 + i, is_subscribed=True, language_code=c)
+        for i, c in enumerate(codes)
+    ]
+    broadcast = fanned_out(broadcast_with(bot, languages=["fr", "pt-br"]))
+
+    language = dict(broadcast.deliveries.values_list("member_id", "language"))
+    assert [language[m.pk] for m in people] == ["fr", "fr", "pt-br", "", "", "", "pt-br"]
+
+    portuguese = fanned_out(broadcast_with(bot, languages=["pt"]))
+    assert dict(portuguese.deliveries.values_list("member_id", "language"))[people[2].pk] == "pt"
+
+
+def test_the_summary_counts_what_the_fan_out_assigns(bot):
+    members(bot, 500)
+    members(bot, 40, first_id=9_000, language_code="fr")
+    broadcast = broadcast_with(bot, "ABC", percent=20, languages=["fr"])
+
+    by_arm, by_language = variants.split(broadcast, TelegramUser.objects.filter(bot=bot))
+    fanned_out(broadcast)
+
+    assert dict(by_arm) == dict(arm_counts(broadcast))
+    assert by_arm[-1][0] == "", "held last"
+    assert dict(by_language) == dict(Counter(broadcast.deliveries.values_list("language", flat=True)))
+    assert dict(by_language)["fr"] == 40
+
+
+def test_each_delivery_gets_its_arms_version_in_its_language_else_the_arms_fallback(bot):
+    broadcast = broadcast_with(bot, "AB", languages=["fr"])
+    MessageVersion.objects.create(
+        broadcast=broadcast, arm="B", language="fr", text="B fr", buttons=[{"text": "Go", "url": "https://b.example"}]
+    )
+    versions = variants.Versions(broadcast)
+
+    def text(arm: str, language: str) -> str:
+        return versions.of(Delivery(arm=arm, language=language)).text
+
+    assert [text("A", ""), text("A", "fr"), text("B", ""), text("B", "fr"), text("B", "de")] == [
+        "A text",
+        "A fr",
+        "B text",
+        "B fr",
+        "B text",
+    ]
+    assert versions.of(Delivery(arm="B", language="fr")).buttons == [{"text": "Go", "url": "https://b.example"}]
+
+
+def test_an_arm_without_a_fallback_version_is_reported():
+    assert variants.missing_fallbacks([("A", "fr"), ("B", "fr"), ("C", ""), ("C", "de")]) == ["B"]
+
+
+def sample_sent(broadcast: Broadcast, at) -> None:
+    broadcast.status, broadcast.started_at = Broadcast.Status.SENDING, at - timedelta(minutes=5)
+    broadcast.save()
+    broadcast.deliveries.filter(status=Delivery.Status.PENDING).update(status=Delivery.Status.SENT, sent_at=at)
+
+
+def test_the_arm_whose_members_clicked_most_wins_and_goes_to_everyone_held(bot):
+    members(bot, 1000)
+    broadcast = fanned_out(broadcast_with(bot, "ABC", percent=30))
+    sample_sent(broadcast, timezone.now())
+    for arm, clicks in (("A", 3), ("B", 12), ("C", 6)):
+        for delivery in broadcast.deliveries.filter(arm=arm)[:clicks]:
+            Click.record(delivery.pk, 0)
+    # Many clicks by one member count once: members who clicked, not clicks.
+    noisy = broadcast.deliveries.filter(arm="C").first()
+    for _ in range(20):
+        Click.record(noisy.pk, 0)
+    held = set(broadcast.deliveries.filter(status=Delivery.Status.HELD).values_list("pk", flat=True))
+
+    released = variants.decide(broadcast)
+
+    assert broadcast.ab_winner == "B"
+    assert released == len(held)
+    rest = broadcast.deliveries.filter(pk__in=held)
+    assert set(rest.values_list("status", "arm")) == {(Delivery.Status.PENDING, "B")}
+    assert variants.decide(broadcast, "C") is None, "one winner, once"
+    assert set(rest.values_list("arm", flat=True)) == {"B"}
+
+
+def test_with_fewest_blocks_as_the_measure_the_arm_that_lost_fewest_members_wins(bot):
+    members(bot, 600)
+    broadcast = fanned_out(broadcast_with(bot, "AB", percent=50, ab_measure=ABMeasure.FEWEST_BLOCKS))
+    sample_sent(broadcast, timezone.now())
+    for delivery in broadcast.deliveries.filter(arm="A")[:2]:
+        Click.record(delivery.pk, 0)
+    TelegramUser.objects.filter(pk__in=broadcast.deliveries.filter(arm="A").values("member_id")[:9]).update(
+        is_blocked=True
+    )
+    TelegramUser.objects.filter(pk__in=broadcast.deliveries.filter(arm="B").values("member_id")[:2]).update(
+        is_blocked=True
+    )
+
+    variants.decide(broadcast)
+
+    assert broadcast.ab_winner == "B"
+
+
+def test_the_winner_is_chosen_once_the_wait_after_the_samples_last_send_is_over(bot):
+    members(bot, 300)
+    broadcast = fanned_out(broadcast_with(bot, "AB", percent=10, ab_wait=timedelta(hours=1)))
+    sent_at = timezone.now() - timedelta(hours=3)
+    broadcast.status, broadcast.started_at = Broadcast.Status.SENDING, sent_at
+    broadcast.save()
+    assert variants.due_winners(now=sent_at + timedelta(hours=2)) == [], "the sample is not sent yet"
+
+    sample_sent(broadcast, sent_at)
+
+    assert variants.winner_due_at(broadcast) == sent_at + timedelta(hours=1)
+    assert variants.due_winners(now=sent_at + timedelta(minutes=59)) == []
+    assert variants.due_winners(now=sent_at + timedelta(minutes=61)) == [broadcast]
+    Broadcast.objects.filter(pk=broadcast.pk).update(ab_send_winner=False)
+    assert variants.due_winners(now=sent_at + timedelta(minutes=61)) == [], "an operator sends this one"
+
+
+def test_housekeeping_sends_a_due_winner_to_the_rest(bot, django_capture_on_commit_callbacks):
+    members(bot, 300)
+    broadcast = fanned_out(broadcast_with(bot, "AB", percent=10, ab_wait=timedelta(0)))
+    sample_sent(broadcast, timezone.now() - timedelta(seconds=1))
+
+    assert send_due_winners() == 1
+
+    broadcast.refresh_from_db()
+    assert broadcast.ab_winner == "A"
+    assert not broadcast.deliveries.filter(status=Delivery.Status.HELD).exists()
+    assert send_due_winners() == 0
+
+
+def test_cancelling_cancels_the_held_deliveries_and_then_no_winner_is_sent(bot):
+    members(bot, 100)
+    broadcast = fanned_out(broadcast_with(bot, "AB", percent=10))
+    broadcast.status = Broadcast.Status.SENDING
+    broadcast.save()
+
+    broadcast.cancel()
+
+    assert not broadcast.deliveries.filter(status=Delivery.Status.HELD).exists()
+    assert variants.decide(broadcast) is None
+
+
+def test_the_sender_sends_each_member_their_version_with_its_buttons(telegram_bot, fake_telegram):
+    french = members(telegram_bot, 6, first_id=100, language_code="fr")
+    others = members(telegram_bot, 30, first_id=200)
+    broadcast = Broadcast.objects.create(
+        bot=telegram_bot, text="Hello #first_name", buttons=[{"text": "A", "url": "https://a.example"}]
+    )
+    MessageVersion.objects.create(
+        broadcast=broadcast, arm="B", text="Hi #first_name", buttons=[{"text": "B", "url": "https://b.example"}]
+    )
+    MessageVersion.objects.create(broadcast=broadcast, arm="A", language="fr", text="Bonjour #first_name")
+    MessageVersion.objects.create(broadcast=broadcast, arm="B", language="fr", text="Salut #first_name")
+    start_broadcast(broadcast.pk)
+    send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+
+    calls = {c.chat_id: c for c in fake_telegram.calls("sendMessage")}
+    arm = dict(broadcast.deliveries.values_list("chat_id", "arm"))
+    assert set(arm.values()) == {"A", "B"}
+    expected = {"A": ("Hello", "Bonjour", "https://a.example"), "B": ("Hi", "Salut", "https://b.example")}
+    for member in french + others:
+        fallback, in_french, url = expected[arm[member.telegram_id]]
+        call = calls[member.telegram_id]
+        greeting = in_french if member in french else fallback
+        assert call.params["text"] == f"{greeting} {member.first_name}"
+        assert call.params["reply_markup"]["inline_keyboard"][0][0]["url"] == url
