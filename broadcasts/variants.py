@@ -17,7 +17,7 @@ The hash is a Weyl sequence in integer SQL (the same on SQLite and PostgreSQL): 
 id times an irrational fraction of a prime, mod the prime, scaled to the arms. Consecutive
 ids spread as evenly as any split can, and a second fraction picks the sample independently."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -40,75 +40,70 @@ WINNER_INTERVAL = 5.0
 SAMPLING = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
 
 
-def arms(broadcast: Broadcast) -> list[str]:
-    """A, and every arm a version adds, in order."""
-    return sorted({"A", *broadcast.versions.values_list("arm", flat=True)})
+class Split:
+    """How a broadcast's audience divides into arms and languages, from its versions' arms
+    and languages: those saved, or `versions` (arm, language) pairs not saved yet."""
 
+    def __init__(self, broadcast: Broadcast, versions: Iterable[tuple[str, str]] | None = None):
+        self.broadcast = broadcast
+        if versions is None:
+            versions = broadcast.versions.values_list("arm", "language") if broadcast.pk else []
+        pairs = list(versions)
+        self.arms = sorted({"A", *(arm for arm, _ in pairs)})
+        self.languages = sorted({language for _, language in pairs if language})
 
-def languages(broadcast: Broadcast) -> list[str]:
-    return sorted(set(broadcast.versions.exclude(language="").values_list("language", flat=True)))
+    @property
+    def has_sample(self) -> bool:
+        return len(self.arms) > 1 and self.broadcast.ab_sample_percent > 0
 
+    def _weyl(self, member: str, step: int):
+        """A number in [0, PRIME) for each member, evenly spread over consecutive ids."""
+        return ((F(member) % PRIME) * step + (self.broadcast.pk or 0) % PRIME * BROADCAST_STEP) % PRIME
 
-def is_ab_test(broadcast: Broadcast) -> bool:
-    return len(arms(broadcast)) > 1
+    def in_sample(self, member: str):
+        """True for the members the A/B test's sample holds (all, without a sample)."""
+        if not self.has_sample:
+            return Exact(Value(1), Value(1))
+        return LessThan(self._weyl(member, SAMPLE_STEP) * 100, self.broadcast.ab_sample_percent * PRIME)
 
+    def arm_of(self, member: str):
+        """Each member's arm: ARM_STEP's sequence cut into as many equal parts as there are arms."""
+        if len(self.arms) == 1:
+            return Value("A")
+        part = self._weyl(member, ARM_STEP) * len(self.arms) / PRIME
+        return Case(*(When(Exact(part, i), then=Value(arm)) for i, arm in enumerate(self.arms)), default=Value("A"))
 
-def has_sample(broadcast: Broadcast) -> bool:
-    return is_ab_test(broadcast) and broadcast.ab_sample_percent > 0
+    def language_of(self):
+        """The broadcast's language that matches each member's language_code, or '' for the fallback."""
+        exact = [When(language_code__iexact=code, then=Value(code)) for code in self.languages]
+        primary = [When(language_code__istartswith=f"{code}-", then=Value(code)) for code in self.languages]
+        return Case(*exact, *primary, default=Value("")) if self.languages else Value("")
 
+    def assign(self) -> None:
+        """Every pending delivery's arm and language; outside the sample, `held` without an arm."""
+        sampled = self.in_sample("member_id")
+        language = TelegramUser.objects.filter(pk=OuterRef("member_id")).values(language=self.language_of())
+        self.broadcast.deliveries.filter(status=Delivery.Status.PENDING).update(
+            language=Subquery(language),
+            arm=Case(When(sampled, then=self.arm_of("member_id")), default=Value("")),
+            status=Case(When(sampled, then=Value(Delivery.Status.PENDING)), default=Value(Delivery.Status.HELD)),
+        )
 
-def _weyl(broadcast: Broadcast, member: str, step: int):
-    """A number in [0, PRIME) for each member, evenly spread over consecutive ids."""
-    return ((F(member) % PRIME) * step + (broadcast.pk or 0) % PRIME * BROADCAST_STEP) % PRIME
-
-
-def in_sample(broadcast: Broadcast, member: str = "member_id"):
-    """True for the members the A/B test's sample holds (all, without a sample)."""
-    if not has_sample(broadcast):
-        return Exact(Value(1), Value(1))
-    return LessThan(_weyl(broadcast, member, SAMPLE_STEP) * 100, broadcast.ab_sample_percent * PRIME)
-
-
-def arm_of(broadcast: Broadcast, member: str = "member_id"):
-    """Each member's arm: ARM_STEP's sequence cut into as many equal parts as there are arms."""
-    names = arms(broadcast)
-    if len(names) == 1:
-        return Value("A")
-    part = _weyl(broadcast, member, ARM_STEP) * len(names) / PRIME
-    return Case(*(When(Exact(part, i), then=Value(arm)) for i, arm in enumerate(names)), default=Value("A"))
-
-
-def language_of(broadcast: Broadcast, prefix: str = ""):
-    """The broadcast's language that matches each member's language_code (a field of
-    TelegramUser, reached through `prefix`), or '' for the fallback."""
-    field = f"{prefix}language_code"
-    codes = languages(broadcast)
-    exact = [When(**{f"{field}__iexact": code}, then=Value(code)) for code in codes]
-    primary = [When(**{f"{field}__istartswith": f"{code}-"}, then=Value(code)) for code in codes]
-    return Case(*exact, *primary, default=Value("")) if codes else Value("")
+    def counts(self, members) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        """What `assign` makes of these members (TelegramUser rows): the count per arm ('' for
+        those held for the winner, last) and per language ('' for the fallback). Before the
+        broadcast is saved its id is not known: the arms' counts are then close, not exact."""
+        annotated = members.annotate(
+            arm=Case(When(self.in_sample("pk"), then=self.arm_of("pk")), default=Value("")),
+            language=self.language_of(),
+        )
+        by_arm = annotated.values_list("arm").annotate(n=Count("pk")).order_by("arm")
+        by_language = annotated.values_list("language").annotate(n=Count("pk")).order_by("-n", "language")
+        return _held_last(list(by_arm)), list(by_language)
 
 
 def assign(broadcast: Broadcast) -> None:
-    """Every pending delivery's arm and language; outside the sample, `held` without an arm."""
-    sampled = in_sample(broadcast)
-    member_language = TelegramUser.objects.filter(pk=OuterRef("member_id")).values(language=language_of(broadcast))
-    broadcast.deliveries.filter(status=Delivery.Status.PENDING).update(
-        language=Subquery(member_language),
-        arm=Case(When(sampled, then=arm_of(broadcast)), default=Value("")),
-        status=Case(When(sampled, then=Value(Delivery.Status.PENDING)), default=Value(Delivery.Status.HELD)),
-    )
-
-
-def split(broadcast: Broadcast, members) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
-    """What `assign` would make of these members (TelegramUser rows): the count per arm
-    ('' for those held for the winner) and per language ('' for the fallback)."""
-    annotated = members.annotate(
-        arm=Case(When(in_sample(broadcast, "pk"), then=arm_of(broadcast, "pk")), default=Value("")),
-        language=language_of(broadcast),
-    )
-    by_arm = annotated.values_list("arm").annotate(n=Count("pk")).order_by("arm")
-    by_language = annotated.values_list("language").annotate(n=Count("pk")).order_by("-n", "language")
-    return _held_last(list(by_arm)), list(by_language)
+    Split(broadcast).assign()
 
 
 def _held_last(counts: list[tuple[str, int]]) -> list[tuple[str, int]]:

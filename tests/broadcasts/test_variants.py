@@ -3,8 +3,10 @@ the winner, the winner's choice on a simulated clock, and the sender sending eac
 
 from collections import Counter
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
@@ -132,7 +134,7 @@ def test_the_summary_counts_what_the_fan_out_assigns(bot):
     members(bot, 40, first_id=9_000, language_code="fr")
     broadcast = broadcast_with(bot, "ABC", percent=20, languages=["fr"])
 
-    by_arm, by_language = variants.split(broadcast, TelegramUser.objects.filter(bot=bot))
+    by_arm, by_language = variants.Split(broadcast).counts(TelegramUser.objects.filter(bot=bot))
     fanned_out(broadcast)
 
     assert dict(by_arm) == dict(arm_counts(broadcast))
@@ -278,3 +280,72 @@ def test_the_sender_sends_each_member_their_version_with_its_buttons(telegram_bo
         greeting = in_french if member in french else fallback
         assert call.params["text"] == f"{greeting} {member.first_name}"
         assert call.params["reply_markup"]["inline_keyboard"][0][0]["url"] == url
+
+
+def send_broadcast(*args: str) -> tuple[str, str]:
+    out, err = StringIO(), StringIO()
+    call_command("send_broadcast", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def test_send_broadcast_makes_an_even_ab_test_and_language_versions(bot, settings):
+    settings.TELEGRAM_BOT_TOKEN = ""
+    members(bot, 40)
+    members(bot, 8, first_id=5_000, language_code="fr")
+
+    out, err = send_broadcast(
+        "--yes",
+        "--text",
+        "Hello #first_name",
+        "--variant-text",
+        "Hi #first_name",
+        "--variant-text",
+        "Hey #first_name",
+        "--language",
+        "FR=Bonjour #first_name",
+    )
+
+    broadcast = Broadcast.objects.get(pk=int(out))
+    assert list(broadcast.versions.values_list("arm", "language", "text")) == [
+        ("A", "fr", "Bonjour #first_name"),
+        ("B", "", "Hi #first_name"),
+        ("C", "", "Hey #first_name"),
+    ]
+    assert broadcast.ab_sample_percent == 0
+    assert "A/B test, even split: A " in err and ", C " in err
+    assert "by message language: fallback 40, fr 8" in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["--variant-text", "b", "--variant-text", "c", "--variant-text", "d", "--variant-text", "e"],
+            "5 A/B arms: at most 4",
+        ),
+        (["--language", "fr Bonjour"], "write CODE=TEXT"),
+        (["--language", "fr="], "write CODE=TEXT"),
+        (["--language", "french=Bonjour"], "'french' is not a language code"),
+        (["--language", "fr=Bonjour", "--language", "fr=Salut"], "--language fr given twice"),
+        (["--variant-text", " "], "A --variant-text cannot be empty"),
+    ],
+)
+def test_send_broadcast_refuses_bad_versions_with_a_clear_message(bot, settings, args, message):
+    settings.TELEGRAM_BOT_TOKEN = ""
+    members(bot, 3)
+
+    with pytest.raises(CommandError) as refused:
+        send_broadcast("--yes", "--text", "Hello", *args)
+
+    assert message in str(refused.value)
+    assert not Broadcast.objects.exists() and not MessageVersion.objects.exists()
+
+
+def test_send_broadcast_warns_of_a_misspelt_placeholder_in_a_version_as_in_the_text(bot, settings):
+    settings.TELEGRAM_BOT_TOKEN = ""
+    members(bot, 3)
+
+    _, err = send_broadcast("--yes", "--text", "Hello", "--variant-text", "You owe #balnce", "--language", "fr=#nmae")
+
+    assert "--variant-text (B): #balnce is not a placeholder" in err
+    assert "--language fr: #nmae is not a placeholder" in err
