@@ -212,8 +212,14 @@ def winner_due_at(broadcast: Broadcast) -> datetime | None:
     return last + broadcast.ab_wait
 
 
-def awaiting_winner(broadcast: Broadcast) -> bool:
-    return broadcast.deliveries.filter(status=Delivery.Status.HELD).exists()
+def waiting_for_winner(broadcast: Broadcast) -> bool:
+    """The sample is sent and the rest is held for the winner: nothing to send until then."""
+    statuses = set(
+        broadcast.deliveries.filter(status__in=[*SAMPLING, Delivery.Status.HELD])
+        .values_list("status", flat=True)
+        .distinct()
+    )
+    return statuses == {Delivery.Status.HELD}
 
 
 def decide(broadcast: Broadcast, arm: str | None = None, now: datetime | None = None) -> int | None:

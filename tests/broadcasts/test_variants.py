@@ -12,8 +12,10 @@ from django.utils import timezone
 from bots.models import Bot, TelegramUser
 from broadcasts import variants
 from broadcasts.models import ABMeasure, Broadcast, Click, Delivery, MessageVersion
+from broadcasts.recovery import resume_stranded
 from broadcasts.sending import chunk_bounds, fan_out, finish_if_complete
 from broadcasts.tasks import send_chunk, send_due_winners, start_broadcast
+from queueing.models import JobRecord
 from tests.fake_telegram.objects import make_token
 
 pytestmark = pytest.mark.django_db
@@ -349,3 +351,20 @@ def test_send_broadcast_warns_of_a_misspelt_placeholder_in_a_version_as_in_the_t
 
     assert "--variant-text (B): #balnce is not a placeholder" in err
     assert "--language fr: #nmae is not a placeholder" in err
+
+
+def test_housekeeping_leaves_an_ab_test_waiting_for_its_winner_alone_but_resumes_its_unsent_sample(bot):
+    members(bot, 300)
+    broadcast = fanned_out(broadcast_with(bot, "AB", percent=10))
+    broadcast.status, broadcast.started_at = Broadcast.Status.SENDING, timezone.now() - timedelta(hours=1)
+    broadcast.save()
+    starts = JobRecord.objects.of_kinds(start_broadcast)
+
+    assert resume_stranded() == 1, "the sample has no job to send it"
+    starts.delete()
+    broadcast.deliveries.filter(status=Delivery.Status.PENDING).update(status=Delivery.Status.SENT)
+
+    assert resume_stranded() == 0
+    assert not starts.exists()
+    broadcast.refresh_from_db()
+    assert broadcast.status == Broadcast.Status.SENDING
