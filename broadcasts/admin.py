@@ -24,6 +24,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from bots.models import Bot, OperatorLink, TelegramUser
 from bots.telegram_api import call
+from broadcasts import variants
 from broadcasts.audiences import audience_mistake, recipients, refusal
 from broadcasts.exports import deliveries_csv, pledges_csv
 from broadcasts.importing import (
@@ -37,10 +38,10 @@ from broadcasts.importing import (
     keep_upload,
     kept_upload,
 )
-from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
+from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, MessageVersion, Pledge
 from broadcasts.personalize import MAX_CAPTION, MAX_TEXT, PLACEHOLDERS, needs_pledge, too_long, unknown_hashtags
-from broadcasts.summary import rendered_for, send_summary, with_pledges
-from broadcasts.tasks import send_test, start_broadcast
+from broadcasts.summary import ab_test_in_words, rendered_for, send_summary, with_pledges
+from broadcasts.tasks import send_test, send_winner, start_broadcast
 from queueing.models import JobRecord
 
 # ---------------------------------------------------------------------------------------------
@@ -426,6 +427,10 @@ class BroadcastForm(forms.ModelForm):
             "no_pledge_fallback",
             "allow_paid_broadcast",
             "scheduled_at",
+            "ab_sample_percent",
+            "ab_wait",
+            "ab_measure",
+            "ab_send_winner",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -457,6 +462,57 @@ class BroadcastForm(forms.ModelForm):
         if audience == Audience.HAND_PICKED and "members" in data and not data["members"]:
             self.add_error("members", "Pick at least one member for the hand-picked audience.")
         return data
+
+
+class MessageVersionForm(forms.ModelForm):
+    buttons = ButtonsField(required=False, help_text="Empty: the arm's fallback's buttons, or the broadcast's.")
+
+    class Meta:
+        model = MessageVersion
+        fields = ["arm", "language", "text", "buttons", "photo"]
+
+    def clean_language(self) -> str:
+        return self.cleaned_data.get("language", "").strip().lower()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("arm") == "A" and not data.get("language"):
+            self.add_error("language", "Arm A without a language is the broadcast's own message: give a language.")
+        return data
+
+
+class MessageVersionFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        kept = [
+            (form.cleaned_data["arm"], form.cleaned_data.get("language", ""))
+            for form in self.forms
+            if form.cleaned_data.get("arm") and not form.cleaned_data.get("DELETE")
+        ]
+        if missing := variants.missing_fallbacks(kept):
+            raise forms.ValidationError(
+                f"Arm {', '.join(missing)} needs a version without a language: the members of that arm whose "
+                "language has no version of their own get it."
+            )
+
+
+class MessageVersionInline(admin.StackedInline):
+    """A/B arms B-D and versions per language (broadcasts.variants)."""
+
+    model = MessageVersion
+    form = MessageVersionForm
+    formset = MessageVersionFormSet
+    extra = 0
+    verbose_name = "message version (A/B arm or language)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Broadcast | None = None) -> bool:
+        return (obj is None or obj.is_editable) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Broadcast | None = None) -> bool:
+        return (obj is None or obj.is_editable) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Broadcast | None = None) -> bool:
+        return (obj is None or obj.is_editable) and super().has_delete_permission(request, obj)
 
 
 class BroadcastChangeList(ChangeList):
@@ -492,17 +548,26 @@ class BroadcastAdmin(admin.ModelAdmin):
     search_fields = ["title", "text"]
     list_select_related = ["bot"]
     autocomplete_fields = ["members"]
+    inlines = [MessageVersionInline]
     fieldsets = [
         (None, {"fields": ["bot", "title"]}),
         ("Message", {"fields": ["text", "template", "parse_mode", "placeholders", "photo", "document", "buttons"]}),
         ("Audience", {"fields": ["audience", "audience_value", "members", "no_pledge_fallback"]}),
         ("Sending", {"fields": ["allow_paid_broadcast", "scheduled_at"]}),
         (
+            "A/B test",
+            {
+                "fields": ["ab_sample_percent", "ab_wait", "ab_measure", "ab_send_winner", "ab_winner"],
+                "classes": ["collapse"],
+                "description": "With message versions of arms B-D below: how the arms are compared.",
+            },
+        ),
+        (
             "State",
             {"fields": ["status", "created_by", "created_at", "started_at", "finished_at"], "classes": ["collapse"]},
         ),
     ]
-    readonly_fields = ["placeholders", "status", "created_by", "created_at", "started_at", "finished_at"]
+    readonly_fields = ["placeholders", "status", "created_by", "created_at", "started_at", "finished_at", "ab_winner"]
 
     def get_fieldsets(self, request: HttpRequest, obj: Broadcast | None = None) -> list:
         """A new broadcast has no state to show yet."""
@@ -643,6 +708,9 @@ class BroadcastAdmin(admin.ModelAdmin):
             "preview": Preview.of(broadcast),
             "refusal": refusal(broadcast) if broadcast.is_editable else None,
             "unknown_hashtags": unknown_hashtags(broadcast.body),
+            "split": variants.Split(broadcast).counts(recipients(broadcast)),
+            "ab_test": ab_test_in_words(broadcast, variants.Split(broadcast)),
+            "versions": broadcast.versions.all(),
             "operator": OperatorLink.objects.linked_member(request.user, broadcast.bot),
             "confirm_url": self._url("confirm", broadcast.pk),
             "test_send_url": self._url("test_send", broadcast.pk),
@@ -782,6 +850,8 @@ class BroadcastAdmin(admin.ModelAdmin):
                 for outcome in Broadcast.OUTCOMES
             ],
             "json_url": self._url("progress_json", broadcast.pk),
+            "arms": variants.arm_progress(broadcast),
+            "winner_due_at": variants.winner_due_at(broadcast) if broadcast.ab_send_winner else None,
             "deliveries_url": reverse(f"{self.admin_site.name}:broadcasts_delivery_changelist")
             + f"?broadcast__id__exact={broadcast.pk}",
         }
@@ -789,7 +859,8 @@ class BroadcastAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/broadcasts/broadcast/progress.html", context)
 
     def progress_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
-        return JsonResponse(self._broadcast(request, pk).progress())
+        broadcast = self._broadcast(request, pk)
+        return JsonResponse({**broadcast.progress(), "arms": variants.arm_progress(broadcast)})
 
     def action_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
         if request.method != "POST":
@@ -800,6 +871,7 @@ class BroadcastAdmin(admin.ModelAdmin):
             "resume": self._resume,
             "cancel": self._cancel,
             "retry-failed": self._retry_failed,
+            "send-winner": self._send_winner,
         }.get(action)
         if handler is None:
             raise Http404("No such action.")
@@ -839,6 +911,16 @@ class BroadcastAdmin(admin.ModelAdmin):
             return
         _carry_on(broadcast, "retry failed")
         self.message_user(request, f"Retrying {retried} failed deliveries.", messages.SUCCESS)
+
+    def _send_winner(self, request: HttpRequest, broadcast: Broadcast) -> None:
+        """The A/B test's best arm so far, to the rest now, without waiting."""
+        released = send_winner(broadcast)
+        if released is None:
+            self.message_user(request, "A winner was chosen already, or the broadcast is over.", messages.ERROR)
+        else:
+            self.message_user(
+                request, f"Arm {broadcast.ab_winner} won; sending it to {released} more members.", messages.SUCCESS
+            )
 
     def resend_unknown_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         """GET: the confirmation page; POST: resend, then back to the progress page."""

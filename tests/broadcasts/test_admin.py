@@ -66,6 +66,13 @@ def compose(bot: Bot, **fields) -> dict:
         "no_pledge_fallback": "-",
         "scheduled_at_0": "",
         "scheduled_at_1": "",
+        # A/B test (broadcasts.variants): no message versions.
+        "ab_sample_percent": "0",
+        "ab_wait": "04:00:00",
+        "ab_measure": "clicks",
+        "ab_send_winner": "on",
+        "versions-TOTAL_FORMS": "0",
+        "versions-INITIAL_FORMS": "0",
     }
     return {**data, **fields}
 
@@ -305,6 +312,7 @@ def test_progress_json_counts_every_status_and_the_recent_rate(staff, bot):
         "skipped": 0,
         "unknown": 0,
         "cancelled": 0,
+        "held": 0,
         "total": 10,
     }
     assert data["finished"] == 6 and data["percent"] == 60.0
