@@ -18,6 +18,7 @@ from broadcasts.admin import Preview
 from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
 from broadcasts.sending import fan_out
 from queueing.models import JobRecord
+from tests.broadcasts.test_variants import NO_VERSIONS
 from tests.fake_telegram.objects import make_token
 from tests.waiting import wait_for
 
@@ -66,15 +67,8 @@ def compose(bot: Bot, **fields) -> dict:
         "no_pledge_fallback": "-",
         "scheduled_at_0": "",
         "scheduled_at_1": "",
-        # A/B test (broadcasts.variants): no message versions.
-        "ab_sample_percent": "0",
-        "ab_wait": "04:00:00",
-        "ab_measure": "clicks",
-        "ab_send_winner": "on",
-        "versions-TOTAL_FORMS": "0",
-        "versions-INITIAL_FORMS": "0",
     }
-    return {**data, **fields}
+    return {**data, **NO_VERSIONS, **fields}
 
 
 def sending(bot: Bot, members: int = 3, **fields) -> Broadcast:

@@ -18,6 +18,7 @@ from broadcasts.models import Audience, Broadcast, MessageTemplate, Pledge
 from broadcasts.sending import fan_out
 from broadcasts.tasks import start_broadcast
 from queueing.models import JobRecord
+from tests.broadcasts.test_variants import NO_VERSIONS
 from tests.fake_telegram.objects import make_token
 
 pytestmark = pytest.mark.django_db
@@ -148,7 +149,7 @@ def compose(bot: Bot, **fields) -> dict:
         "scheduled_at_0": "",
         "scheduled_at_1": "",
     }
-    return {**data, **fields}
+    return {**data, **NO_VERSIONS, **fields}
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,9 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
@@ -19,6 +21,16 @@ from queueing.models import JobRecord
 from tests.fake_telegram.objects import make_token
 
 pytestmark = pytest.mark.django_db
+
+# The broadcast form's A/B settings and its empty inline of message versions, as the admin posts them.
+NO_VERSIONS = {
+    "ab_sample_percent": "0",
+    "ab_wait": "04:00:00",
+    "ab_measure": "clicks",
+    "ab_send_winner": "on",
+    "versions-TOTAL_FORMS": "0",
+    "versions-INITIAL_FORMS": "0",
+}
 
 
 @pytest.fixture
@@ -368,3 +380,100 @@ def test_housekeeping_leaves_an_ab_test_waiting_for_its_winner_alone_but_resumes
     assert not starts.exists()
     broadcast.refresh_from_db()
     assert broadcast.status == Broadcast.Status.SENDING
+
+
+@pytest.fixture
+def staff(client):
+    client.force_login(User.objects.create_superuser("operator", "ops@example.com", "a long password"))
+    return client
+
+
+def admin_url(view: str, *args) -> str:
+    return reverse(f"admin:broadcasts_broadcast_{view}", args=args)
+
+
+def composed(bot, *versions: dict, **fields) -> dict:
+    data = {
+        "bot": bot.pk,
+        "title": "Test",
+        "text": "Hello #first_name",
+        "audience": "subscribers",
+        "no_pledge_fallback": "-",
+        **NO_VERSIONS,
+        "versions-TOTAL_FORMS": str(len(versions)),
+        **fields,
+    }
+    for i, version in enumerate(versions):
+        data.update({f"versions-{i}-{name}": value for name, value in version.items()})
+    return data
+
+
+def test_the_admin_saves_versions_from_its_inline(staff, bot):
+    response = staff.post(
+        admin_url("add"),
+        composed(
+            bot,
+            {"arm": "B", "language": "", "text": "Hi #first_name", "buttons": "Give | https://example.org/b"},
+            {"arm": "A", "language": "FR", "text": "Bonjour #first_name"},
+            ab_sample_percent="10",
+        ),
+    )
+
+    assert response.status_code == 302, response.context["inline_admin_formsets"][0].formset.errors
+    broadcast = Broadcast.objects.get()
+    assert list(broadcast.versions.values_list("arm", "language", "buttons")) == [
+        ("A", "fr", []),
+        ("B", "", [{"text": "Give", "url": "https://example.org/b"}]),
+    ]
+    assert broadcast.ab_sample_percent == 10
+
+
+@pytest.mark.parametrize(
+    "version, error",
+    [
+        ({"arm": "B", "language": "fr", "text": "Salut"}, "Arm B needs a version without a language"),
+        ({"arm": "A", "language": "", "text": "Again"}, "Arm A without a language is the broadcast"),
+    ],
+)
+def test_the_admin_refuses_versions_a_member_could_not_be_given(staff, bot, version, error):
+    response = staff.post(admin_url("add"), composed(bot, version))
+
+    assert response.status_code == 200
+    assert error in response.content.decode()
+    assert not Broadcast.objects.exists()
+
+
+def test_the_confirmation_and_the_preview_count_per_arm_and_per_message_language(staff, bot):
+    members(bot, 90)
+    members(bot, 10, first_id=9_000, language_code="fr")
+    broadcast = broadcast_with(bot, "AB", percent=20, languages=["fr"])
+    by_arm, _ = variants.Split(broadcast).counts(TelegramUser.objects.all())
+
+    for view in ("confirm", "preview"):
+        page = staff.get(admin_url(view, broadcast.pk)).content.decode()
+        for arm, count in by_arm:
+            assert f'<td data-arm="{arm}">{count}</td>' in page, view
+        assert '<td data-message-language="fr">10</td>' in page
+        assert '<td data-message-language="">90</td>' in page
+        assert "A/B test on a 20 % sample" in page
+
+
+def test_progress_shows_each_arm_and_one_click_sends_the_winner_to_the_rest(staff, bot):
+    members(bot, 200)
+    broadcast = fanned_out(broadcast_with(bot, "AB", percent=10))
+    sample_sent(broadcast, timezone.now())
+    Click.record(broadcast.deliveries.filter(arm="A").first().pk, 0)
+    held = broadcast.deliveries.filter(status=Delivery.Status.HELD).count()
+
+    page = staff.get(admin_url("progress", broadcast.pk)).content.decode()
+    assert '<tr data-arm="A">' in page and '<tr data-arm="B">' in page and "Send the winner to the rest now" in page
+    arms = staff.get(admin_url("progress_json", broadcast.pk)).json()["arms"]
+    assert [(a["arm"], a["clicked"]) for a in arms[:2]] == [("A", 1), ("B", 0)]
+    assert arms[2] == {"arm": "", "deliveries": held, "held": True}
+
+    staff.post(admin_url("action", broadcast.pk, "send-winner"))
+
+    broadcast.refresh_from_db()
+    assert broadcast.ab_winner == "A"
+    assert broadcast.deliveries.filter(status=Delivery.Status.PENDING, arm="A").count() == held
+    assert JobRecord.objects.of_kinds(start_broadcast).filter(args=[broadcast.pk]).exists()
