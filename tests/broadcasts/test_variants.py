@@ -92,6 +92,7 @@ def test_a_resumed_or_retried_start_keeps_each_members_arm(bot):
     broadcast = broadcast_with(bot, "AB")
     start_broadcast(broadcast.pk)
     first = dict(broadcast.deliveries.values_list("member_id", "arm"))
+    assert set(first.values()) == {"A", "B"}
     broadcast.refresh_from_db()
     assert broadcast.pause() and broadcast.resume()
 
