@@ -251,7 +251,8 @@ def due_winners(now: datetime | None = None) -> list[Broadcast]:
 
 
 def arm_progress(broadcast: Broadcast) -> list[dict]:
-    """Per arm, for the progress page: deliveries, sent, failed, clicked, and rates."""
+    """Per arm, for the progress page: deliveries, sent, failed, clicked, and rates; then the
+    held deliveries, if any. Empty for a broadcast that is no A/B test."""
     held = broadcast.deliveries.filter(status=Delivery.Status.HELD).count()
     rows = [
         {
@@ -268,7 +269,7 @@ def arm_progress(broadcast: Broadcast) -> list[dict]:
     ]
     if held:
         rows.append({"arm": "", "deliveries": held, "held": True})
-    return rows
+    return rows if len(rows) > 1 else []
 
 
 def _percent(rate: float | None) -> float | None:

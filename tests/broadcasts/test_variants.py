@@ -478,3 +478,11 @@ def test_progress_shows_each_arm_and_one_click_sends_the_winner_to_the_rest(staf
     assert broadcast.ab_winner == "A"
     assert broadcast.deliveries.filter(status=Delivery.Status.PENDING, arm="A").count() == held
     assert JobRecord.objects.of_kinds(start_broadcast).filter(args=[broadcast.pk]).exists()
+
+
+def test_progress_of_a_broadcast_without_arms_shows_no_arms(staff, bot):
+    members(bot, 5)
+    broadcast = fanned_out(broadcast_with(bot, languages=["fr"]))
+
+    assert staff.get(admin_url("progress_json", broadcast.pk)).json()["arms"] == []
+    assert "progress-arms" not in staff.get(admin_url("progress", broadcast.pk)).content.decode()
