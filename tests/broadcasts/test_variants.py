@@ -7,6 +7,7 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
@@ -18,6 +19,7 @@ from broadcasts.recovery import resume_stranded
 from broadcasts.sending import chunk_bounds, fan_out, finish_if_complete
 from broadcasts.tasks import send_chunk, send_due_winners, start_broadcast
 from queueing.models import JobRecord
+from tests.e2e.test_broadcasts import _png
 from tests.fake_telegram.objects import make_token
 
 pytestmark = pytest.mark.django_db
@@ -486,3 +488,24 @@ def test_progress_of_a_broadcast_without_arms_shows_no_arms(staff, bot):
 
     assert staff.get(admin_url("progress_json", broadcast.pk)).json()["arms"] == []
     assert "progress-arms" not in staff.get(admin_url("progress", broadcast.pk)).content.decode()
+
+
+def test_an_arms_own_photo_is_uploaded_once_and_the_other_arm_sends_its_text(
+    telegram_bot, fake_telegram, settings, tmp_path
+):
+    settings.MEDIA_ROOT = tmp_path
+    members(telegram_bot, 20, first_id=300)
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Text for #first_name")
+    version = MessageVersion(broadcast=broadcast, arm="B", text="Look, #first_name!")
+    version.photo.save("poster.png", ContentFile(_png()), save=False)
+    version.save()
+    start_broadcast(broadcast.pk)
+    send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+
+    arm = dict(broadcast.deliveries.values_list("chat_id", "arm"))
+    photos = [c for c in fake_telegram.calls("sendPhoto") if c.status == 200]
+    texts = [c for c in fake_telegram.calls("sendMessage") if c.status == 200]
+    assert sorted(c.chat_id for c in photos) == sorted(chat for chat, a in arm.items() if a == "B")
+    assert sorted(c.chat_id for c in texts) == sorted(chat for chat, a in arm.items() if a == "A")
+    assert len([c for c in photos if c.files]) == 1
+    assert all(c.params["caption"].startswith("Look, ") for c in photos)
