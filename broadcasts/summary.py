@@ -13,7 +13,7 @@ from bots.models import TelegramUser
 from broadcasts.audiences import audience_members, recipients
 from broadcasts.models import ABMeasure, Broadcast, ParseMode, Pledge
 from broadcasts.personalize import needs_pledge, render
-from broadcasts.variants import Split
+from broadcasts.variants import Split, Version, version_for
 
 TEST_MARK = {ParseMode.MARKDOWN_V2: r"\[TEST\]"}
 
@@ -106,7 +106,9 @@ def send_summary(broadcast: Broadcast, versions: list[tuple[str, str]] | None = 
         rate=send_rate(broadcast),
         paid=broadcast.allow_paid_broadcast,
         first_member=first,
-        first_text=rendered_for(broadcast, first) if first else "",
+        first_text=rendered_for(broadcast, first, version_for(broadcast, first).text if broadcast.pk else None)
+        if first
+        else "",
         buttons=broadcast.buttons,
         attachment=f"{'photo' if broadcast.photo else 'document'} {Path(attached.name).name}" if attached else "",
         by_arm=by_arm,
@@ -130,10 +132,11 @@ def with_pledges(members):
     return members.prefetch_related(Prefetch("pledges", queryset=Pledge.objects.order_by("created_at")))
 
 
-def rendered_for(broadcast: Broadcast, member: TelegramUser) -> str:
-    """The text exactly as this member gets it (pledges prefetched by `with_pledges`, or read now)."""
+def rendered_for(broadcast: Broadcast, member: TelegramUser, text: str | None = None) -> str:
+    """The text (the broadcast's, or a version's) exactly as this member gets it (pledges
+    prefetched by `with_pledges`, or read now)."""
     return render(
-        broadcast.body,
+        broadcast.body if text is None else text,
         member,
         list(member.pledges.all()),
         broadcast.effective_parse_mode,
@@ -141,10 +144,10 @@ def rendered_for(broadcast: Broadcast, member: TelegramUser) -> str:
     )
 
 
-def marked_as_test(broadcast: Broadcast, member: TelegramUser) -> str:
-    """As `member` gets it, under a first line saying it is a test."""
+def marked_as_test(broadcast: Broadcast, member: TelegramUser, version: Version) -> str:
+    """As `member` gets `version`, under a first line saying it is a test."""
     mark = TEST_MARK.get(broadcast.effective_parse_mode, "[TEST]")
-    return f"{mark}\n{rendered_for(broadcast, member)}"
+    return f"{mark}\n{rendered_for(broadcast, member, version.text)}"
 
 
 def send_rate(broadcast: Broadcast) -> float:

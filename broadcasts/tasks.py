@@ -118,17 +118,18 @@ def send_test(broadcast_id: int, member_id: int, operator_id: int) -> dict:
     broadcast = Broadcast.objects.select_related("bot", "template").get(pk=broadcast_id)
     member = TelegramUser.objects.get(pk=member_id)
     chat_id = TelegramUser.objects.get(pk=operator_id).chat_id
-    text = marked_as_test(broadcast, member)
+    version = variants.version_for(broadcast, member)
+    text = marked_as_test(broadcast, member, version)
     params = {
         "chat_id": chat_id,
         "parse_mode": broadcast.effective_parse_mode or None,
-        "reply_markup": keyboard(broadcast.buttons),
+        "reply_markup": keyboard(version.buttons),
     }
     wait_for_reply_slot(broadcast.bot, chat_id)
-    if broadcast.photo:
-        message = call(broadcast.bot, "send_photo", photo=attachment(broadcast.photo), caption=text, **params)
-    elif broadcast.document:
-        message = call(broadcast.bot, "send_document", document=attachment(broadcast.document), caption=text, **params)
-    else:
+    if not version.attachment:
         message = call(broadcast.bot, "send_message", text=text, **params)
+    elif version.is_photo:
+        message = call(broadcast.bot, "send_photo", photo=attachment(version.attachment), caption=text, **params)
+    else:
+        message = call(broadcast.bot, "send_document", document=attachment(version.attachment), caption=text, **params)
     return {"message_id": message.message_id, "as": str(member)}

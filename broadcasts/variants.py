@@ -106,6 +106,18 @@ def assign(broadcast: Broadcast) -> None:
     Split(broadcast).assign()
 
 
+def version_for(broadcast: Broadcast, member: TelegramUser) -> "Version":
+    """The version this member gets (arm A's, for a member held for the winner)."""
+    split = Split(broadcast)
+    arm, language = (
+        TelegramUser.objects.filter(pk=member.pk)
+        .annotate(arm=split.arm_of("pk"), version_language=split.language_of())
+        .values_list("arm", "version_language")
+        .get()
+    )
+    return Versions(broadcast).of(Delivery(arm=arm, language=language))
+
+
 def _held_last(counts: list[tuple[str, int]]) -> list[tuple[str, int]]:
     return sorted(counts, key=lambda item: (item[0] == "", item[0]))
 

@@ -17,7 +17,8 @@ from broadcasts import variants
 from broadcasts.models import ABMeasure, Broadcast, Click, Delivery, MessageVersion
 from broadcasts.recovery import resume_stranded
 from broadcasts.sending import chunk_bounds, fan_out, finish_if_complete
-from broadcasts.tasks import send_chunk, send_due_winners, start_broadcast
+from broadcasts.summary import send_summary
+from broadcasts.tasks import send_chunk, send_due_winners, send_test, start_broadcast
 from queueing.models import JobRecord
 from tests.e2e.test_broadcasts import _png
 from tests.fake_telegram.objects import make_token
@@ -509,3 +510,26 @@ def test_an_arms_own_photo_is_uploaded_once_and_the_other_arm_sends_its_text(
     assert sorted(c.chat_id for c in texts) == sorted(chat for chat, a in arm.items() if a == "A")
     assert len([c for c in photos if c.files]) == 1
     assert all(c.params["caption"].startswith("Look, ") for c in photos)
+
+
+def test_a_test_send_and_the_confirmation_show_the_members_own_version(telegram_bot, fake_telegram):
+    french = TelegramUser.objects.create(
+        bot=telegram_bot, telegram_id=77, first_name="Élise", language_code="fr", is_subscribed=True
+    )
+    operator = TelegramUser.objects.create(bot=telegram_bot, telegram_id=78, first_name="Olga", is_subscribed=True)
+    broadcast = Broadcast.objects.create(
+        bot=telegram_bot, text="Hello #first_name", buttons=[{"text": "Give", "url": "https://example.org/en"}]
+    )
+    MessageVersion.objects.create(
+        broadcast=broadcast,
+        language="fr",
+        text="Bonjour #first_name",
+        buttons=[{"text": "Donner", "url": "https://example.org/fr"}],
+    )
+
+    assert send_summary(broadcast).first_text == "Bonjour Élise"
+    send_test(broadcast.pk, french.pk, operator.pk)
+
+    sent = fake_telegram.calls("sendMessage", chat_id=78)[-1]
+    assert sent.params["text"] == "[TEST]\nBonjour Élise"
+    assert sent.params["reply_markup"]["inline_keyboard"][0][0]["url"] == "https://example.org/fr"
