@@ -599,6 +599,17 @@ class BroadcastAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
+    def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        for version in form.instance.versions.all():
+            if unknown := unknown_hashtags(version.text):
+                self.message_user(
+                    request,
+                    f"Arm {version.arm} {version.language or 'fallback'}: not placeholders, sent as written: "
+                    f"{', '.join(unknown)}.",
+                    messages.WARNING,
+                )
+
     def render_change_form(self, request: HttpRequest, context: dict, *args, obj: Broadcast | None = None, **kwargs):
         unknown = obj.deliveries.filter(status=Delivery.Status.UNKNOWN).count() if obj else 0
         return super().render_change_form(request, {**context, "unknown_count": unknown}, *args, obj=obj, **kwargs)

@@ -7,6 +7,7 @@ from io import StringIO
 
 import pytest
 from django.contrib.auth.models import User
+from django.contrib.messages import get_messages
 from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -430,6 +431,14 @@ def test_the_admin_saves_versions_from_its_inline(staff, bot):
         ("B", "", [{"text": "Give", "url": "https://example.org/b"}]),
     ]
     assert broadcast.ab_sample_percent == 10
+
+
+def test_the_admin_warns_of_a_misspelt_placeholder_in_a_version(staff, bot):
+    response = staff.post(admin_url("add"), composed(bot, {"arm": "B", "language": "", "text": "You owe #balnce"}))
+
+    assert response.status_code == 302
+    warnings = [str(m) for m in get_messages(response.wsgi_request)]
+    assert any("Arm B fallback: not placeholders, sent as written: #balnce." in w for w in warnings)
 
 
 @pytest.mark.parametrize(
