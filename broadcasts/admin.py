@@ -22,8 +22,8 @@ from django.views.decorators.http import require_POST, require_safe
 
 from bots.models import Bot, OperatorLink, TelegramUser
 from bots.telegram_api import call
-from broadcasts import controls
-from broadcasts.audiences import audience_mistake, refusal
+from broadcasts import controls, variants
+from broadcasts.audiences import audience_mistake, recipients, refusal
 from broadcasts.exports import deliveries_csv, pledges_csv
 from broadcasts.importing import (
     ACTIONS,
@@ -36,11 +36,11 @@ from broadcasts.importing import (
     keep_upload,
     kept_upload,
 )
-from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, Pledge
+from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, MessageVersion, Pledge
 from broadcasts.operator_links import OperatorLinkAdmin  # noqa: F401  (registers it)
 from broadcasts.personalize import PLACEHOLDERS, unknown_hashtags
 from broadcasts.preview import Preview
-from broadcasts.summary import send_summary
+from broadcasts.summary import ab_test_in_words, send_summary
 from broadcasts.tasks import send_test
 from broadcasts.window import BadZone
 
@@ -371,6 +371,10 @@ class BroadcastForm(forms.ModelForm):
             "window_start",
             "window_end",
             "window_timezone",
+            "ab_sample_percent",
+            "ab_wait",
+            "ab_measure",
+            "ab_send_winner",
         ]
 
     def __init__(self, *args, **kwargs):
@@ -421,6 +425,57 @@ class BroadcastForm(forms.ModelForm):
             self.add_error("window_end", str(exc))
 
 
+class MessageVersionForm(forms.ModelForm):
+    buttons = ButtonsField(required=False, help_text="Empty: the arm's fallback's buttons, or the broadcast's.")
+
+    class Meta:
+        model = MessageVersion
+        fields = ["arm", "language", "text", "buttons", "photo"]
+
+    def clean_language(self) -> str:
+        return self.cleaned_data.get("language", "").strip().lower()
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("arm") == "A" and not data.get("language"):
+            self.add_error("language", "Arm A without a language is the broadcast's own message: give a language.")
+        return data
+
+
+class MessageVersionFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        kept = [
+            (form.cleaned_data["arm"], form.cleaned_data.get("language", ""))
+            for form in self.forms
+            if form.cleaned_data.get("arm") and not form.cleaned_data.get("DELETE")
+        ]
+        if missing := variants.missing_fallbacks(kept):
+            raise forms.ValidationError(
+                f"Arm {', '.join(missing)} needs a version without a language: the members of that arm whose "
+                "language has no version of their own get it."
+            )
+
+
+class MessageVersionInline(admin.StackedInline):
+    """A/B arms B-D and versions per language (broadcasts.variants)."""
+
+    model = MessageVersion
+    form = MessageVersionForm
+    formset = MessageVersionFormSet
+    extra = 0
+    verbose_name = "message version (A/B arm or language)"
+
+    def has_add_permission(self, request: HttpRequest, obj: Broadcast | None = None) -> bool:
+        return (obj is None or obj.is_editable) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Broadcast | None = None) -> bool:
+        return (obj is None or obj.is_editable) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Broadcast | None = None) -> bool:
+        return (obj is None or obj.is_editable) and super().has_delete_permission(request, obj)
+
+
 class BroadcastChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, exclude_parameters=None) -> QuerySet:
         def count(*statuses: str) -> Count:
@@ -451,11 +506,12 @@ class BroadcastAdmin(admin.ModelAdmin):
     ]
     actions = ["resend_unknown"]
     # Composing and stopping need change_broadcast; what sends messages needs send_broadcast too.
-    SENDING_ACTIONS = {"resume", "retry-failed"}
+    SENDING_ACTIONS = {"resume", "retry-failed", "send-winner"}
     list_filter = ["status", "audience", "bot"]
     search_fields = ["title", "text"]
     list_select_related = ["bot"]
     autocomplete_fields = ["members"]
+    inlines = [MessageVersionInline]
     fieldsets = [
         (None, {"fields": ["bot", "title"]}),
         ("Message", {"fields": ["text", "template", "parse_mode", "placeholders", "photo", "document", "buttons"]}),
@@ -463,6 +519,14 @@ class BroadcastAdmin(admin.ModelAdmin):
         (
             "Sending",
             {"fields": ["allow_paid_broadcast", "scheduled_at", "window_start", "window_end", "window_timezone"]},
+        ),
+        (
+            "A/B test",
+            {
+                "fields": ["ab_sample_percent", "ab_wait", "ab_measure", "ab_send_winner", "ab_winner"],
+                "classes": ["collapse"],
+                "description": "With message versions of arms B-D below: how the arms are compared.",
+            },
         ),
         (
             "State",
@@ -491,6 +555,7 @@ class BroadcastAdmin(admin.ModelAdmin):
         "approved_at",
         "started_at",
         "finished_at",
+        "ab_winner",
     ]
 
     def get_fieldsets(self, request: HttpRequest, obj: Broadcast | None = None) -> list:
@@ -528,6 +593,17 @@ class BroadcastAdmin(admin.ModelAdmin):
                 f"Placeholders are {', '.join('#' + name for name in PLACEHOLDERS)}.",
                 messages.WARNING,
             )
+
+    def save_related(self, request: HttpRequest, form: forms.ModelForm, formsets, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        for version in form.instance.versions.all():
+            if unknown := unknown_hashtags(version.text):
+                self.message_user(
+                    request,
+                    f"Arm {version.arm} {version.language or 'fallback'}: not placeholders, sent as written: "
+                    f"{', '.join(unknown)}.",
+                    messages.WARNING,
+                )
 
     def render_change_form(self, request: HttpRequest, context: dict, *args, obj: Broadcast | None = None, **kwargs):
         unknown = obj.deliveries.filter(status=Delivery.Status.UNKNOWN).count() if obj else 0
@@ -642,6 +718,9 @@ class BroadcastAdmin(admin.ModelAdmin):
             "may_approve": controls.approver_refusal(broadcast, request.user) is None,
             "approve_url": self._url("approve", broadcast.pk),
             "unknown_hashtags": unknown_hashtags(broadcast.body),
+            "split": variants.Split(broadcast).counts(recipients(broadcast)),
+            "ab_test": ab_test_in_words(broadcast, variants.Split(broadcast)),
+            "versions": broadcast.versions.all(),
             "operator": OperatorLink.objects.linked_member(request.user, broadcast.bot),
             "confirm_url": self._url("confirm", broadcast.pk),
             "test_send_url": self._url("test_send", broadcast.pk),
@@ -777,6 +856,8 @@ class BroadcastAdmin(admin.ModelAdmin):
             ],
             "may_send": request.user.has_perm(controls.SEND_PERMISSION),
             "json_url": self._url("progress_json", broadcast.pk),
+            "arms": variants.arm_progress(broadcast),
+            "winner_due_at": variants.winner_due_at(broadcast) if broadcast.ab_send_winner else None,
             "deliveries_url": reverse(f"{self.admin_site.name}:broadcasts_delivery_changelist")
             + f"?broadcast__id__exact={broadcast.pk}",
         }
@@ -784,7 +865,8 @@ class BroadcastAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/broadcasts/broadcast/progress.html", context)
 
     def progress_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
-        return JsonResponse(self._broadcast(request, pk).progress())
+        broadcast = self._broadcast(request, pk)
+        return JsonResponse({**broadcast.progress(), "arms": variants.arm_progress(broadcast)})
 
     def action_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
         if request.method != "POST":
@@ -795,6 +877,7 @@ class BroadcastAdmin(admin.ModelAdmin):
             "resume": controls.resume,
             "cancel": controls.cancel,
             "retry-failed": controls.retry_failed,
+            "send-winner": controls.send_winner,
         }.get(action)
         if control is None:
             raise Http404("No such action.")

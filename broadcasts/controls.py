@@ -13,6 +13,7 @@ from django.contrib.auth.hashers import make_password
 from django.db import transaction
 from django.utils import timezone
 
+from broadcasts import tasks
 from broadcasts.models import Broadcast
 from broadcasts.tasks import start_broadcast
 from queueing import history
@@ -64,6 +65,15 @@ def cancel(broadcast: Broadcast, user) -> str:
         raise Refused(f"This broadcast is {broadcast.status} already.")
     record(user, broadcast, f"Cancelled; {cancelled} waiting deliveries not sent.")
     return f"Cancelled; {cancelled} waiting deliveries will not be sent."
+
+
+def send_winner(broadcast: Broadcast, user) -> str:
+    """An A/B test's best arm so far, to the rest now, without waiting for the test's time."""
+    released = tasks.send_winner(broadcast)
+    if released is None:
+        raise Refused("A winner was chosen already, or the broadcast is over.")
+    record(user, broadcast, f"Sent arm {broadcast.ab_winner}, the A/B winner, to {released} more members.")
+    return f"Arm {broadcast.ab_winner} won; sending it to {released} more members."
 
 
 def retry_failed(broadcast: Broadcast, user) -> str:

@@ -3,6 +3,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator
 from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -101,6 +102,11 @@ def url_buttons(buttons: list[dict]) -> list[dict]:
     return [button for button in buttons if button.get("text") and button.get("url")]
 
 
+class ABMeasure(models.TextChoices):
+    CLICKS = "clicks", "Most members who clicked, per message sent"
+    FEWEST_BLOCKS = "fewest_blocks", "Fewest members who blocked the bot, per message sent"
+
+
 class Broadcast(models.Model):
     """One message to many members, personalised for each."""
 
@@ -160,6 +166,26 @@ class Broadcast(models.Model):
         max_length=64, blank=True, help_text="Of the send window, e.g. Africa/Addis_Ababa; empty: the server's zone."
     )
 
+    # A/B tests (broadcasts.variants): the arms are this broadcast's own message (A) and its
+    # message versions (B-D).
+    ab_sample_percent = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(99)],
+        help_text="0: the arms split the whole audience evenly. Otherwise the arms go to this share of the "
+        "audience first, and the winner to the rest once it is chosen.",
+    )
+    ab_wait = models.DurationField(
+        default=timedelta(hours=4), help_text="How long after the sample is sent the winner is chosen."
+    )
+    ab_measure = models.CharField(
+        max_length=16, choices=ABMeasure.choices, default=ABMeasure.CLICKS, help_text="How the winner is chosen."
+    )
+    ab_send_winner = models.BooleanField(
+        default=True, help_text="Send the winner to the rest on its own when the wait is over (else an operator does)."
+    )
+    ab_winner = models.CharField(max_length=1, blank=True, help_text="The arm chosen for the rest of the audience.")
+    ab_decided_at = models.DateTimeField(null=True, blank=True)
+
     class Meta:
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["status", "scheduled_at"])]
@@ -189,7 +215,7 @@ class Broadcast(models.Model):
         the send rate over the last `window` seconds (or since the start, if sooner), the time
         left at that rate, and why sending waits, if it does."""
         counts = self.counts()
-        unfinished = counts["pending"] + counts["sending"] + counts["retrying"]
+        unfinished = counts["pending"] + counts["sending"] + counts["retrying"] + counts["held"]
         total = counts["total"]
         now = timezone.now()
         since = max(now - timedelta(seconds=window), self.started_at or now)
@@ -295,7 +321,8 @@ class Broadcast(models.Model):
             unfinished = [self.Status.DRAFT, self.Status.SCHEDULED, self.Status.SENDING, self.Status.PAUSED]
             if not self._move(unfinished, self.Status.CANCELLED, finished_at=timezone.now()):
                 return None
-            return self.deliveries.filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING]).update(
+            waiting = [Delivery.Status.PENDING, Delivery.Status.RETRYING, Delivery.Status.HELD]
+            return self.deliveries.filter(status__in=waiting).update(
                 status=Delivery.Status.CANCELLED, claimed_by="", claimed_at=None
             )
 
@@ -370,6 +397,7 @@ class Delivery(models.Model):
         SKIPPED = "skipped"
         UNKNOWN = "unknown", "unknown (may have arrived)"
         CANCELLED = "cancelled"
+        HELD = "held", "held for the A/B winner"
 
     class ErrorClass(models.TextChoices):
         """queueing.errors' classes, and the member who blocked the bot (never sent to again)."""
@@ -403,6 +431,12 @@ class Delivery(models.Model):
     claimed_at = models.DateTimeField(null=True, blank=True)
     message_id = models.BigIntegerField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
+
+    # Which message version the member gets (broadcasts.variants), fixed at the fan-out: the
+    # arm ('' while held for an A/B winner) and the language ('' for the fallback). Defaults in
+    # the database: the fan-out's INSERT ... SELECT names only the columns it fills.
+    arm = models.CharField(max_length=1, blank=True, default="", db_default="")
+    language = models.CharField(max_length=16, blank=True, default="", db_default="")
 
     objects = DeliveryQuerySet.as_manager()
 
@@ -443,3 +477,33 @@ class Click(models.Model):
                 f" DO UPDATE SET count = {table}.count + 1, last_at = excluded.last_at",
                 [delivery_id, button, now, now],
             )
+
+
+class MessageVersion(models.Model):
+    """Another version of a broadcast's message: an A/B arm (B-D; A is the broadcast's own
+    message), a language, or both. A member gets the version of their arm in their language,
+    else their arm's fallback ('' language); arm A's fallback is the broadcast itself."""
+
+    ARMS = "ABCD"
+
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="versions")
+    arm = models.CharField(max_length=1, choices=[(arm, arm) for arm in ARMS], default="A")
+    language = models.CharField(
+        max_length=16, blank=True, help_text="A Telegram language code (fr, pt-br); empty for the fallback."
+    )
+    text = models.TextField(help_text="Placeholders as in the broadcast's text.")
+    buttons = models.JSONField(default=list, blank=True, help_text="Empty: the broadcast's buttons.")
+    photo = models.FileField(upload_to="broadcasts/", blank=True, help_text="Empty: the broadcast's attachment.")
+
+    class Meta:
+        ordering = ["arm", "language"]
+        constraints = [
+            models.UniqueConstraint(fields=["broadcast", "arm", "language"], name="one_version_per_arm_and_language")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.broadcast} {self.arm} {self.language or 'fallback'}"
+
+    def save(self, *args, **kwargs) -> None:
+        self.language = self.language.strip().lower()
+        super().save(*args, **kwargs)

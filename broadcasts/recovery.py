@@ -5,6 +5,7 @@ deliveries still wait. The telegram cluster's housekeeping looks every RECOVERY_
 seconds for broadcasts that are `sending` with no job left to send them:
 
 1. every delivery is final (the last job died before saying so): the broadcast is done;
+   an A/B test whose sample is sent waits for its winner (broadcasts.variants);
 2. its jobs failed REPEATED_FAILURES times for reasons other than a crash: it is paused,
    with the last reason, for an operator to look at;
 3. otherwise start_broadcast is enqueued again for the deliveries still waiting."""
@@ -14,6 +15,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
+from broadcasts import variants
 from broadcasts.models import Broadcast
 from broadcasts.sending import finish_if_complete
 from broadcasts.tasks import send_chunk, start_broadcast
@@ -45,6 +47,8 @@ def resume_stranded(_cluster: str = "telegram") -> int:
 def _recover(broadcast: Broadcast, jobs) -> bool:
     if finish_if_complete(broadcast):
         return True
+    if variants.waiting_for_winner(broadcast):
+        return False
     failures = jobs.failed().with_first_arg(broadcast.pk).exclude(error_class=JobRecord.ErrorClass.LOST)
     if failures.count() >= REPEATED_FAILURES:
         last = failures.order_by("-finished_at").first()

@@ -35,6 +35,7 @@ import telegram
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
 from django.db.models import Prefetch
+from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 from telegram.warnings import PTBUserWarning
 
@@ -42,8 +43,9 @@ from bots import telegram_api
 from bots.models import TelegramUser
 from bots.transport import NoAnswer, Unreachable
 from broadcasts.audiences import recipients
-from broadcasts.models import Broadcast, Delivery, Pledge
+from broadcasts.models import Broadcast, Delivery, Pledge, url_buttons
 from broadcasts.personalize import render
+from broadcasts.variants import Version, Versions
 from queueing import circuit, redaction
 from queueing.departures import MOST_HELD, DepartureLog, get_departure_log, window
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
@@ -100,7 +102,7 @@ def chunk_bounds(broadcast: Broadcast) -> list[IdRange]:
 
 
 def finish_if_complete(broadcast: Broadcast) -> bool:
-    if broadcast.deliveries.filter(status__in=UNFINISHED).exists():
+    if broadcast.deliveries.filter(status__in=(*UNFINISHED, Delivery.Status.HELD)).exists():
         return False
     return bool(
         Broadcast.objects.filter(pk=broadcast.pk, status=Broadcast.Status.SENDING).update(
@@ -414,13 +416,10 @@ class ChunkSender:
         self.rate = self.departures.rate
         self.limiter = get_limiter()
         self.result = ChunkResult()
-        self.text = broadcast.body
         self.parse_mode = broadcast.effective_parse_mode or None
-        self.buttons = keyboard(broadcast)
-        self.media = (
-            ("sendPhoto", "photo") if broadcast.photo else ("sendDocument", "document") if broadcast.document else None
-        )
-        self.file_id: str | None = None
+        self.versions = Versions(broadcast)
+        self.keyboards = {version.key: keyboard(version.buttons) for version in self.versions}
+        self.file_ids: dict[str, str] = {}  # attachment -> Telegram's file_id, once uploaded
         self.uploading = asyncio.Lock()
         self.retries: list[_Retry] = []
         self.policy = get_queue("broadcasts")  # each delivery's attempts and backoff
@@ -643,9 +642,9 @@ class ChunkSender:
                 status=Delivery.Status.SKIPPED, error="Opted out or blocked", claimed_by="", claimed_at=None
             )
             self.result.skipped += len(gone)
-        fallback = self.broadcast.no_pledge_fallback
+        fallback, mode = self.broadcast.no_pledge_fallback, self.parse_mode or ""
         sends = [
-            Send(d, render(self.text, d.member, list(d.member.pledges.all()), self.parse_mode or "", fallback))
+            Send(d, render(self.versions.of(d).text, d.member, list(d.member.pledges.all()), mode, fallback))
             for d in rows
             if d.pk not in gone
         ]
@@ -677,7 +676,7 @@ class ChunkSender:
                 self.finished.append(Outcome(delivery.pk, Delivery.Status.PENDING, attempt=0))
                 return
             try:
-                message = await self._send(api, delivery.chat_id, send.text)
+                message = await self._send(api, delivery.chat_id, send.text, self.versions.of(delivery))
             except Exception as exc:
                 self.departures.answered(departure)
                 self._on_error(delivery, exc)
@@ -692,29 +691,31 @@ class ChunkSender:
             if self.unfinished <= CHUNK_SIZE // 2:
                 self.room.set()
 
-    async def _send(self, api: telegram.Bot, chat_id: int, text: str) -> dict:
+    async def _send(self, api: telegram.Bot, chat_id: int, text: str, version: Version) -> dict:
         """Raw answers: building a telegram.Message per send costs more than the send. An
         attachment is uploaded once per chunk; every later send names Telegram's file_id."""
-        if not self.media:
-            return await api.do_api_request("sendMessage", api_kwargs=self._params(chat_id, text=text))
-        method, field = self.media
-        caption = self._params(chat_id, caption=text)
-        if self.file_id is None:
+        buttons = self.keyboards[version.key]
+        if not version.attachment:
+            return await api.do_api_request("sendMessage", api_kwargs=self._params(chat_id, buttons, text=text))
+        method, field = ("sendPhoto", "photo") if version.is_photo else ("sendDocument", "document")
+        caption = self._params(chat_id, buttons, caption=text)
+        name = version.attachment.name
+        if name not in self.file_ids:
             async with self.uploading:
-                if self.file_id is None:
-                    upload = attachment(self.broadcast)
+                if name not in self.file_ids:
+                    upload = attachment(version.attachment)
                     message = await api.do_api_request(method, api_kwargs={**caption, field: upload})
                     answer = message[field]
-                    self.file_id = (answer[-1] if isinstance(answer, list) else answer)["file_id"]
+                    self.file_ids[name] = (answer[-1] if isinstance(answer, list) else answer)["file_id"]
                     return message
-        return await api.do_api_request(method, api_kwargs={**caption, field: self.file_id})
+        return await api.do_api_request(method, api_kwargs={**caption, field: self.file_ids[name]})
 
-    def _params(self, chat_id: int, **content: str) -> dict:
+    def _params(self, chat_id: int, buttons: telegram.InlineKeyboardMarkup | None, **content: str) -> dict:
         params = {"chat_id": chat_id, **content}
         if self.parse_mode:
             params["parse_mode"] = self.parse_mode
-        if self.buttons:
-            params["reply_markup"] = self.buttons
+        if buttons:
+            params["reply_markup"] = buttons
         if self.broadcast.allow_paid_broadcast:
             params["allow_paid_broadcast"] = True
         return params
@@ -782,17 +783,16 @@ class ChunkSender:
             )
 
 
-def keyboard(broadcast: Broadcast) -> telegram.InlineKeyboardMarkup | None:
-    """The broadcast's URL buttons, one a row."""
-    buttons = [b for b in broadcast.buttons if b.get("text") and b.get("url")]
+def keyboard(buttons: list[dict]) -> telegram.InlineKeyboardMarkup | None:
+    """URL buttons, one a row."""
+    buttons = url_buttons(buttons)
     if not buttons:
         return None
     return telegram.InlineKeyboardMarkup([[telegram.InlineKeyboardButton(b["text"], url=b["url"])] for b in buttons])
 
 
-def attachment(broadcast: Broadcast) -> telegram.InputFile:
-    """The photo or document to upload."""
-    attached = broadcast.photo or broadcast.document
+def attachment(attached: FieldFile) -> telegram.InputFile:
+    """A photo or document to upload."""
     with attached.open("rb") as handle:
         return telegram.InputFile(handle.read(), filename=Path(attached.name).name)
 

@@ -11,8 +11,9 @@ from django.db.models import Count, Exists, OuterRef, Prefetch, Q
 
 from bots.models import TelegramUser
 from broadcasts.audiences import audience_members, recipients
-from broadcasts.models import Broadcast, ParseMode, Pledge
+from broadcasts.models import ABMeasure, Broadcast, ParseMode, Pledge
 from broadcasts.personalize import needs_pledge, render
+from broadcasts.variants import Split, Version, version_for
 
 TEST_MARK = {ParseMode.MARKDOWN_V2: r"\[TEST\]"}
 
@@ -34,6 +35,11 @@ class SendSummary:
     first_text: str
     buttons: list[dict]
     attachment: str
+    # A/B arms and message languages (broadcasts.variants): ('', n) are held for the winner,
+    # and get the fallback, respectively.
+    by_arm: list[tuple[str, int]]
+    by_message_language: list[tuple[str, int]]
+    ab_test: str
 
     @property
     def left_out(self) -> int:
@@ -56,6 +62,12 @@ class SendSummary:
             lines.append(
                 f"Without pledge data: {self.without_pledge} (they see “{self.fallback}” for pledge placeholders)"
             )
+        if len(self.by_arm) > 1:
+            arms = ", ".join(f"{arm} {n}" if arm else f"{n} held for the winner" for arm, n in self.by_arm)
+            lines.append(f"{self.ab_test}: {arms}")
+        if len(self.by_message_language) > 1:
+            versions = ", ".join(f"{code or 'fallback'} {n}" for code, n in self.by_message_language)
+            lines.append(f"  by message language: {versions}")
         paid = " (paid broadcast)" if self.paid else ""
         lines.append(f"Estimated time: {self.duration} at {self.rate:g} messages/s{paid}")
         if self.first_member:
@@ -66,8 +78,11 @@ class SendSummary:
         return lines
 
 
-def send_summary(broadcast: Broadcast) -> SendSummary:
+def send_summary(broadcast: Broadcast, versions: list[tuple[str, str]] | None = None) -> SendSummary:
+    """`versions`: the (arm, language) of message versions not saved yet."""
     members = recipients(broadcast)
+    split = Split(broadcast, versions)
+    by_arm, by_message_language = split.counts(members)
     left_out = audience_members(broadcast).aggregate(
         blocked=Count("pk", filter=Q(is_blocked=True)),
         opted_out=Count("pk", filter=Q(is_blocked=False, is_subscribed=False, opted_out_at__isnull=False)),
@@ -89,10 +104,25 @@ def send_summary(broadcast: Broadcast) -> SendSummary:
         rate=send_rate(broadcast),
         paid=broadcast.allow_paid_broadcast,
         first_member=first,
-        first_text=rendered_for(broadcast, first) if first else "",
+        first_text=rendered_for(broadcast, first, version_for(broadcast, first).text if broadcast.pk else None)
+        if first
+        else "",
         buttons=broadcast.buttons,
         attachment=f"{'photo' if broadcast.photo else 'document'} {Path(attached.name).name}" if attached else "",
+        by_arm=by_arm,
+        by_message_language=by_message_language,
+        ab_test=ab_test_in_words(broadcast, split),
     )
+
+
+def ab_test_in_words(broadcast: Broadcast, split: Split) -> str:
+    """ "A/B test, even split" or "A/B test on a 10 % sample; the winner by clicks 4:00:00 after
+    the sample is sent"."""
+    if not split.has_sample:
+        return "A/B test, even split"
+    when = f"{broadcast.ab_wait} after the sample is sent" if broadcast.ab_send_winner else "when an operator says"
+    measure = ABMeasure(broadcast.ab_measure).label.lower()
+    return f"A/B test on a {broadcast.ab_sample_percent} % sample; the winner ({measure}) goes to the rest {when}"
 
 
 def with_pledges(members):
@@ -105,10 +135,11 @@ def without_pledge(members) -> int:
     return members.exclude(Exists(Pledge.objects.filter(member=OuterRef("pk")))).count()
 
 
-def rendered_for(broadcast: Broadcast, member: TelegramUser) -> str:
-    """The text exactly as this member gets it (pledges prefetched by `with_pledges`, or read now)."""
+def rendered_for(broadcast: Broadcast, member: TelegramUser, text: str | None = None) -> str:
+    """The text (the broadcast's, or a version's) exactly as this member gets it (pledges
+    prefetched by `with_pledges`, or read now)."""
     return render(
-        broadcast.body,
+        broadcast.body if text is None else text,
         member,
         list(member.pledges.all()),
         broadcast.effective_parse_mode,
@@ -116,10 +147,10 @@ def rendered_for(broadcast: Broadcast, member: TelegramUser) -> str:
     )
 
 
-def marked_as_test(broadcast: Broadcast, member: TelegramUser) -> str:
-    """As `member` gets it, under a first line saying it is a test."""
+def marked_as_test(broadcast: Broadcast, member: TelegramUser, version: Version) -> str:
+    """As `member` gets `version`, under a first line saying it is a test."""
     mark = TEST_MARK.get(broadcast.effective_parse_mode, "[TEST]")
-    return f"{mark}\n{rendered_for(broadcast, member)}"
+    return f"{mark}\n{rendered_for(broadcast, member, version.text)}"
 
 
 def send_rate(broadcast: Broadcast) -> float:

@@ -6,6 +6,7 @@ from django.utils import timezone
 from bots.models import TelegramUser
 from bots.pacing import wait_for_reply_slot
 from bots.telegram_api import call
+from broadcasts import variants
 from broadcasts.models import Broadcast
 from broadcasts.sending import (
     SMALL_BROADCAST,
@@ -36,6 +37,7 @@ def start_broadcast(broadcast_id: int) -> dict:
             if broadcast.awaits_approval:  # edited after approval, after Send was pressed
                 return {"skipped": "awaiting approval"}
             created = fan_out(broadcast)
+            variants.assign(broadcast)
             broadcast.status, broadcast.started_at = Broadcast.Status.SENDING, timezone.now()
             broadcast.save(update_fields=["status", "started_at"])
         elif broadcast.status != Broadcast.Status.SENDING:
@@ -94,6 +96,23 @@ def start_due_broadcasts(cluster: str) -> int:
     return len(started)
 
 
+def send_winner(broadcast: Broadcast, arm: str | None = None) -> int | None:
+    """An A/B test's winner (`arm`, or the best so far) to the rest of the audience: None when
+    a winner was chosen before or the broadcast is over, else how many it goes to."""
+    released = variants.decide(broadcast, arm)
+    if released and broadcast.status == Broadcast.Status.SENDING:
+        start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: the A/B winner")
+    return released
+
+
+def send_due_winners(_cluster: str = "telegram") -> int:
+    """Housekeeping: A/B tests whose wait is over send their winner to the rest."""
+    with try_lock("broadcasts:ab-winners") as held:
+        if not held:
+            return 0
+        return sum(send_winner(broadcast) is not None for broadcast in variants.due_winners())
+
+
 @job(queue="telegram")
 def send_test(broadcast_id: int, member_id: int, operator_id: int) -> dict:
     """The broadcast exactly as `member_id` would get it (their text, the buttons, the
@@ -101,17 +120,18 @@ def send_test(broadcast_id: int, member_id: int, operator_id: int) -> dict:
     broadcast = Broadcast.objects.select_related("bot", "template").get(pk=broadcast_id)
     member = TelegramUser.objects.get(pk=member_id)
     chat_id = TelegramUser.objects.get(pk=operator_id).chat_id
-    text = marked_as_test(broadcast, member)
+    version = variants.version_for(broadcast, member)
+    text = marked_as_test(broadcast, member, version)
     params = {
         "chat_id": chat_id,
         "parse_mode": broadcast.effective_parse_mode or None,
-        "reply_markup": keyboard(broadcast),
+        "reply_markup": keyboard(version.buttons),
     }
     wait_for_reply_slot(broadcast.bot, chat_id)
-    if broadcast.photo:
-        message = call(broadcast.bot, "send_photo", photo=attachment(broadcast), caption=text, **params)
-    elif broadcast.document:
-        message = call(broadcast.bot, "send_document", document=attachment(broadcast), caption=text, **params)
-    else:
+    if not version.attachment:
         message = call(broadcast.bot, "send_message", text=text, **params)
+    elif version.is_photo:
+        message = call(broadcast.bot, "send_photo", photo=attachment(version.attachment), caption=text, **params)
+    else:
+        message = call(broadcast.bot, "send_document", document=attachment(version.attachment), caption=text, **params)
     return {"message_id": message.message_id, "as": str(member)}

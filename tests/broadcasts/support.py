@@ -40,6 +40,17 @@ def url(view: str, *args) -> str:
     return reverse(f"admin:broadcasts_broadcast_{view}", args=args)
 
 
+# The broadcast form's A/B settings and its empty inline of message versions, as the admin posts them.
+NO_VERSIONS = {
+    "ab_sample_percent": "0",
+    "ab_wait": "04:00:00",
+    "ab_measure": "clicks",
+    "ab_send_winner": "on",
+    "versions-TOTAL_FORMS": "0",
+    "versions-INITIAL_FORMS": "0",
+}
+
+
 def compose(bot: Bot, **fields) -> dict:
     """The broadcast form's data, as the admin posts it."""
     data = {
@@ -54,5 +65,8 @@ def compose(bot: Bot, **fields) -> dict:
         "no_pledge_fallback": "-",
         "scheduled_at_0": "",
         "scheduled_at_1": "",
+        "window_start": "",
+        "window_end": "",
+        "window_timezone": "",
     }
-    return {**data, **fields}
+    return {**data, **NO_VERSIONS, **fields}

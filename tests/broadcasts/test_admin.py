@@ -251,6 +251,7 @@ def test_progress_json_counts_every_status_and_the_recent_rate(staff, bot):
         "skipped": 0,
         "unknown": 0,
         "cancelled": 0,
+        "held": 0,
         "total": 10,
     }
     assert data["finished"] == 6 and data["percent"] == 60.0

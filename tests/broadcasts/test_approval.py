@@ -20,9 +20,10 @@ from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
 from broadcasts.controls import COMMAND_LINE
-from broadcasts.models import Audience, Broadcast, Pledge
+from broadcasts.models import Broadcast, Pledge
 from broadcasts.tasks import start_broadcast
 from queueing.models import JobRecord
+from tests.broadcasts.support import compose
 from tests.fake_telegram.objects import make_token
 from tests.waiting import wait_for
 
@@ -88,26 +89,6 @@ def draft(bot: Bot, author: User, **fields) -> Broadcast:
 def history(broadcast: Broadcast) -> list[tuple[str, str]]:
     entries = LogEntry.objects.filter(object_id=str(broadcast.pk)).order_by("pk").select_related("user")
     return [(e.user.username, e.get_change_message()) for e in entries]
-
-
-def compose_data(bot: Bot, **fields) -> dict:
-    data = {
-        "bot": bot.pk,
-        "title": "Spring appeal",
-        "text": "Hello #first_name",
-        "template": "",
-        "parse_mode": "",
-        "buttons": "",
-        "audience": Audience.SUBSCRIBERS,
-        "audience_value": "",
-        "no_pledge_fallback": "-",
-        "scheduled_at_0": "",
-        "scheduled_at_1": "",
-        "window_start": "",
-        "window_end": "",
-        "window_timezone": "",
-    }
-    return {**data, **fields}
 
 
 # -- the permission ---------------------------------------------------------------------------
@@ -230,7 +211,7 @@ def test_editing_after_approval_withdraws_it_and_unschedules(bot, approval):
 
     response = as_author.post(
         url("change", broadcast.pk),
-        compose_data(
+        compose(
             bot,
             title="",
             text="Hello again #first_name",
@@ -254,7 +235,7 @@ def test_editing_after_approval_withdraws_it_and_unschedules(bot, approval):
 def test_the_last_editor_cannot_approve_their_own_change(bot, approval):
     author, editor = operator("amina"), operator("bekele")
     broadcast = draft(bot, author)
-    logged_in(editor).post(url("change", broadcast.pk), compose_data(bot, text="Edited by bekele"))
+    logged_in(editor).post(url("change", broadcast.pk), compose(bot, text="Edited by bekele"))
 
     logged_in(editor).post(url("approve", broadcast.pk))
     assert Broadcast.objects.get(pk=broadcast.pk).approved_by is None

@@ -15,11 +15,12 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from bots.models import Bot, TelegramUser
-from broadcasts.models import Audience, Broadcast, Delivery
+from broadcasts.models import Broadcast, Delivery
 from broadcasts.sending import chunk_bounds, fan_out
 from broadcasts.tasks import send_chunk
 from broadcasts.window import BadZone, SendWindow, zone
 from queueing.errors import Deferred
+from tests.broadcasts.support import compose
 from tests.fake_telegram.objects import make_token
 
 ADDIS = ZoneInfo("Africa/Addis_Ababa")  # UTC+3 all year
@@ -190,20 +191,6 @@ def bot(db, settings) -> Bot:
     bot = Bot.objects.create(token=make_token(7500001), webhook_secret=Bot.new_secret())
     TelegramUser.objects.create(bot=bot, telegram_id=7, first_name="Ann", is_subscribed=True)
     return bot
-
-
-def compose(bot: Bot, **window) -> dict:
-    return {
-        "bot": bot.pk,
-        "title": "Spring appeal",
-        "text": "Hello #first_name",
-        "audience": Audience.SUBSCRIBERS,
-        "no_pledge_fallback": "-",
-        "window_start": "",
-        "window_end": "",
-        "window_timezone": "",
-        **window,
-    }
 
 
 def test_the_admin_saves_a_window_and_the_preview_shows_it(bot, client):

@@ -18,7 +18,7 @@ from bots.management.commands._bot_option import add_bot_argument, chosen_bot
 from broadcasts import controls
 from broadcasts.audiences import refusal
 from broadcasts.management.commands._control import add_user_argument, history_user
-from broadcasts.models import Audience, Broadcast, MessageTemplate, ParseMode
+from broadcasts.models import Audience, Broadcast, MessageTemplate, MessageVersion, ParseMode
 from broadcasts.personalize import unknown_hashtags
 from broadcasts.summary import SendSummary, send_summary
 from broadcasts.window import BadZone
@@ -56,6 +56,26 @@ def _is_button_url(url: str) -> bool:
     return True
 
 
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(-[a-z0-9]{1,8})*")
+
+
+def language_text(value: str) -> tuple[str, str]:
+    """--language "fr=Bonjour #first_name" -> ("fr", "Bonjour #first_name")."""
+    code, equals, text = value.partition("=")
+    code, text = code.strip().lower(), text.strip()
+    if not equals or not text:
+        raise argparse.ArgumentTypeError(f'{value!r}: write CODE=TEXT, e.g. "fr=Bonjour #first_name".')
+    if not LANGUAGE_CODE.fullmatch(code):
+        raise argparse.ArgumentTypeError(f"{code!r} is not a language code such as fr, pt or pt-br.")
+    return code, text
+
+
+def variant_text(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("A --variant-text cannot be empty.")
+    return value
+
+
 class Command(BaseCommand):
     help = (
         "Create a broadcast and send it now, or schedule it with --at. Shows who gets it and asks "
@@ -87,6 +107,25 @@ class Command(BaseCommand):
             default=[],
             metavar="TEXT=URL",
             help="A URL button under the message (http, https or tg link); repeat for more.",
+        )
+        # A/B tests and languages (broadcasts.variants).
+        parser.add_argument(
+            "--variant-text",
+            action="append",
+            type=variant_text,
+            default=[],
+            metavar="TEXT",
+            help="Another version of the text for an A/B test: arms B, C, D, in order; the audience is "
+            f"split evenly between them and --text (A). At most {len(MessageVersion.ARMS) - 1}.",
+        )
+        parser.add_argument(
+            "--language",
+            action="append",
+            type=language_text,
+            default=[],
+            metavar="CODE=TEXT",
+            help="The text for members whose Telegram language is CODE (fr, pt-br; pt also matches pt-br); "
+            "the others get --text. Repeat for more languages.",
         )
         parser.add_argument(
             "--window",
@@ -141,7 +180,8 @@ class Command(BaseCommand):
             raise CommandError(f"{refused} Nothing was created.")
         for tag in unknown_hashtags(broadcast.body):
             self.stderr.write(self.style.WARNING(f"{tag} is not a placeholder; it is sent as written."))
-        summary = send_summary(broadcast)
+        versions = self._versions(broadcast, options["variant_text"], options["language"])
+        summary = send_summary(broadcast, [(v.arm, v.language) for v in versions])
         lines = summary.lines() + self._window_lines(broadcast)
         if options["dry_run"]:
             self.stdout.write("\n".join(lines))
@@ -154,6 +194,9 @@ class Command(BaseCommand):
             with transaction.atomic():
                 broadcast.created_by = broadcast.edited_by = user
                 broadcast.save()
+                for version in versions:
+                    version.broadcast = broadcast
+                MessageVersion.objects.bulk_create(versions)
                 controls.composed(broadcast, user)
                 if approver:
                     controls.approve(broadcast, approver)
@@ -205,6 +248,26 @@ class Command(BaseCommand):
         if refused:
             raise CommandError(f"--approved-by: {refused} Nothing was created.")
         return approver
+
+    def _versions(self, broadcast: Broadcast, texts: list[str], languages: list[tuple[str, str]]) -> list:
+        """Arms B-D from --variant-text, and arm A's language versions from --language."""
+        if len(texts) >= len(MessageVersion.ARMS):
+            raise CommandError(
+                f"{len(texts) + 1} A/B arms: at most {len(MessageVersion.ARMS)} (--text and "
+                f"{len(MessageVersion.ARMS) - 1} --variant-text). Nothing was created."
+            )
+        codes = [code for code, _ in languages]
+        if repeated := sorted({code for code in codes if codes.count(code) > 1}):
+            raise CommandError(f"--language {', '.join(repeated)} given twice. Nothing was created.")
+        versions = [MessageVersion(arm=MessageVersion.ARMS[i], text=text) for i, text in enumerate(texts, 1)]
+        versions += [MessageVersion(arm="A", language=code, text=text) for code, text in languages]
+        for version in versions:
+            option = f"--language {version.language}" if version.language else f"--variant-text ({version.arm})"
+            for tag in unknown_hashtags(version.text):
+                self.stderr.write(self.style.WARNING(f"{option}: {tag} is not a placeholder; it is sent as written."))
+        if versions and broadcast.template_id and not broadcast.text:
+            self.stderr.write(f"Arm A and the fallback are the template {broadcast.template}.")
+        return versions
 
     def _confirm(self, broadcast: Broadcast, summary: SendSummary, stdin: TextIO) -> None:
         if not stdin.isatty():
