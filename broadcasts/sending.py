@@ -628,6 +628,11 @@ class ChunkSender:
                 return
             finally:
                 self.undeparted.pop(delivery.pk, None)
+            if self.outage is not None:
+                # An earlier send found Telegram unreachable: the circuit's probe is one
+                # request, not every send already scheduled.
+                self.finished.append(Outcome(delivery.pk, Delivery.Status.PENDING, attempt=0))
+                return
             try:
                 message = await self._send(api, delivery.chat_id, text)
             except Exception as exc:
