@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -44,6 +44,7 @@ from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRI
 from queueing.queues import get_queue
 from queueing.ratelimit import Grant, get_limiter
 from queueing.runner import time_left
+from queueing.wording import duration
 
 logger = logging.getLogger(__name__)
 # sendMessage through do_api_request on purpose (see ChunkSender._send); PTB would say so each time.
@@ -577,7 +578,29 @@ class ChunkSender:
                 status=Broadcast.Status.PAUSED, stall_reason=TOKEN_REJECTED, stalled_until=None
             )
             return None
+        if self._paused_past_horizon(outage):
+            return None
         return Deferral(outage.wait, f"Telegram {outage.describe()}")
+
+    def _paused_past_horizon(self, outage: circuit.Outage) -> bool:
+        """Telegram, found unreachable again just now, has kept this broadcast waiting for
+        TELEGRAM_OUTAGE_HORIZON: pause it until an operator resumes it (the open circuit keeps
+        the alert raised). Only a sender whose own request failed pauses, never one waiting
+        behind another's probe: resumed once Telegram is back, a broadcast is not paused again
+        before a probe has closed the circuit."""
+        horizon = timedelta(seconds=settings.TELEGRAM_OUTAGE_HORIZON)
+        if timezone.now() - max(outage.since, self.broadcast.started_at or outage.since) < horizon:
+            return False
+        since = timezone.localtime(outage.since)
+        reason = (
+            f"Paused: Telegram unreachable for {duration(horizon)} since {since:%Y-%m-%d %H:%M}"
+            f" ({outage.reason[:100]}); resume it once Telegram is back."
+        )
+        if Broadcast.objects.filter(pk=self.broadcast.pk, status=Broadcast.Status.SENDING).update(
+            status=Broadcast.Status.PAUSED, stall_reason=reason, stalled_until=None
+        ):
+            logger.warning("Broadcast %s paused: Telegram unreachable since %s", self.broadcast.pk, outage.since)
+        return True
 
     def _wait_outlives_job(self, only_retries_left: bool) -> Deferral | None:
         now = time.monotonic()
