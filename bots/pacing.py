@@ -56,9 +56,9 @@ def departing(bot: Bot) -> Iterator[None]:
     while True:
         # Timed from asking for room: the log records the departure before it answers.
         left = time.monotonic()
-        if not (wait := log.leave(key, sender, limit, seconds)):
+        if not (room := log.leave(key, sender, limit, seconds)):
             break
-        time.sleep(wait)
+        time.sleep(room)
     try:
         yield
     finally:
@@ -67,7 +67,7 @@ def departing(bot: Bot) -> Iterator[None]:
         # The window's slack covers a little lateness.
         if round_trip - fastest > seconds - 1.0:
             try:
-                log.arrived_late(key, sender, min(round_trip - fastest, MAX_LATE))
+                log.arrived_late(key, room.departure, min(round_trip - fastest, MAX_LATE))
             except Exception:
                 # The reply went out: failing now would send it again.
                 logger.warning("Could not count a late reply in the shared record of departures", exc_info=True)

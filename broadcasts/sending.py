@@ -139,7 +139,7 @@ class ChunkResult:
 class Departure:
     at: float
     answered: float | None = None  # when Telegram's answer (or an error) came back
-    shared: bool = False  # recorded in the shared log as it left
+    shared: str = ""  # its name in the shared log, when recorded there as it left
 
 
 class Departures:
@@ -213,6 +213,7 @@ class Departures:
         self.others_at = -math.inf  # when another sender last sent, as the log last said
         self.sharing = False
         self.asked_at = 0.0  # when the last check of the shared window began
+        self.recorded = ""  # the name the shared log gave the departure it last recorded
         self.syncing: asyncio.Task | None = None  # a batch being recorded in the background
         self.recording = 0  # departures in that batch
         self.log_down = False
@@ -261,7 +262,7 @@ class Departures:
                     await self.sleep(wait)
                     continue
                 await self.sleep(min(earliest - now, self.POLL) if moving else earliest - now)
-            departure = Departure(self.asked_at if self.sharing else self.clock(), shared=self.sharing)
+            departure = Departure(self.asked_at, shared=self.recorded) if self.sharing else Departure(self.clock())
             self.recent.append(departure)
             if self.log and not self.sharing:
                 self.unrecorded.append(departure)
@@ -287,12 +288,14 @@ class Departures:
         # The log records the departure before it answers: the send counts from here.
         self.asked_at = self.clock()
         try:
-            wait = await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
+            room = await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
         except Exception:
             self._unavailable()
+            self.recorded = ""
             return 0.0
         self.log_down = False
-        return wait
+        self.recorded = room.departure
+        return room
 
     async def _sync(self) -> None:
         """Record this sender's departures since the last batch, hold places for those until
@@ -355,7 +358,7 @@ class Departures:
         late = self.late(departure, departure.answered, self.fastest)
         if departure.shared and self.log and late > self.window - 1.0:
             # Not awaited: the log's thread runs it before this sender's next call.
-            self.thread.submit(self.log.arrived_late, self.key, self.sender, late)
+            self.thread.submit(self.log.arrived_late, self.key, departure.shared, late)
 
 
 class ChunkSender:
