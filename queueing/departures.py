@@ -8,9 +8,10 @@ actually leave, and a message leaves only when fewer than `limit` of the bot's m
 left within the last `window` seconds (one second plus a small slack), checked and recorded
 in one atomic step.
 
-Replies check and record each departure (`leave`); one whose answer came back slower than
-the fastest counts as that much later (`arrived_late`), as it may have reached Telegram that
-late. The correction names the departure `leave` recorded, not the sender's latest: a sender
+Replies check and record each departure (`leave`) and count as late as their answer came
+back (`arrived_late`), as they may have reached Telegram that late (bots.pacing.departing);
+a broadcast's send, which leaves within a millisecond of its record, as late as its round trip
+beyond the fastest. The correction names the departure `leave` recorded, not the sender's latest: a sender
 with several requests on their way (a broadcast) learns that an earlier one was late after
 later ones have left, and moving one of those instead left the late one at its departure, so
 that the message closing its window reached Telegram within the same second (measured with
