@@ -6,6 +6,7 @@ import math
 import multiprocessing
 import random
 import time
+import types
 
 import pytest
 import redis
@@ -227,3 +228,32 @@ def test_each_backend_moves_the_departure_named_not_another(transactional_db):
     log.arrived_late(key, first.departure, 0.3)
 
     assert (counted_at(first), counted_at(second)) == pytest.approx((before[0] + 0.3, before[1]))
+
+
+def test_a_reply_counts_in_the_record_as_late_as_its_answer_came_back(monkeypatch):
+    """Even a process's fastest reply reaches Telegram milliseconds after the log recorded it
+    (the circuit's database check, python-telegram-bot), while a broadcast's send leaves at
+    once: counted at its record, or only as late as its round trip beyond the fastest, the
+    broadcast send closing its window reached Telegram within the same second."""
+    from bots import pacing
+    from queueing.departures import Room
+
+    class Log:
+        def __init__(self):
+            self.counted_late = []
+
+        def leave(self, key, sender, limit, window):
+            return Room(0.0, "the reply")
+
+        def arrived_late(self, key, departure, seconds):
+            self.counted_late.append((departure, seconds))
+
+    log, clock = Log(), SimulatedClock()
+    monkeypatch.setattr(pacing, "get_departure_log", lambda: log)
+    monkeypatch.setattr(pacing.telegram_api, "ready", lambda bot: None)
+    monkeypatch.setattr(pacing, "time", types.SimpleNamespace(monotonic=clock, sleep=None))
+
+    with pacing.departing(types.SimpleNamespace(pk=1)):
+        clock.now += 0.008  # its request, and Telegram's answer
+
+    assert log.counted_late == [("the reply", pytest.approx(0.008))]
