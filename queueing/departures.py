@@ -10,12 +10,14 @@ in one atomic step.
 
 Replies check and record each departure (`leave`) and count as late as their answer came
 back (`arrived_late`), as they may have reached Telegram that late (bots.pacing.departing);
-a broadcast's send, which leaves within a millisecond of its record, as late as its round trip
-beyond the fastest. The correction names the departure `leave` recorded, not the sender's latest: a sender
-with several requests on their way (a broadcast) learns that an earlier one was late after
-later ones have left, and moving one of those instead left the late one at its departure, so
-that the message closing its window reached Telegram within the same second (measured with
-bench.replies: most of its 429s). A broadcast sender, up to the bot's rate from one process, records its departures in
+a broadcast's send, which leaves within a millisecond of its record, as late as its round
+trip beyond the fastest. The correction names the departure `leave` recorded, not the
+sender's latest: a sender with several requests on their way (a broadcast) learns that an
+earlier one was late after later ones have left, and moving one of those left the late one
+at its departure, so that the message closing its window reached Telegram within the same
+second (8 of 13 windows that drew a 429 in a traced bench.replies run).
+
+A broadcast sender, up to the bot's rate from one process, records its departures in
 batches (`record`) and holds places in the window for those it makes before the next batch,
 so that a reply counts them before they are recorded; the batch also tells it when another
 sender last sent or waited. While others send or wait, each of its sends checks the window
@@ -81,9 +83,8 @@ class DepartureLog:
 
     def arrived_late(self, key: str, departure: str, seconds: float) -> None:
         """The `departure` (as `leave` named it) may have reached Telegram up to `seconds`
-        after it left (its answer came back that much slower than the fastest): it counts as
-        that much later, so that the message closing its window does not reach Telegram within
-        the same second."""
+        after it left, as its sender judges from the answer: it counts as that much later, so
+        that the message closing its window does not reach Telegram within the same second."""
         raise NotImplementedError
 
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
