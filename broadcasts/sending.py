@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -52,6 +52,7 @@ from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRI
 from queueing.queues import current_worker, get_queue
 from queueing.ratelimit import Grant, get_limiter
 from queueing.runner import time_left
+from queueing.wording import duration
 
 logger = logging.getLogger(__name__)
 # sendMessage through do_api_request on purpose (see ChunkSender._send); PTB would say so each time.
@@ -160,7 +161,7 @@ class ChunkResult:
 class Departure:
     at: float
     answered: float | None = None  # when Telegram's answer (or an error) came back
-    shared: bool = False  # recorded in the shared log as it left
+    shared: str = ""  # its name in the shared log, when recorded there as it left
 
 
 class Departures:
@@ -234,6 +235,7 @@ class Departures:
         self.others_at = -math.inf  # when another sender last sent, as the log last said
         self.sharing = False
         self.asked_at = 0.0  # when the last check of the shared window began
+        self.recorded = ""  # the name the shared log gave the departure it last recorded
         self.syncing: asyncio.Task | None = None  # a batch being recorded in the background
         self.recording = 0  # departures in that batch
         self.log_down = False
@@ -282,7 +284,7 @@ class Departures:
                     await self.sleep(wait)
                     continue
                 await self.sleep(min(earliest - now, self.POLL) if moving else earliest - now)
-            departure = Departure(self.asked_at if self.sharing else self.clock(), shared=self.sharing)
+            departure = Departure(self.asked_at, shared=self.recorded) if self.sharing else Departure(self.clock())
             self.recent.append(departure)
             if self.log and not self.sharing:
                 self.unrecorded.append(departure)
@@ -308,12 +310,14 @@ class Departures:
         # The log records the departure before it answers: the send counts from here.
         self.asked_at = self.clock()
         try:
-            wait = await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
+            room = await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
         except Exception:
             self._unavailable()
+            self.recorded = ""
             return 0.0
         self.log_down = False
-        return wait
+        self.recorded = room.departure
+        return room
 
     async def _sync(self) -> None:
         """Record this sender's departures since the last batch, hold places for those until
@@ -376,7 +380,7 @@ class Departures:
         late = self.late(departure, departure.answered, self.fastest)
         if departure.shared and self.log and late > self.window - 1.0:
             # Not awaited: the log's thread runs it before this sender's next call.
-            self.thread.submit(self.log.arrived_late, self.key, self.sender, late)
+            self.thread.submit(self.log.arrived_late, self.key, departure.shared, late)
 
 
 class ChunkSender:
@@ -608,7 +612,29 @@ class ChunkSender:
                 status=Broadcast.Status.PAUSED, stall_reason=TOKEN_REJECTED, stalled_until=None
             )
             return None
+        if self._paused_past_horizon(outage):
+            return None
         return Deferral(outage.wait, f"Telegram {outage.describe()}")
+
+    def _paused_past_horizon(self, outage: circuit.Outage) -> bool:
+        """Telegram, found unreachable again just now, has kept this broadcast waiting for
+        TELEGRAM_OUTAGE_HORIZON: pause it until an operator resumes it (the open circuit keeps
+        the alert raised). Only a sender whose own request failed pauses, never one waiting
+        behind another's probe: resumed once Telegram is back, a broadcast is not paused again
+        before a probe has closed the circuit."""
+        horizon = timedelta(seconds=settings.TELEGRAM_OUTAGE_HORIZON)
+        if timezone.now() - max(outage.since, self.broadcast.started_at or outage.since) < horizon:
+            return False
+        since = timezone.localtime(outage.since)
+        reason = (
+            f"Paused: Telegram unreachable for {duration(horizon)} since {since:%Y-%m-%d %H:%M}"
+            f" ({outage.reason[:100]}); resume it once Telegram is back."
+        )
+        if Broadcast.objects.filter(pk=self.broadcast.pk, status=Broadcast.Status.SENDING).update(
+            status=Broadcast.Status.PAUSED, stall_reason=reason, stalled_until=None
+        ):
+            logger.warning("Broadcast %s paused: Telegram unreachable since %s", self.broadcast.pk, outage.since)
+        return True
 
     def _wait_outlives_job(self, only_retries_left: bool) -> Deferral | None:
         now = time.monotonic()
@@ -670,9 +696,11 @@ class ChunkSender:
                 return
             finally:
                 self.undeparted.pop(delivery.pk, None)
-            if self.window and not self.window.contains(timezone.now()):
-                # Claimed while the window was open; it closed before this one's slot came.
-                self.departures.answered(departure)
+            closed = self.window is not None and not self.window.contains(timezone.now())
+            if self.outage is not None or closed:
+                # It never leaves: an earlier send found Telegram unreachable (the circuit's
+                # probe is one request, not every send already scheduled), or the send window
+                # closed between its claim and its slot.
                 self.finished.append(Outcome(delivery.pk, Delivery.Status.PENDING, attempt=0))
                 return
             try:

@@ -8,9 +8,16 @@ actually leave, and a message leaves only when fewer than `limit` of the bot's m
 left within the last `window` seconds (one second plus a small slack), checked and recorded
 in one atomic step.
 
-Replies check and record each departure (`leave`); one whose answer came back slower than
-the fastest counts as that much later (`arrived_late`), as it may have reached Telegram that
-late. A broadcast sender, up to the bot's rate from one process, records its departures in
+Replies check and record each departure (`leave`) and count as late as their answer came
+back (`arrived_late`), as they may have reached Telegram that late (bots.pacing.departing);
+a broadcast's send, which leaves within a millisecond of its record, as late as its round
+trip beyond the fastest. The correction names the departure `leave` recorded, not the
+sender's latest: a sender with several requests on their way (a broadcast) learns that an
+earlier one was late after later ones have left, and moving one of those left the late one
+at its departure, so that the message closing its window reached Telegram within the same
+second (8 of 13 windows that drew a 429 in a traced bench.replies run).
+
+A broadcast sender, up to the bot's rate from one process, records its departures in
 batches (`record`) and holds places in the window for those it makes before the next batch,
 so that a reply counts them before they are recorded; the batch also tells it when another
 sender last sent or waited. While others send or wait, each of its sends checks the window
@@ -48,6 +55,18 @@ def window(limit: float, margin: float) -> tuple[int, float]:
     return burst, burst / (limit * (1 - margin * WINDOW_SLACK))
 
 
+class Room(float):
+    """What `leave` answers: the seconds to wait for room, 0.0 when the departure was recorded;
+    `departure` then names it for `arrived_late`."""
+
+    departure: str
+
+    def __new__(cls, wait: float, departure: str = "") -> "Room":
+        room = super().__new__(cls, wait)
+        room.departure = departure
+        return room
+
+
 def wait_for_room(times: list[float], now: float, limit: int, window: float) -> float:
     """Seconds until fewer than `limit` of `times` (sorted) are within `window` before now; 0 if already."""
     inside = [t for t in times if t > now - window]
@@ -57,17 +76,16 @@ def wait_for_room(times: list[float], now: float, limit: int, window: float) -> 
 
 
 class DepartureLog:
-    def leave(self, key: str, sender: str, limit: int, window: float) -> float:
+    def leave(self, key: str, sender: str, limit: int, window: float) -> Room:
         """Record a departure of `sender` now if fewer than `limit` departures (and held
-        places) of `key` are within the last `window` seconds, and return 0; else record that
-        it waits and return how long until there is room."""
+        places) of `key` are within the last `window` seconds, and return 0 (with the
+        departure's name); else record that it waits and return how long until there is room."""
         raise NotImplementedError
 
-    def arrived_late(self, key: str, sender: str, seconds: float) -> None:
-        """The last departure of `sender` may have reached Telegram up to `seconds` after it
-        left (its answer came back that much slower than the fastest): it counts as that much
-        later, so that the message closing its window does not reach Telegram within the same
-        second."""
+    def arrived_late(self, key: str, departure: str, seconds: float) -> None:
+        """The `departure` (as `leave` named it) may have reached Telegram up to `seconds`
+        after it left, as its sender judges from the answer: it counts as that much later, so
+        that the message closing its window does not reach Telegram within the same second."""
         raise NotImplementedError
 
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
@@ -86,20 +104,19 @@ class DatabaseDepartureLog(DepartureLog):
     def __init__(self, clock=time.time):
         self.clock = clock
 
-    def leave(self, key: str, sender: str, limit: int, window: float) -> float:
+    def leave(self, key: str, sender: str, limit: int, window: float) -> Room:
         with transaction.atomic():
             now = self._locked(key, max(KEEP, window))
             inside = Departure.objects.filter(key=key, at__gt=now - window).exclude(kind=Departure.Kind.WAITING)
             wait = wait_for_room(list(inside.order_by("at").values_list("at", flat=True)), now, limit, window)
             kind = Departure.Kind.WAITING if wait else Departure.Kind.LEFT
-            Departure.objects.create(key=key, sender=sender, kind=kind, at=now)
-        return wait
+            row = Departure.objects.create(key=key, sender=sender, kind=kind, at=now)
+        return Room(wait) if wait else Room(0.0, str(row.pk))
 
-    def arrived_late(self, key: str, sender: str, seconds: float) -> None:
+    def arrived_late(self, key: str, departure: str, seconds: float) -> None:
         with transaction.atomic():
             self._locked(key, KEEP)
-            last = Departure.objects.filter(key=key, sender=sender, kind=Departure.Kind.LEFT).order_by("-at")[:1]
-            Departure.objects.filter(pk__in=list(last.values_list("pk", flat=True))).update(at=F("at") + seconds)
+            Departure.objects.filter(key=key, pk=int(departure)).update(at=F("at") + seconds)
 
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
         with transaction.atomic():
@@ -124,7 +141,7 @@ class DatabaseDepartureLog(DepartureLog):
 
 # Redis's clock, not each machine's. KEYS[1]: a sorted set of departures and held places
 # (members "serial:sender" and "held:sender:i", scores their times); KEYS[2]: a hash, when
-# each sender last left or waited, its last departure ("last:sender"), and the serial.
+# each sender last left or waited, and the serial.
 _NOW = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
@@ -138,8 +155,8 @@ end
 local function depart(sender, at)
   local entry = redis.call('HINCRBY', KEYS[2], 'serial', 1) .. ':' .. sender
   redis.call('ZADD', KEYS[1], at, entry)
-  redis.call('HSET', KEYS[2], 'last:' .. sender, entry)
   seen(sender, at)
+  return entry
 end
 """
 _LEAVE = (
@@ -151,10 +168,9 @@ if inside >= limit then
   local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%.6f', now - window), '+inf',
                            'WITHSCORES', 'LIMIT', inside - limit, 1)
   seen(sender, now)
-  return tostring(math.max(tonumber(first[2]) + window - now, 0.000001))
+  return {tostring(math.max(tonumber(first[2]) + window - now, 0.000001)), ''}
 end
-depart(sender, now)
-return '0'
+return {'0', depart(sender, now)}
 """
 )
 _RECORD = (
@@ -175,9 +191,9 @@ local others = nil
 local fields = redis.call('HGETALL', KEYS[2])
 for i = 1, #fields, 2 do
   local name, at = fields[i], tonumber(fields[i + 1])
-  if name == 'serial' or name == sender or string.sub(name, 1, 5) == 'last:' then
+  if name == 'serial' or name == sender then
   elseif at <= now - tonumber(ARGV[1]) then
-    redis.call('HDEL', KEYS[2], name, 'last:' .. name)
+    redis.call('HDEL', KEYS[2], name)
   elseif others == nil or at > others then
     others = at
   end
@@ -190,10 +206,9 @@ return tostring(now - others)
 )
 
 _ARRIVED_LATE = """
-local entry = redis.call('HGET', KEYS[2], 'last:' .. ARGV[1])
-local at = entry and redis.call('ZSCORE', KEYS[1], entry)
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if at then
-  redis.call('ZADD', KEYS[1], 'XX', tonumber(at) + tonumber(ARGV[2]), entry)
+  redis.call('ZADD', KEYS[1], 'XX', tonumber(at) + tonumber(ARGV[2]), ARGV[1])
 end
 """
 
@@ -210,11 +225,12 @@ class RedisDepartureLog(DepartureLog):
     def _keys(self, key: str) -> list[str]:
         return [self.PREFIX + key, self.PREFIX + key + ":senders"]
 
-    def leave(self, key: str, sender: str, limit: int, window: float) -> float:
-        return float(self._leave(keys=self._keys(key), args=[max(KEEP, window), sender, limit, window]))
+    def leave(self, key: str, sender: str, limit: int, window: float) -> Room:
+        wait, departure = self._leave(keys=self._keys(key), args=[max(KEEP, window), sender, limit, window])
+        return Room(float(wait), departure.decode())
 
-    def arrived_late(self, key: str, sender: str, seconds: float) -> None:
-        self._arrived_late(keys=self._keys(key), args=[sender, seconds])
+    def arrived_late(self, key: str, departure: str, seconds: float) -> None:
+        self._arrived_late(keys=self._keys(key)[:1], args=[departure, seconds])
 
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
         args = [KEEP, sender, reserve, until, MOST_HELD, *ages]

@@ -5,6 +5,8 @@ does. Each test states every member's end state at the fake Telegram: exactly on
 Long waits are scaled down by settings (a 10 s job timeout against a 12 s flood wait, a 2 s
 probe interval), never by another code path."""
 
+import itertools
+import math
 import time
 from collections import Counter
 
@@ -15,6 +17,7 @@ from bots.models import TelegramUser, Update
 from bots.tasks import WORKER_DIED
 from broadcasts.models import Broadcast, Delivery
 from broadcasts.tasks import send_chunk, start_broadcast
+from queueing import circuit
 from queueing.models import Circuit, JobRecord
 from tests.fake_telegram import make_user, updates
 from tests.waiting import wait_for
@@ -24,6 +27,7 @@ pytestmark = pytest.mark.e2e
 # A retry backoff short enough that, were an outage spending attempts, they would all be spent
 # long before it ends.
 OUTAGE_ENV = {"QUEUE_TELEGRAM_BACKOFF": "0.2", "TELEGRAM_OUTAGE_PROBE_MAX": "2", "TELEGRAM_RATE_LIMIT": "100"}
+PROBES = 3
 
 
 def make_members(bot, count: int, first_id: int = 3_000_000) -> list[TelegramUser]:
@@ -106,7 +110,9 @@ def test_members_who_wrote_during_an_outage_are_answered_once_when_telegram_is_b
     assert not JobRecord.objects.failed().exists()
 
 
-def test_a_broadcast_during_an_outage_waits_and_then_serves_each_member_once(telegram_bot, fake_telegram, clusters):
+def test_a_broadcast_during_an_outage_probes_one_request_at_a_time_and_then_serves_each_member_once(
+    telegram_bot, fake_telegram, clusters
+):
     make_members(telegram_bot, 60)
     clusters.start("telegram", **OUTAGE_ENV)
     clusters.start("broadcasts", **OUTAGE_ENV)
@@ -115,20 +121,49 @@ def test_a_broadcast_during_an_outage_waits_and_then_serves_each_member_once(tel
     wait_for(lambda: len(delivered(fake_telegram)) >= 10, what="sending to be under way")
 
     fake_telegram.fail("bad_gateway", method="sendMessage")
+    down = time.time()
     wait_for(
         lambda: status_of(broadcast) == Broadcast.Status.SENDING and broadcast.stall_reason.startswith("Telegram"),
         timeout=30,
         what="the stall to be shown",
     )
     assert "unreachable since" in broadcast.stall_reason
+    # Telegram stays down until the platform has come back to it PROBES times.
+    bursts = wait_for(
+        lambda: len(refused := refused_bursts(fake_telegram, down)) > PROBES and refused,
+        timeout=60,
+        what=f"{PROBES} probes during the outage",
+    )
     fake_telegram.clear_faults()
     back = time.monotonic()
+    print(f"\nOUTAGE | requests refused while Telegram was down, (s after it went down, how many): {bursts}")
+    # The first burst left before the first refusal came back. After it, one request a probe,
+    # never every send scheduled, and a failed probe puts the next one twice as far off as
+    # the first (OUTAGE_ENV caps it there): Telegram is not hammered while it is down.
+    probes = bursts[1:]
+    assert [size for _, size in probes] == [1] * len(probes), "one request a probe"
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise(probes)]
+    assert min(gaps) >= 2 * circuit.PROBE_FIRST, f"probes {gaps} s apart"
 
     wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=60, what="the broadcast to finish")
     statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram, "Telegram 502 mid-broadcast", back)
     assert statuses == {Delivery.Status.SENT: 60}
     assert broadcast.stall_reason == ""
     assert not JobRecord.objects.failed().exists()
+
+
+def refused_bursts(fake, since: float, gap: float = 0.5) -> list[tuple[float, int]]:
+    """The sendMessage requests the fake refused (5xx) since `since`, in bursts of requests
+    less than `gap` seconds apart: (when the burst began, seconds after `since`; its size)."""
+    refused = [c for c in fake.calls("sendMessage") if c.received_at >= since and (c.status or 0) >= 500]
+    times = sorted(c.received_at - since for c in refused)
+    bursts: list[tuple[float, int]] = []
+    for previous, at in zip([-math.inf, *times[:-1]], times, strict=True):
+        if at - previous < gap:
+            bursts[-1] = (bursts[-1][0], bursts[-1][1] + 1)
+        else:
+            bursts.append((at, 1))
+    return bursts
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,10 @@ import math
 import multiprocessing
 import random
 import time
+import types
 
 import pytest
+import redis
 from django.db import connections
 
 from queueing.departures import DatabaseDepartureLog, get_departure_log, wait_for_room, window
@@ -185,3 +187,73 @@ def test_processes_checking_the_window_at_once_never_let_more_than_the_limit_lea
 
     assert left == 40
     assert get_departure_log().leave(key, "late", limit=40, window=600.0) > 0
+
+
+def test_a_late_arrival_moves_the_departure_that_was_late_not_the_senders_latest(db):
+    """A broadcast has two sends on their way when the first one's answer says it reached
+    Telegram 0.3 s late. Counted at its departure, it would be out of the window when the
+    message that closes it leaves, and Telegram would see four in one second."""
+    clock = SimulatedClock()
+    log = DatabaseDepartureLog(clock=clock)
+    limit, seconds = 3, 1.0
+    left = {}
+    for at, name, sender in [(1000.0, "first", "broadcast"), (1000.1, "second", "broadcast"), (1000.2, "r", "replies")]:
+        clock.now = at
+        room = log.leave("bot:sim", sender, limit, seconds)
+        assert room == 0.0
+        left[name] = room.departure
+    log.arrived_late("bot:sim", left["first"], 0.3)  # it reached Telegram at 1000.3
+
+    clock.now = 1001.05  # 1.05 s after the first left, 0.75 s after it arrived
+    assert log.leave("bot:sim", "replies", limit, seconds) == pytest.approx(0.05), "three within the last second"
+
+
+def test_each_backend_moves_the_departure_named_not_another(transactional_db):
+    """The same on Redis, whose clock cannot be simulated: read back when each counts."""
+    from django.conf import settings
+
+    from queueing.departures import RedisDepartureLog
+    from queueing.models import Departure
+
+    log = get_departure_log()
+    key = f"test:{time.time_ns()}:late"
+    first, second = (log.leave(key, "broadcast", limit=10, window=1.0) for _ in range(2))
+
+    def counted_at(room) -> float:
+        if isinstance(log, RedisDepartureLog):
+            return redis.Redis.from_url(settings.REDIS_URL).zscore(RedisDepartureLog.PREFIX + key, room.departure)
+        return Departure.objects.get(pk=int(room.departure)).at
+
+    before = counted_at(first), counted_at(second)
+    log.arrived_late(key, first.departure, 0.3)
+
+    assert (counted_at(first), counted_at(second)) == pytest.approx((before[0] + 0.3, before[1]))
+
+
+def test_a_reply_counts_in_the_record_as_late_as_its_answer_came_back(monkeypatch):
+    """Even a process's fastest reply reaches Telegram milliseconds after the log recorded it
+    (the circuit's database check, python-telegram-bot), while a broadcast's send leaves at
+    once: counted at its record, or only as late as its round trip beyond the fastest, the
+    broadcast send closing its window reached Telegram within the same second."""
+    from bots import pacing
+    from queueing.departures import Room
+
+    class Log:
+        def __init__(self):
+            self.counted_late = []
+
+        def leave(self, key, sender, limit, window):
+            return Room(0.0, "the reply")
+
+        def arrived_late(self, key, departure, seconds):
+            self.counted_late.append((departure, seconds))
+
+    log, clock = Log(), SimulatedClock()
+    monkeypatch.setattr(pacing, "get_departure_log", lambda: log)
+    monkeypatch.setattr(pacing.telegram_api, "ready", lambda bot: None)
+    monkeypatch.setattr(pacing, "time", types.SimpleNamespace(monotonic=clock, sleep=None))
+
+    with pacing.departing(types.SimpleNamespace(pk=1)):
+        clock.now += 0.008  # its request, and Telegram's answer
+
+    assert log.counted_late == [("the reply", pytest.approx(0.008))]

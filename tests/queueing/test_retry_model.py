@@ -242,6 +242,61 @@ def test_a_chunk_that_finds_telegram_unreachable_defers_with_every_delivery_stil
 
 
 @pytest.mark.django_db
+def test_a_broadcast_blocked_past_the_outage_horizon_pauses_and_sends_the_rest_when_resumed(
+    telegram_bot, fake_telegram, settings
+):
+    from broadcasts.models import Broadcast, Delivery
+    from broadcasts.sending import ChunkSender, fan_out, finish_if_complete
+    from queueing import health
+
+    settings.TELEGRAM_OUTAGE_HORIZON = 60
+    two_minutes_ago = timezone.now() - timedelta(minutes=2)
+    TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=8200 + n, is_subscribed=True) for n in range(5)
+    )
+    broadcast = Broadcast.objects.create(
+        bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING, started_at=two_minutes_ago
+    )
+    fan_out(broadcast)
+    ids = list(broadcast.deliveries.values_list("pk", flat=True))
+    # Telegram has been unreachable for two minutes (a simulated clock) and is still down;
+    # the next probe is due.
+    key = telegram_api.circuit_key(telegram_bot.pk)
+    circuit.trip(key, "Telegram answered 502 Bad Gateway")
+    Circuit.objects.update(opened_at=two_minutes_ago, probe_at=two_minutes_ago)
+    fake_telegram.fail("bad_gateway", method="sendMessage")
+    telegram_api._state["pid"] = None  # a fresh process
+
+    blocked = ChunkSender(broadcast, min(ids), max(ids))
+    blocked.run()
+
+    broadcast.refresh_from_db()
+    assert broadcast.status == Broadcast.Status.PAUSED
+    since = timezone.localtime(two_minutes_ago)
+    assert broadcast.stall_reason == (
+        f"Paused: Telegram unreachable for 1 min since {since:%Y-%m-%d %H:%M}"
+        " (Telegram answered 502 Bad Gateway); resume it once Telegram is back."
+    )
+    assert blocked.deferral is None, "no job waits on"
+    assert len(fake_telegram.calls("sendMessage")) == 1, "one probe"
+    assert set(broadcast.deliveries.values_list("status", "attempts")) == {(Delivery.Status.PENDING, 0)}
+    assert [check.name for check in health.check_circuits()] == [f"outage:{key}"], "the alert stays raised"
+
+    # Telegram is back; an operator resumes the broadcast before any probe has found out.
+    fake_telegram.clear_faults()
+    Circuit.objects.update(probe_at=timezone.now())
+    assert broadcast.resume()
+    ChunkSender(Broadcast.objects.select_related("bot").get(pk=broadcast.pk), min(ids), max(ids)).run()
+
+    telegram_api._state["pid"] = None
+    assert finish_if_complete(broadcast)
+    sent = [call.params["chat_id"] for call in fake_telegram.calls("sendMessage") if call.status == 200]
+    assert sorted(sent) == [8200 + n for n in range(5)]
+    assert set(broadcast.deliveries.values_list("status", flat=True)) == {Delivery.Status.SENT}
+    assert not Circuit.objects.exists()
+
+
+@pytest.mark.django_db
 def test_an_update_that_failed_after_its_answer_went_out_is_not_answered_again(
     telegram_bot, fake_telegram, monkeypatch
 ):
