@@ -58,6 +58,12 @@ class Context:
 Answer = Callable[[Context, str], None]
 answers: Registry[Answer] = Registry("answer to a member's message")
 LINK = "link"
+# What the bot does when a member presses an inline button, by the prefix of its callback_data
+# ("stop" in "stop:123"; the rest is the argument): returns the short text the press is answered
+# with, or None. Registered, like `answers`, from the AppConfig.ready() of the app whose
+# message carries the button (broadcasts: Stop these messages).
+Press = Callable[[Context, str], str | None]
+presses: Registry[Press] = Registry("answer to a pressed inline button")
 # What else /start does for a member, by the app that needs it (broadcasts: attach the pledges
 # imported for them).
 starting: Registry[Callable[[TelegramUser], object]] = Registry("part of /start")
@@ -67,7 +73,7 @@ starting: Registry[Callable[[TelegramUser], object]] = Registry("part of /start"
 _READ = {
     "message": ("message_id", "date", "chat", "from", "text", "caption", "entities", "caption_entities"),
     "my_chat_member": ("chat", "from", "date", "old_chat_member", "new_chat_member"),
-    "callback_query": ("id", "from", "chat_instance"),
+    "callback_query": ("id", "from", "chat_instance", "data"),
 }
 # What a member sends; any other message (a pin, a payment, a shared chat...) is a service
 # message that needs no answer.
@@ -113,8 +119,7 @@ def _dispatch(bot: Bot, payload: dict) -> str:
     if _in_private_chat(payload.get("my_chat_member")):
         on_membership_change(_context(bot, payload, "my_chat_member"))
     elif isinstance(query := payload.get("callback_query"), dict) and isinstance(query.get("id"), str):
-        context = _context(bot, payload, "callback_query")
-        call(bot, "answer_callback_query", callback_query_id=context.update.callback_query.id)
+        on_button_pressed(_context(bot, payload, "callback_query"))
     elif _is_member_message(payload.get("message")):
         context = _context(bot, payload, "message")
         wait_for_reply_slot(bot, context.chat_id)
@@ -174,6 +179,16 @@ def on_membership_change(context: Context) -> None:
         context.member.mark_blocked()
     elif status == "member":
         context.member.mark_unblocked()
+
+
+def on_button_pressed(context: Context) -> None:
+    """Telegram shows a pressed button as loading until the press is answered: answer every
+    one, with the registered handler's text when there is one."""
+    query = context.update.callback_query
+    prefix, _, argument = (query.data or "").partition(":")
+    press = presses.get(prefix) if context.member else None
+    text = press(context, argument) if press else None
+    call(context.bot, "answer_callback_query", callback_query_id=query.id, text=text)
 
 
 def on_private_message(context: Context, message: telegram.Message) -> None:

@@ -8,7 +8,7 @@ class BroadcastsConfig(AppConfig):
     def ready(self) -> None:
         # Imported here: these modules use the models, which load after the app configs.
         from bots import handlers
-        from broadcasts import bot_commands, observability, recovery, tasks, variants
+        from broadcasts import bot_commands, observability, recovery, tasks, unsubscribe, variants
         from broadcasts.models import Broadcast, Pledge
         from queueing import metrics
         from queueing.dashboard import register_panel
@@ -17,6 +17,7 @@ class BroadcastsConfig(AppConfig):
         from queueing.report import register_report_section
 
         handlers.answers.register("/pledge", bot_commands.pledge)
+        handlers.presses.register(unsubscribe.PREFIX, unsubscribe.press_stop)
         handlers.starting.register("attach pledges", Pledge.objects.attach_to)
         register_duty("telegram", recovery.RECOVERY_INTERVAL, recovery.resume_stranded)
         register_duty("default", tasks.DUE_INTERVAL, tasks.start_due_broadcasts)

@@ -1,9 +1,11 @@
 """Click tracking: with PUBLIC_URL set, a broadcast's URL buttons point at the platform's own
 short redirect, PUBLIC_URL/l/<token>/, one token per delivery and button.
 
-A token is the delivery's id and the button's position, signed with SECRET_KEY: it cannot be
-guessed or altered, carries no personal data, and needs no row until someone clicks. A click
-costs one indexed read (the button's address) and one write (`Click.record`)."""
+A token is the delivery's id and the button's position among its version's URL buttons, signed
+with SECRET_KEY: it cannot be guessed or altered, carries no personal data, and needs no row
+until someone clicks. A click costs two indexed reads (the delivery with its broadcast, and
+the broadcast's versions: the address is that of the delivery's own version) and one write
+(`Click.record`)."""
 
 import base64
 from typing import NamedTuple
@@ -45,5 +47,12 @@ def is_tracking() -> bool:
     return bool(settings.PUBLIC_URL)
 
 
-def tracked_url(delivery_id: int, button: int) -> str:
-    return settings.PUBLIC_URL.rstrip("/") + reverse("broadcasts:click", args=[token(delivery_id, button)])
+def redirect_base() -> str:
+    """PUBLIC_URL/l/: a tracked URL is this, a token and a slash."""
+    return settings.PUBLIC_URL.rstrip("/") + reverse("broadcasts:click", args=["-"]).removesuffix("-/")
+
+
+def tracked_url(delivery_id: int, button: int, base: str = "") -> str:
+    """The redirect for this delivery's button; `base` is redirect_base(), when the caller
+    builds many."""
+    return (base or redirect_base()) + token(delivery_id, button) + "/"

@@ -97,6 +97,9 @@ class Audience(models.TextChoices):
     STAFF = "staff", "Staff only (test send)"
 
 
+STOP_BUTTON_TEXT = "Stop these messages"
+
+
 def url_buttons(buttons: list[dict]) -> list[dict]:
     """The buttons sent, in order: a button's position here is its number in click tracking."""
     return [button for button in buttons if button.get("text") and button.get("url")]
@@ -185,6 +188,14 @@ class Broadcast(models.Model):
     )
     ab_winner = models.CharField(max_length=1, blank=True, help_text="The arm chosen for the rest of the audience.")
     ab_decided_at = models.DateTimeField(null=True, blank=True)
+
+    # The "Stop these messages" button under every message (broadcasts.unsubscribe).
+    stop_button_text = models.CharField(
+        max_length=64,
+        blank=True,
+        default=STOP_BUTTON_TEXT,
+        help_text="The inline button that opts a member out at once; empty: no button.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -438,6 +449,9 @@ class Delivery(models.Model):
     arm = models.CharField(max_length=1, blank=True, default="", db_default="")
     language = models.CharField(max_length=16, blank=True, default="", db_default="")
 
+    # The member pressed this message's Stop button (broadcasts.unsubscribe).
+    unsubscribed_at = models.DateTimeField(null=True, blank=True)
+
     objects = DeliveryQuerySet.as_manager()
 
     class Meta:
@@ -454,7 +468,7 @@ class Click(models.Model):
     redirect (broadcasts.clicks): one row per delivery and button, however often it is pressed."""
 
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="clicks")
-    button = models.PositiveSmallIntegerField(help_text="The button's position among the broadcast's URL buttons.")
+    button = models.PositiveSmallIntegerField(help_text="The button's position among its version's URL buttons.")
     count = models.PositiveIntegerField(default=1)
     first_at = models.DateTimeField()
     last_at = models.DateTimeField()
@@ -494,6 +508,9 @@ class MessageVersion(models.Model):
     text = models.TextField(help_text="Placeholders as in the broadcast's text.")
     buttons = models.JSONField(default=list, blank=True, help_text="Empty: the broadcast's buttons.")
     photo = models.FileField(upload_to="broadcasts/", blank=True, help_text="Empty: the broadcast's attachment.")
+    stop_button_text = models.CharField(
+        max_length=64, blank=True, help_text="The Stop button's text in this version; empty: its fallback's."
+    )
 
     class Meta:
         ordering = ["arm", "language"]

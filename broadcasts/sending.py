@@ -43,7 +43,8 @@ from bots import telegram_api
 from bots.models import TelegramUser
 from bots.transport import NoAnswer, Unreachable
 from broadcasts.audiences import recipients
-from broadcasts.models import Broadcast, Delivery, Pledge, url_buttons
+from broadcasts.markup import Keyboards
+from broadcasts.models import Broadcast, Delivery, Pledge
 from broadcasts.personalize import render
 from broadcasts.variants import Version, Versions
 from queueing import circuit, redaction
@@ -422,7 +423,7 @@ class ChunkSender:
         self.result = ChunkResult()
         self.parse_mode = broadcast.effective_parse_mode or None
         self.versions = Versions(broadcast)
-        self.keyboards = {version.key: keyboard(version.buttons) for version in self.versions}
+        self.keyboards = Keyboards(self.versions)
         self.file_ids: dict[str, str] = {}  # attachment -> Telegram's file_id, once uploaded
         self.uploading = asyncio.Lock()
         self.retries: list[_Retry] = []
@@ -704,7 +705,7 @@ class ChunkSender:
                 self.finished.append(Outcome(delivery.pk, Delivery.Status.PENDING, attempt=0))
                 return
             try:
-                message = await self._send(api, delivery.chat_id, send.text, self.versions.of(delivery))
+                message = await self._send(api, delivery, send.text, self.versions.of(delivery))
             except Exception as exc:
                 self.departures.answered(departure)
                 self._on_error(delivery, exc)
@@ -719,10 +720,10 @@ class ChunkSender:
             if self.unfinished <= CHUNK_SIZE // 2:
                 self.room.set()
 
-    async def _send(self, api: telegram.Bot, chat_id: int, text: str, version: Version) -> dict:
+    async def _send(self, api: telegram.Bot, delivery: Delivery, text: str, version: Version) -> dict:
         """Raw answers: building a telegram.Message per send costs more than the send. An
         attachment is uploaded once per chunk; every later send names Telegram's file_id."""
-        buttons = self.keyboards[version.key]
+        chat_id, buttons = delivery.chat_id, self.keyboards.of(version, delivery.pk)
         if not version.attachment:
             return await api.do_api_request("sendMessage", api_kwargs=self._params(chat_id, buttons, text=text))
         method, field = ("sendPhoto", "photo") if version.is_photo else ("sendDocument", "document")
@@ -738,7 +739,7 @@ class ChunkSender:
                     return message
         return await api.do_api_request(method, api_kwargs={**caption, field: self.file_ids[name]})
 
-    def _params(self, chat_id: int, buttons: telegram.InlineKeyboardMarkup | None, **content: str) -> dict:
+    def _params(self, chat_id: int, buttons: dict | None, **content: str) -> dict:
         params = {"chat_id": chat_id, **content}
         if self.parse_mode:
             params["parse_mode"] = self.parse_mode
@@ -809,14 +810,6 @@ class ChunkSender:
             Broadcast.objects.filter(pk=self.broadcast.pk).exclude(stall_reason="").update(
                 stall_reason="", stalled_until=None
             )
-
-
-def keyboard(buttons: list[dict]) -> telegram.InlineKeyboardMarkup | None:
-    """URL buttons, one a row."""
-    buttons = url_buttons(buttons)
-    if not buttons:
-        return None
-    return telegram.InlineKeyboardMarkup([[telegram.InlineKeyboardButton(b["text"], url=b["url"])] for b in buttons])
 
 
 def attachment(attached: FieldFile) -> telegram.InputFile:

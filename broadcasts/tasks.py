@@ -7,6 +7,7 @@ from bots.models import TelegramUser
 from bots.pacing import wait_for_reply_slot
 from bots.telegram_api import call
 from broadcasts import variants
+from broadcasts.markup import keyboard_for_test
 from broadcasts.models import Broadcast
 from broadcasts.sending import (
     SMALL_BROADCAST,
@@ -15,7 +16,6 @@ from broadcasts.sending import (
     chunk_bounds,
     fan_out,
     finish_if_complete,
-    keyboard,
 )
 from broadcasts.summary import marked_as_test
 from queueing import history
@@ -125,7 +125,7 @@ def send_test(broadcast_id: int, member_id: int, operator_id: int) -> dict:
     params = {
         "chat_id": chat_id,
         "parse_mode": broadcast.effective_parse_mode or None,
-        "reply_markup": keyboard(version.buttons),
+        "reply_markup": keyboard_for_test(version),
     }
     wait_for_reply_slot(broadcast.bot, chat_id)
     if not version.attachment:

@@ -125,13 +125,14 @@ def _held_last(counts: list[tuple[str, int]]) -> list[tuple[str, int]]:
 @dataclass(frozen=True)
 class Version:
     """What one arm in one language sends; `attachment` is the version's photo, or the
-    broadcast's photo or document."""
+    broadcast's photo or document; `stop_text` the Stop button's ('' for none)."""
 
     key: tuple[str, str]
     text: str
     buttons: list[dict]
     attachment: FieldFile | None
     is_photo: bool
+    stop_text: str = ""
 
 
 class Versions:
@@ -139,14 +140,17 @@ class Versions:
 
     def __init__(self, broadcast: Broadcast):
         attached = broadcast.photo or broadcast.document or None
-        own = Version(("A", ""), broadcast.body, broadcast.buttons, attached, bool(broadcast.photo))
+        own = Version(
+            ("A", ""), broadcast.body, broadcast.buttons, attached, bool(broadcast.photo), broadcast.stop_button_text
+        )
         self.by_key = {own.key: own}
-        # Fallbacks first: a language version without buttons or photo takes its arm's.
+        # Fallbacks first: a language version without buttons, photo or Stop text takes its arm's.
         for v in sorted(broadcast.versions.all(), key=lambda v: v.language != ""):
             base = self.by_key.get((v.arm, "")) or own
             attachment, is_photo = (v.photo, True) if v.photo else (base.attachment, base.is_photo)
             key = (v.arm, v.language)
-            self.by_key[key] = Version(key, v.text, v.buttons or base.buttons, attachment, is_photo)
+            stop_text = v.stop_button_text or base.stop_text
+            self.by_key[key] = Version(key, v.text, v.buttons or base.buttons, attachment, is_photo, stop_text)
 
     def __iter__(self) -> Iterator[Version]:
         return iter(self.by_key.values())
