@@ -22,7 +22,7 @@ from django.views.decorators.http import require_POST, require_safe
 
 from bots.models import Bot, OperatorLink, TelegramUser
 from bots.telegram_api import call
-from broadcasts import controls, variants
+from broadcasts import clicks, controls, results, variants
 from broadcasts.audiences import audience_mistake, recipients, refusal
 from broadcasts.exports import deliveries_csv, pledges_csv
 from broadcasts.importing import (
@@ -362,6 +362,7 @@ class BroadcastForm(forms.ModelForm):
             "photo",
             "document",
             "buttons",
+            "stop_button_text",
             "audience",
             "audience_value",
             "members",
@@ -430,7 +431,7 @@ class MessageVersionForm(forms.ModelForm):
 
     class Meta:
         model = MessageVersion
-        fields = ["arm", "language", "text", "buttons", "photo"]
+        fields = ["arm", "language", "text", "buttons", "stop_button_text", "photo"]
 
     def clean_language(self) -> str:
         return self.cleaned_data.get("language", "").strip().lower()
@@ -514,7 +515,21 @@ class BroadcastAdmin(admin.ModelAdmin):
     inlines = [MessageVersionInline]
     fieldsets = [
         (None, {"fields": ["bot", "title"]}),
-        ("Message", {"fields": ["text", "template", "parse_mode", "placeholders", "photo", "document", "buttons"]}),
+        (
+            "Message",
+            {
+                "fields": [
+                    "text",
+                    "template",
+                    "parse_mode",
+                    "placeholders",
+                    "photo",
+                    "document",
+                    "buttons",
+                    "stop_button_text",
+                ]
+            },
+        ),
         ("Audience", {"fields": ["audience", "audience_value", "members", "no_pledge_fallback"]}),
         (
             "Sending",
@@ -683,6 +698,8 @@ class BroadcastAdmin(admin.ModelAdmin):
             route("test-send/", require_POST(self.test_send_view), "test_send"),
             route("progress/", require_safe(self.progress_view), "progress"),
             route("progress.json", require_safe(self.progress_json_view), "progress_json"),
+            route("results/", require_safe(self.results_view), "results"),
+            route("results.json", require_safe(self.results_json_view), "results_json"),
             route("action/<slug:action>/", self.action_view, "action"),
             route("approve/", require_POST(self.approve_view), "approve"),
             route("resend-unknown/", self.resend_unknown_view, "resend_unknown"),
@@ -706,6 +723,7 @@ class BroadcastAdmin(admin.ModelAdmin):
             "broadcast": broadcast,
             "change_url": self._url("change", broadcast.pk),
             "progress_url": self._url("progress", broadcast.pk),
+            "results_url": self._url("results", broadcast.pk),
         }
 
     def preview_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -724,6 +742,7 @@ class BroadcastAdmin(admin.ModelAdmin):
             "operator": OperatorLink.objects.linked_member(request.user, broadcast.bot),
             "confirm_url": self._url("confirm", broadcast.pk),
             "test_send_url": self._url("test_send", broadcast.pk),
+            "clicks": clicks.tracking(broadcast),
             "link_telegram_url": f"{self._url('link_telegram')}?bot={broadcast.bot_id}",
         }
         request.current_app = self.admin_site.name
@@ -748,6 +767,7 @@ class BroadcastAdmin(admin.ModelAdmin):
             **self._context(request, broadcast, title),
             "summary": send_summary(broadcast),
             "window_opens": _window_opens(broadcast),
+            "clicks": clicks.tracking(broadcast),
             "schedule": schedule,
             "preview_url": self._url("preview", broadcast.pk),
         }
@@ -867,6 +887,32 @@ class BroadcastAdmin(admin.ModelAdmin):
     def progress_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
         broadcast = self._broadcast(request, pk)
         return JsonResponse({**broadcast.progress(), "arms": variants.arm_progress(broadcast)})
+
+    def results_view(self, request: HttpRequest, pk: int) -> HttpResponse:
+        broadcast = self._broadcast(request, pk)
+        figures = results.results(broadcast)
+        context = {
+            **self._context(request, broadcast, f"Results of {broadcast}"),
+            "results": figures,
+            "groupings": [
+                {
+                    "key": key,
+                    "heading": heading,
+                    "rows": [{**row, "value": row[field], "label": row[field] or blank} for row in figures[key]],
+                }
+                for key, field, heading, blank in [
+                    ("arms", "arm", "A/B arm", "none"),
+                    ("languages", "language", "Language", "fallback"),
+                ]
+            ],
+            "chart": results.chart(results.per_minute(broadcast)),
+            "json_url": self._url("results_json", broadcast.pk),
+        }
+        request.current_app = self.admin_site.name
+        return TemplateResponse(request, "admin/broadcasts/broadcast/results.html", context)
+
+    def results_json_view(self, request: HttpRequest, pk: int) -> JsonResponse:
+        return JsonResponse(results.results(self._broadcast(request, pk)))
 
     def action_view(self, request: HttpRequest, pk: int, action: str) -> HttpResponse:
         if request.method != "POST":

@@ -14,6 +14,9 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils.crypto import constant_time_compare, salted_hmac
 
+from broadcasts.models import Broadcast, url_buttons
+from broadcasts.variants import Versions
+
 SIGNATURE_BYTES = 9  # 72 bits: 12 characters in the URL
 
 
@@ -45,6 +48,19 @@ def target_of(token: str) -> Target | None:
 
 def is_tracking() -> bool:
     return bool(settings.PUBLIC_URL)
+
+
+class Tracking(NamedTuple):
+    has_url_buttons: bool
+    tracked: bool
+    base: str  # where the redirect lives
+
+
+def tracking(broadcast: Broadcast) -> Tracking:
+    """For the preview and the confirmation: whether the broadcast's URL buttons (in any of
+    its versions) will count clicks."""
+    has_url_buttons = any(url_buttons(version.buttons) for version in Versions(broadcast))
+    return Tracking(has_url_buttons, is_tracking(), redirect_base() if is_tracking() else "")
 
 
 def redirect_base() -> str:

@@ -41,7 +41,7 @@ PERMISSION = "queueing.view_queue_dashboard"
 class Point:
     start: datetime
     finished: float  # jobs per minute, averaged over the bin
-    failed: float
+    failed: float | None
 
 
 @dataclass(frozen=True)
@@ -104,10 +104,14 @@ def throughput(since: datetime, hours: int, tail: dict | None = None) -> list[Po
     return points
 
 
-def chart_svg(points: list[Point], width: int = 720, height: int = 210) -> SafeString:
+def chart_svg(
+    points: list[Point], width: int = 720, height: int = 210, noun: str = "jobs", done: str = "finished"
+) -> SafeString:
     """A line chart of finished (green) and failed (red) jobs per minute, with a time axis
     dated in the server's time zone, a jobs-per-minute axis and each bin's values in a
-    tooltip (its <title>); drawn by admin/queueing/throughput_chart.html."""
+    tooltip (its <title>); drawn by admin/queueing/throughput_chart.html. Other things per
+    minute name themselves (`noun`, `done`: "deliveries", "sent"); without failures counted
+    (every `failed` None) there is no red line."""
     if not points:
         return mark_safe("")
     left, right, top_pad, bottom = 58, 12, 10, 44
@@ -130,7 +134,8 @@ def chart_svg(points: list[Point], width: int = 720, height: int = 210) -> SafeS
 
     def bin_title(point: Point) -> str:
         start, end = timezone.localtime(point.start), timezone.localtime(point.start + bin_span)
-        values = f"{point.finished:.3g} finished, {point.failed:.3g} failed per minute"
+        failed = "" if point.failed is None else f", {point.failed:.3g} failed"
+        values = f"{point.finished:.3g} {done}{failed} per minute"
         return f"{start.day} {start:%b %H:%M}–{end:%H:%M}: {values}"
 
     context = {
@@ -157,7 +162,9 @@ def chart_svg(points: list[Point], width: int = 720, height: int = 210) -> SafeS
             {"x": x(index), "label": x_label(points[index].start)} for index in range(0, len(points), TICK_EVERY_BINS)
         ],
         "finished_line": line([p.finished for p in points]),
-        "failed_line": line([p.failed for p in points]),
+        "failed_line": line([p.failed for p in points]) if points[0].failed is not None else "",
+        "noun": noun,
+        "done": done,
         "bins": [{"x": f"{left + i * bin_w:.1f}", "title": bin_title(p)} for i, p in enumerate(points)],
     }
     return mark_safe(render_to_string("admin/queueing/throughput_chart.html", context))

@@ -3,6 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from broadcasts.models import Broadcast
+from broadcasts.results import results
 
 
 class Command(BaseCommand):
@@ -17,8 +18,10 @@ class Command(BaseCommand):
         if broadcast is None:
             raise CommandError(f"No broadcast with id {options['id']}.")
         progress = broadcast.progress()
+        figures = results(broadcast)
         if options["json"]:
-            self.stdout.write(json.dumps({"title": str(broadcast), **progress}))
+            # The totals at the top (clicks: members who clicked), per arm and language beside.
+            self.stdout.write(json.dumps({"title": str(broadcast), **progress, **figures}))
             return
         counts = progress["counts"]
         self.stdout.write(f"{broadcast} ({broadcast.get_audience_display()}): {broadcast.status}")
@@ -38,6 +41,12 @@ class Command(BaseCommand):
             eta = progress["eta_seconds"]
             left = f"{eta} s left" if eta is not None else "time left unknown"
             self.stdout.write(f"{progress['rate']} messages/s; {left}")
+        if figures["sent"]:
+            rate = f"{figures['click_through']}%" if figures["click_through"] is not None else "-"
+            self.stdout.write(
+                f"Clicked: {figures['clicks']} members ({figures['presses']} clicks, {rate} of those sent); "
+                f"unsubscribed: {figures['unsubscribed']} ({figures['blocked_after']} blocked the bot after it)"
+            )
         if broadcast.send_window:
             self.stdout.write(f"Send window: {broadcast.send_window.describe()}")
         if broadcast.awaits_approval and broadcast.is_editable:
