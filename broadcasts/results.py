@@ -57,7 +57,8 @@ def figures(broadcast: Broadcast, by: str | None = None) -> dict[str, Figures]:
     )
     result: dict[str, Figures] = {}
     for row in counted:
-        result[row.pop("group")] = Figures(**row)
+        group = row.pop("group")
+        result[group] = Figures(**row)
     for row in clicked:
         found = result.setdefault(row["group"], Figures())
         found.clicks, found.presses = row["clicks"], row["presses"]
