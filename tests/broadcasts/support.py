@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from bots.models import Bot, TelegramUser
-from broadcasts.models import Audience, Broadcast, Delivery
+from broadcasts.models import STOP_BUTTON_TEXT, Audience, Broadcast, Delivery
 from broadcasts.sending import fan_out
 
 
@@ -60,6 +60,7 @@ def compose(bot: Bot, **fields) -> dict:
         "template": "",
         "parse_mode": "",
         "buttons": "",
+        "stop_button_text": STOP_BUTTON_TEXT,
         "audience": Audience.SUBSCRIBERS,
         "audience_value": "",
         "no_pledge_fallback": "-",

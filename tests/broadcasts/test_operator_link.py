@@ -203,7 +203,12 @@ def test_send_a_test_to_me_sends_the_sample_members_text_and_buttons_to_the_oper
     sent = fake_telegram.calls("sendMessage", chat_id=OPERATOR_ID)[-1]
     assert sent.ok and sent.params["text"] == "[TEST]\nDear <b>Ann</b>, you owe 60 USD"
     assert sent.params["parse_mode"] == "HTML"
-    assert sent.params["reply_markup"] == {"inline_keyboard": [[{"text": "Pay", "url": "https://example.org/pay"}]]}
+    assert sent.params["reply_markup"] == {
+        "inline_keyboard": [
+            [{"text": "Pay", "url": "https://example.org/pay"}],
+            [{"text": "Stop these messages", "callback_data": "stop:test"}],
+        ]
+    }
     assert not fake_telegram.calls(chat_id=42)
     assert not broadcast.deliveries.exists() and Broadcast.objects.get(pk=broadcast.pk).status == "draft"
 
