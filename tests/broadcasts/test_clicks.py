@@ -5,6 +5,8 @@ a 404."""
 
 import pytest
 from django.contrib.auth.models import User
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from bots.models import Bot, TelegramUser
 from broadcasts import clicks
@@ -164,3 +166,10 @@ def test_a_test_send_links_directly_and_its_stop_button_only_says_what_it_does(t
         [{"text": "Stop these messages", "callback_data": "stop:test"}],
     ]
     assert not Delivery.objects.exists()
+
+
+def test_a_click_costs_two_indexed_reads_and_one_write(client, delivery):
+    MessageVersion.objects.create(broadcast=delivery.broadcast, arm="B", text="B")
+    with CaptureQueriesContext(connection) as queries:
+        assert follow(client, clicks.token(delivery.pk, 0)).status_code == 302
+    assert len(queries) == 3, [q["sql"] for q in queries]
