@@ -10,8 +10,7 @@ with bench.settings, which adds two baselines, and `wrk` drives three endpoints 
   webhook     /telegram/<bot>/webhook/: the real thing, with the bot's secret and a valid update
               whose update_id (and user/chat) differs in every request, so none is a cheap duplicate.
   click       /l/<token>/: click tracking's redirect (broadcasts.clicks), GET with tokens of
-              CLICK_DELIVERIES deliveries in turn: two indexed reads (the delivery and its broadcast, the
-              versions), one upsert, a 302.
+              CLICK_DELIVERIES deliveries in turn: one indexed read, one upsert, a 302.
 
 Each is measured for --duration seconds at 64 connections (requests per second, and the CPU time
 gunicorn's processes and PostgreSQL's backends spend per request) and at 8 connections (p50/p99

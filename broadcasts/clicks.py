@@ -3,9 +3,9 @@ short redirect, PUBLIC_URL/l/<token>/, one token per delivery and button.
 
 A token is the delivery's id and the button's position among its version's URL buttons, signed
 with SECRET_KEY: it cannot be guessed or altered, carries no personal data, and needs no row
-until someone clicks. A click costs two indexed reads (the delivery with its broadcast, and
-the broadcast's versions: the address is that of the delivery's own version) and one write
-(`Click.record`)."""
+until someone clicks. A click costs one indexed read (the button's address) and one write
+(`Click.record`); the address is that of the delivery's own version, so a delivery of another
+A/B arm or language reads the broadcast and its versions too."""
 
 import base64
 from typing import NamedTuple
