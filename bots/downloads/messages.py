@@ -74,8 +74,9 @@ def progress(status: dict) -> str:
 
 def percent(fraction: float) -> str:
     # Translators: French writes "42 %".
-    return gettext("%(percent)s%%") % {"percent": number_format(fraction * 100, 0)}
+    return gettext("%(percent)s%%") % {"percent": number_format(round(fraction * 100), 0)}
 
 
 def megabytes(size: float) -> str:
-    return gettext("%(size)s MB") % {"size": number_format(size / (1024 * 1024), 1)}
+    # number_format cuts a float's decimals off: rounding first keeps 4.19 MB "4.2 MB".
+    return gettext("%(size)s MB") % {"size": number_format(round(size / (1024 * 1024), 1), 1)}
