@@ -206,7 +206,7 @@ APPS_WITH_CATALOGUES = sorted({path.parents[3] for path in ROOT.glob("*/locale/*
 
 def test_the_apps_members_read_have_a_catalogue_for_every_other_language():
     languages = {code for code, _ in settings.LANGUAGES} - {settings.LANGUAGE_CODE}
-    assert languages == {"fr"}
+    assert "fr" in languages
     for app in ("bots", "broadcasts"):
         assert texts_in(ROOT / app), app
         for language in languages:
