@@ -40,7 +40,7 @@ def daily_limit_reached() -> str:
 
 def too_many_waiting(waiting: int) -> str:
     return ngettext(
-        "You have %(waiting)d download waiting. Please send this link again when it's done.",
+        "You have %(waiting)d download waiting. Please send this link again when they're done.",
         "You have %(waiting)d downloads waiting. Please send this link again when they're done.",
         waiting,
     ) % {"waiting": waiting}
