@@ -5,7 +5,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import telegram
+from django.utils import translation
+from django.utils.translation import gettext, gettext_lazy
 
+from bots.languages import language_for
 from bots.models import Bot, OperatorLink, TelegramUser, Update
 from bots.pacing import departing, pause_after_429, wait_for_reply_slot
 from bots.telegram_api import call
@@ -13,7 +16,7 @@ from bots.updates import is_id
 from queueing.errors import PermanentError
 from queueing.registry import Registry
 
-HELP = (
+HELP = gettext_lazy(
     "I keep you up to date with the campaign.\n"
     "/start – subscribe to updates\n"
     "/pledge – see your pledge; /pledge 250 records a new one\n"
@@ -41,7 +44,8 @@ class Context:
             wait_for_reply_slot(self.bot, self.chat_id)
         try:
             with departing(self.bot):
-                return call(self.bot, "send_message", chat_id=self.chat_id, text=text)
+                # str(): a lazy translation (HELP) is translated now, in the member's language.
+                return call(self.bot, "send_message", chat_id=self.chat_id, text=str(text))
         except telegram.error.RetryAfter as exc:
             pause_after_429(self.bot, exc)
             raise
@@ -187,11 +191,17 @@ def on_button_pressed(context: Context) -> None:
     query = context.update.callback_query
     prefix, _, argument = (query.data or "").partition(":")
     press = presses.get(prefix) if context.member else None
-    text = press(context, argument) if press else None
+    with translation.override(language_for(context.member)):
+        text = str(press(context, argument)) if press else None
     call(context.bot, "answer_callback_query", callback_query_id=query.id, text=text)
 
 
 def on_private_message(context: Context, message: telegram.Message) -> None:
+    with translation.override(language_for(context.member)):
+        answer_message(context, message)
+
+
+def answer_message(context: Context, message: telegram.Message) -> None:
     text = message.text or message.caption or ""
     command, _, argument = text.partition(" ")
     command = command.split("@", 1)[0].lower() if command.startswith("/") else ""
@@ -200,7 +210,7 @@ def on_private_message(context: Context, message: telegram.Message) -> None:
     elif (links := links_in(message)) and context.member:
         answers[LINK](context, links[0])
     else:
-        context.reply(f"Sorry, I didn't understand that.\n\n{HELP}")
+        context.reply(gettext("Sorry, I didn't understand that.\n\n%(help)s") % {"help": HELP})
 
 
 def links_in(message: telegram.Message) -> list[str]:
@@ -219,20 +229,22 @@ def start(context: Context, payload: str) -> None:
     if payload.startswith(OperatorLink.CODE_PREFIX):
         link = OperatorLink.objects.redeem(context.bot, payload, member)
         context.reply(
-            f"Linked to {link.user.get_username()} in the admin: tests of broadcasts will come here."
+            gettext("Linked to %(username)s in the admin: tests of broadcasts will come here.")
+            % {"username": link.user.get_username()}
             if link
-            else "This link has expired or was used already. Make a new one in the admin: Link my Telegram."
+            else gettext("This link has expired or was used already. Make a new one in the admin: Link my Telegram.")
         )
         return
-    name = member.first_name or "there"
-    context.reply(
-        f"Hi {name}! You're subscribed to campaign updates.\nSend /pledge to see your pledge, /help for more."
-    )
+    if member.first_name:
+        greeting = gettext("Hi %(name)s! You're subscribed to campaign updates.") % {"name": member.first_name}
+    else:
+        greeting = gettext("Hi there! You're subscribed to campaign updates.")
+    context.reply(greeting + "\n" + gettext("Send /pledge to see your pledge, /help for more."))
 
 
 def stop(context: Context, argument: str) -> None:
     context.member.opt_out()
-    context.reply("You won't receive broadcasts any more. Send /start whenever you want them back.")
+    context.reply(gettext("You won't receive broadcasts any more. Send /start whenever you want them back."))
 
 
 def show_help(context: Context, argument: str) -> None:

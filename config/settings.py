@@ -122,9 +122,13 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = env_str("TIME_ZONE", "UTC")
+# What the bot says to members is translated (bots.languages picks the member's language);
+# each app keeps its own catalogue in <app>/locale, found by Django without LOCALE_PATHS. The
+# admin has no LocaleMiddleware: operators read it in LANGUAGE_CODE.
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("fr", "Français")]
 USE_I18N = True
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
 USE_TZ = True
 
 MEDIA_URL = "media/"

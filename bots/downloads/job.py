@@ -7,11 +7,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from django.utils import translation
+
 from bots.downloads import messages
 from bots.downloads.folders import DiskFull, temporary_folder
 from bots.downloads.progress import Progress
 from bots.downloads.upload import caption, remember, send_cached, send_media
 from bots.downloads.ytdlp import fetch
+from bots.languages import language_for
 from bots.models import Download
 from queueing import history, redaction
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, Deferred, PermanentError, classify
@@ -23,12 +26,18 @@ TURN_WAIT_SECONDS = 2.0
 
 
 def run(download_pk: int) -> dict:
+    """Deliver the download; the member reads every message about it in their language."""
+    download = Download.objects.select_related("bot", "member").get(pk=download_pk)
+    with translation.override(language_for(download.member)):
+        return deliver(download)
+
+
+def deliver(download: Download) -> dict:
     """1. If an operator retried the download's job, this newer job takes the download over.
     2. Wait (without using an attempt) while the member's earlier download is still to finish.
     3. Answer from the cache if the link was sent meanwhile.
     4. Download into a fresh folder, upload, remember the file_id, remove the progress message.
     On failure the member's progress message says what went wrong, once no retry is left."""
-    download = Download.objects.select_related("bot", "member").get(pk=download_pk)
     bot, clock = download.bot, Stopwatch()
     progress = Progress(bot, download.chat_id, download.message_id)
     if download.follow_retries():

@@ -21,7 +21,7 @@ class Progress:
     def __init__(self, bot: Bot, chat_id: int, message_id: int | None):
         self.bot, self.chat_id, self.message_id = bot, chat_id, message_id
         self.last_edit = time.monotonic()
-        self.last_text = messages.STARTING
+        self.last_text = str(messages.STARTING)
 
     def update(self, status: dict) -> None:
         if status.get("status") != "downloading":
@@ -41,6 +41,7 @@ class Progress:
         self.show(messages.STARTING)
 
     def show(self, text: str) -> None:
+        text = str(text)  # a lazy message (bots.downloads.messages), translated now
         if self.message_id is None or text == self.last_text:
             return
         self.last_text = text

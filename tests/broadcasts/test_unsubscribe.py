@@ -28,8 +28,8 @@ def deliveries(telegram_bot) -> dict[int, Delivery]:
 def press(telegram_bot, fake_telegram):
     """`telegram_id` presses an inline button carrying `data`; returns the press's answer."""
 
-    def pressed(telegram_id: int, data: str) -> dict:
-        payload = callback_query(telegram_bot.token, data, user=make_user(telegram_id))
+    def pressed(telegram_id: int, data: str, language: str = "en") -> dict:
+        payload = callback_query(telegram_bot.token, data, user=make_user(telegram_id, language_code=language))
         update = Update.objects.create(
             bot=telegram_bot, update_id=payload["update_id"], payload=payload, chat_id=telegram_id
         )
@@ -76,3 +76,9 @@ def test_a_test_messages_stop_button_says_so_and_opts_no_one_out(press, deliveri
 def test_a_button_nothing_is_registered_for_is_answered_without_text(press, deliveries):
     assert "text" not in press(ANN, "unknown:1")
     assert subscribed(ANN)
+
+
+def test_the_answer_is_in_the_members_language(press, deliveries):
+    answer = press(BOB, f"stop:{deliveries[BOB].pk}", language="fr-CA")
+
+    assert answer["text"].startswith("Vous ne recevrez plus les annonces") and "/start" in answer["text"]
