@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import transaction
-from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, Subquery, Value, When
+from django.db.models import Case, Count, Exists, F, Max, OuterRef, Q, Subquery, Sum, Value, When
 from django.db.models.fields.files import FieldFile
 from django.db.models.lookups import Exact, LessThan
 from django.utils import timezone
@@ -184,7 +184,22 @@ class ArmResult:
 
 
 def results(broadcast: Broadcast) -> list[ArmResult]:
-    """Per arm: deliveries (held rows aside), sent, failed, members who clicked, who blocked."""
+    """Per arm: deliveries (held rows aside), sent, failed, members who clicked, who blocked;
+    from the summary of a broadcast whose delivery rows were pruned (prune_deliveries)."""
+    if broadcast.delivery_summaries.exists():
+        kept = (
+            broadcast.delivery_summaries.exclude(arm="")
+            .values("arm")
+            .annotate(
+                deliveries=Sum("count"),
+                sent=Sum("count", filter=Q(status=Delivery.Status.SENT), default=0),
+                failed=Sum("count", filter=Q(status=Delivery.Status.FAILED), default=0),
+                clicked=Sum("clicked"),
+                blocked=Sum("blocked"),
+            )
+            .order_by("arm")
+        )
+        return [ArmResult(**row) for row in kept]
     rows = (
         broadcast.deliveries.exclude(arm="")
         .values("arm")
