@@ -205,9 +205,9 @@ class Broadcast(models.Model):
     def counts(self) -> dict[str, int]:
         """Deliveries per status, and the total: from the summary kept when its delivery rows
         were pruned (prune_deliveries), else counted on the (broadcast, status) index."""
-        found = dict(
-            self.delivery_summaries.values_list("status").annotate(n=models.Sum("count")).order_by()
-        ) or dict(self.deliveries.values_list("status").annotate(n=models.Count("id")).order_by())
+        found = dict(self.delivery_summaries.values_list("status").annotate(n=models.Sum("count")).order_by()) or dict(
+            self.deliveries.values_list("status").annotate(n=models.Count("id")).order_by()
+        )
         counts = {status: found.get(status, 0) for status in Delivery.Status.values}
         counts["total"] = sum(found.values())
         return counts

@@ -79,7 +79,7 @@ def test_counts_progress_results_and_status_read_the_same_after_pruning(bot, adm
 
     assert not Delivery.objects.filter(broadcast=old).exists()
     assert not Click.objects.filter(delivery__broadcast=old).exists()
-    assert f"{len(ROWS)} deliveries deleted in 4 batches" in said  # 25 rows, 7 at a time
+    assert f"{len(ROWS)} deleted in 4 batches" in said  # 25 rows, 7 at a time
     after = (old.counts(), variants.results(old), status_json(old))
     assert after == before
     assert before[0]["sent"] == 19 and before[0]["total"] == len(ROWS)

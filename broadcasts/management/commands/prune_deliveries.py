@@ -79,5 +79,5 @@ class Command(BaseCommand):
             deleted, batches = delete_in_batches(broadcast, batch_size)
             total += deleted
             kept = f"{summarised} summary rows keep their counts" if summarised else "summarised by an earlier run"
-            self.stdout.write(f"{broadcast} (#{broadcast.pk}): {deleted} deliveries deleted in {batches} batches; {kept}")
+            self.stdout.write(f"{broadcast} (#{broadcast.pk}): {deleted} deleted in {batches} batches; {kept}")
         self.stdout.write(f"Pruned {total} deliveries of broadcasts finished before {before:%Y-%m-%d %H:%M}.")
