@@ -47,7 +47,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -358,7 +357,7 @@ def cluster_broadcast(
     try:
         for cluster in clusters:
             cluster.start()
-        sampler = RssSampler(clusters[1].process.pid) if sample_memory else None
+        sampler = backends.RssSampler([clusters[1].process.pid]) if sample_memory else None
         broadcast = Broadcast.objects.create(
             bot=bot, text="Hello #first_name, thank you for your support!", allow_paid_broadcast=paid
         )
@@ -400,37 +399,6 @@ def cluster_broadcast(
     if sampler:
         out.update(peak_rss_mb=sampler.peak_process / 1024, peak_group_rss_mb=sampler.peak_group / 1024)
     return out
-
-
-class RssSampler:
-    """Every 0.5 s, VmRSS of every process in a process group: the largest one and the sum."""
-
-    def __init__(self, pgid: int, interval: float = 0.5):
-        self.pgid, self.interval = pgid, interval
-        self.peak_process = self.peak_group = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            total = 0
-            for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-                try:
-                    if os.getpgid(int(pid)) != self.pgid:
-                        continue
-                    status = Path(f"/proc/{pid}/status").read_text()
-                except (OSError, ProcessLookupError):
-                    continue
-                kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-                total += kb
-                self.peak_process = max(self.peak_process, kb)
-            self.peak_group = max(self.peak_group, total)
-            self._stop.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 if __name__ == "__main__":
