@@ -34,7 +34,7 @@ from typing import NamedTuple
 import telegram
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
-from django.db.models import F, Prefetch, Window
+from django.db.models import Case, F, Prefetch, Value, When, Window
 from django.db.models.fields.files import FieldFile
 from django.db.models.functions import RowNumber
 from django.utils import timezone
@@ -46,7 +46,7 @@ from bots.transport import NoAnswer, Unreachable
 from broadcasts.audiences import recipients
 from broadcasts.models import Broadcast, Delivery, Pledge, url_buttons
 from broadcasts.personalize import render
-from broadcasts.variants import Version, Versions
+from broadcasts.variants import Split, Version, Versions
 from queueing import circuit, redaction
 from queueing.departures import MOST_HELD, DepartureLog, get_departure_log, window
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
@@ -74,15 +74,31 @@ UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.
 
 
 def fan_out(broadcast: Broadcast) -> int:
-    """One INSERT ... SELECT creates every delivery: no query per member."""
-    members = recipients(broadcast).order_by("pk").values_list("pk", "telegram_id")
+    """One INSERT ... SELECT creates every delivery, its arm, language and whether it is held
+    for an A/B winner (broadcasts.variants.Split) included: no query per member, and no
+    second pass over a million rows to assign them."""
+    split = Split(broadcast)
+    sampled = split.in_sample("pk")
+    members = (
+        recipients(broadcast)
+        .order_by("pk")
+        .annotate(
+            ident=F("pk"),
+            chat=F("telegram_id"),
+            state=Case(When(sampled, then=Value(Delivery.Status.PENDING)), default=Value(Delivery.Status.HELD)),
+            cohort=Case(When(sampled, then=split.arm_of("pk")), default=Value("")),
+            lang=split.language_of(),
+        )
+        .values("ident", "chat", "state", "cohort", "lang")
+    )
     select_sql, params = members.query.sql_with_params()
     table = Delivery._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (broadcast_id, member_id, chat_id, status, attempts, error, error_class) "
-            f"SELECT %s, sub.*, %s, 0, '', '' FROM ({select_sql}) sub",
-            [broadcast.pk, Delivery.Status.PENDING, *params],
+            f"INSERT INTO {table} (broadcast_id, member_id, chat_id, status, arm, language, attempts, error, "
+            f"error_class) SELECT %s, sub.ident, sub.chat, sub.state, sub.cohort, sub.lang, 0, '', '' "
+            f"FROM ({select_sql}) sub",
+            [broadcast.pk, *params],
         )
         return cursor.rowcount
 
