@@ -43,8 +43,10 @@ Run from the project folder (about 3 minutes per backend at the defaults, 1.5 wi
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import subprocess
 import sys
 import time
@@ -99,6 +101,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-slow", action="store_true", help="skip the ~100 s broadcast at 30/s")
     parser.add_argument("--paid", action="store_true", help="measure only a paid broadcast at 1000/s")
     parser.add_argument("--paid-members", type=int, default=30_000, help="members of the paid broadcast")
+    parser.add_argument(
+        "--profile", action="store_true", help="with --paid: first one paid chunk in-process under cProfile"
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database named bench*; it is dropped")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a Redis database of its own; it is flushed")
     parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
@@ -118,6 +123,7 @@ def run_backend(name: str, args: argparse.Namespace) -> Result:
             *("--slow-members", str(args.slow_members)),
             *(["--skip-slow"] if args.skip_slow else []),
             *(["--paid", "--paid-members", str(args.paid_members)] if args.paid else []),
+            *(["--profile"] if args.profile else []),
         ]
         return backends.run_measurement("bench.broadcast", name, backend_env(name, folder, args), folder, options)
 
@@ -196,7 +202,7 @@ def measure(args: argparse.Namespace) -> Result:
     result: Result = {"backend": BACKENDS[args.measure], "workers": settings.QUEUES["broadcasts"]["workers"]}
     var_dir = Path(settings.VAR_DIR)
     if args.paid:
-        result.update(paid_broadcast(var_dir, args.paid_members, notes))
+        result.update(paid_broadcast(var_dir, args.paid_members, notes, args.profile))
         result["notes"] = notes
         return result
 
@@ -253,12 +259,24 @@ def measure(args: argparse.Namespace) -> Result:
     return result
 
 
-def paid_broadcast(var_dir: Path, members: int, notes: list[str]) -> Result:
+def paid_broadcast(var_dir: Path, members: int, notes: list[str], profile: bool) -> Result:
     """A paid broadcast through real clusters, the fake enforcing the paid and the free limits."""
+    from django.conf import settings
+
     from bots.models import Bot
     from tests.fake_telegram import make_token
 
     with FakeTelegramProcess(var_dir, "--record", "counts") as fake:
+        if profile:
+            settings.TELEGRAM_PAID_RATE_LIMIT = PAID_RATE
+            solo = Bot.objects.create(token=make_token(700006), api_base_url=fake.base_url)
+            make_members(solo, 1000)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            per_s = in_process_chunk(solo, notes, paid=True)
+            profiler.disable()
+            print(f"  one paid send_chunk in-process: {per_s:,.0f} msg/s; where its main thread spends the time:")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         bot = Bot.objects.create(token=make_token(700005), api_base_url=fake.base_url)
         make_members(bot, members)
         fake.control.enforce_limits(per_second=SLOW_RATE, paid_per_second=PAID_RATE)
@@ -313,7 +331,7 @@ def time_fan_out(bot: Any) -> Result:
     return {"fanout_s": fanout_s, "chunk_bounds_s": chunk_bounds_s, "chunks": len(chunks)}
 
 
-def in_process_chunk(bot: Any, notes: list[str]) -> float:
+def in_process_chunk(bot: Any, notes: list[str], paid: bool = False) -> float:
     """One send_chunk job, run here: the first chunk of a broadcast to `bot`'s members."""
     from django.db import transaction
     from django.utils import timezone
@@ -323,7 +341,11 @@ def in_process_chunk(bot: Any, notes: list[str]) -> float:
     from broadcasts.tasks import send_chunk
 
     broadcast = Broadcast.objects.create(
-        bot=bot, text="Hello #first_name", status=Broadcast.Status.SENDING, started_at=timezone.now()
+        bot=bot,
+        text="Hello #first_name",
+        status=Broadcast.Status.SENDING,
+        started_at=timezone.now(),
+        allow_paid_broadcast=paid,
     )
     with transaction.atomic():
         fan_out(broadcast)
