@@ -21,6 +21,10 @@ PostgreSQL + Redis -- it measures:
 
 With --paid it measures only this instead:
 
+  (--bots N instead: N bots, each broadcasting to --bot-members members (1,500: ~50 s) at its
+  own 30/s at the same time, a broadcasts cluster of N workers, the fake enforcing 30/s per
+  bot: each bot's msg/s and 429s, and the total msg/s over the first to the last send.)
+
   paid          a paid broadcast (allow_paid_broadcast) to --paid-members members (30,000: ~30 s)
                 at TELEGRAM_PAID_RATE_LIMIT=1000 through real clusters, the fake enforcing 1000/s
                 for paid sends and 30/s for the others: achieved rate over sent_at, its ratio to
@@ -37,7 +41,8 @@ and after; refused if another client is connected to it).
 Run from the project folder (about 3 minutes per backend at the defaults, 1.5 with --skip-slow):
 
     .venv/bin/python -m bench.broadcast [--backend sqlite|postgres|all] [--members 20000] [--skip-slow]
-    .venv/bin/python -m bench.broadcast --paid --backend postgres [--paid-members 30000]
+    .venv/bin/python -m bench.broadcast --paid --backend postgres [--paid-members 30000] [--profile]
+    .venv/bin/python -m bench.broadcast --bots 10 --backend postgres [--bot-members 1500]
 """
 
 from __future__ import annotations
@@ -101,6 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-slow", action="store_true", help="skip the ~100 s broadcast at 30/s")
     parser.add_argument("--paid", action="store_true", help="measure only a paid broadcast at 1000/s")
     parser.add_argument("--paid-members", type=int, default=30_000, help="members of the paid broadcast")
+    parser.add_argument("--bots", type=int, default=0, help="measure only N bots broadcasting at once")
+    parser.add_argument("--bot-members", type=int, default=1500, help="members of each bot with --bots")
     parser.add_argument(
         "--profile", action="store_true", help="with --paid: first one paid chunk in-process under cProfile"
     )
@@ -124,6 +131,7 @@ def run_backend(name: str, args: argparse.Namespace) -> Result:
             *(["--skip-slow"] if args.skip_slow else []),
             *(["--paid", "--paid-members", str(args.paid_members)] if args.paid else []),
             *(["--profile"] if args.profile else []),
+            *(["--bots", str(args.bots), "--bot-members", str(args.bot_members)] if args.bots else []),
         ]
         return backends.run_measurement("bench.broadcast", name, backend_env(name, folder, args), folder, options)
 
@@ -145,6 +153,15 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     def row(label: str, key: str, spec: str) -> None:
         rows.append((label, *(fmt(r.get(key), spec) for r in results)))
 
+    if args.bots:
+        row(f"{args.bots} bots at 30/s each: total msg/s", "bots_total_per_s", ".1f")
+        row(f"  ratio to {args.bots * SLOW_RATE}/s (goal >= 0.98)", "bots_ratio", ".3f")
+        row("  slowest bot (msg/s)", "bots_slowest_per_s", ".2f")
+        row("  429s, all bots (goal 0)", "bots_429", "d")
+        print_rows(rows, results)
+        for r in results:
+            print("  per bot (msg/s, 429s): " + ", ".join(f"{rate:.2f}/{n}" for rate, n in r["bots_each"]))
+        return
     if args.paid:
         row(f"paid, limit {PAID_RATE}/s: {args.paid_members:,} msgs, achieved (msg/s)", "paid_per_s", ",.0f")
         row(f"  ratio to {PAID_RATE}/s (goal >= 0.95)", "paid_ratio", ".3f")
@@ -201,6 +218,10 @@ def measure(args: argparse.Namespace) -> Result:
     notes: list[str] = []
     result: Result = {"backend": BACKENDS[args.measure], "workers": settings.QUEUES["broadcasts"]["workers"]}
     var_dir = Path(settings.VAR_DIR)
+    if args.bots:
+        result.update(many_bots(var_dir, args.bots, args.bot_members))
+        result["notes"] = notes
+        return result
     if args.paid:
         result.update(paid_broadcast(var_dir, args.paid_members, notes, args.profile))
         result["notes"] = notes
@@ -295,6 +316,62 @@ def paid_broadcast(var_dir: Path, members: int, notes: list[str], profile: bool)
         f"wall {out['paid_wall_s']:.1f} s, peak RSS {out['peak_rss_mb']:.0f} MB",
         flush=True,
     )
+    return out
+
+
+def many_bots(var_dir: Path, bots: int, members: int) -> Result:
+    """`bots` bots broadcast at once, each at its own 30/s, through one pair of clusters."""
+    from django.db.models import Count, Max, Min
+
+    from bots.models import Bot
+    from broadcasts.models import Broadcast, Delivery
+    from broadcasts.tasks import start_broadcast
+    from tests.clusters import ClusterProcess
+    from tests.fake_telegram import make_token
+
+    with FakeTelegramProcess(var_dir) as fake:  # every call recorded: 429s per bot
+        made = [Bot.objects.create(token=make_token(720001 + i), api_base_url=fake.base_url) for i in range(bots)]
+        for bot in made:
+            make_members(bot, members)
+        fake.control.enforce_limits(per_second=SLOW_RATE)
+        env = {"TELEGRAM_RATE_LIMIT": str(SLOW_RATE), "QUEUE_BROADCASTS_WORKERS": str(bots)}
+        clusters = [ClusterProcess("telegram", var_dir, **env), ClusterProcess("broadcasts", var_dir, **env)]
+        try:
+            for cluster in clusters:
+                cluster.start(wait=120)
+            sent = [Broadcast.objects.create(bot=bot, text="Hello #first_name") for bot in made]
+            for broadcast in sent:
+                start_broadcast.enqueue(broadcast.pk)
+            deadline = time.monotonic() + 120 + members / 10
+            while Broadcast.objects.filter(pk__in=[b.pk for b in sent]).exclude(status="done").exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the broadcasts did not finish in time")
+                time.sleep(0.5)
+        finally:
+            for cluster in reversed(clusters):
+                try:
+                    cluster.stop()
+                except RuntimeError:
+                    cluster.kill()
+        each = []
+        for bot, broadcast in zip(made, sent, strict=True):
+            bounds = Delivery.objects.filter(broadcast=broadcast, status="sent").aggregate(
+                n=Count("pk"), first=Min("sent_at"), last=Max("sent_at")
+            )
+            limited = sum(1 for c in fake.control.calls("sendMessage", token=bot.token) if c.status == 429)
+            each.append((bounds["n"] / max((bounds["last"] - bounds["first"]).total_seconds(), 1e-6), limited))
+        everything = Delivery.objects.filter(broadcast__in=sent, status="sent").aggregate(
+            n=Count("pk"), first=Min("sent_at"), last=Max("sent_at")
+        )
+    total = everything["n"] / (everything["last"] - everything["first"]).total_seconds()
+    out: Result = {
+        "bots_total_per_s": total,
+        "bots_ratio": total / (bots * SLOW_RATE),
+        "bots_slowest_per_s": min(rate for rate, _ in each),
+        "bots_429": sum(n for _, n in each),
+        "bots_each": each,
+    }
+    print(f"  {bots} bots: {total:.1f} msg/s in total (x{out['bots_ratio']:.3f}), {out['bots_429']} x 429", flush=True)
     return out
 
 
