@@ -219,7 +219,7 @@ def measure(args: argparse.Namespace) -> Result:
     result: Result = {"backend": BACKENDS[args.measure], "workers": settings.QUEUES["broadcasts"]["workers"]}
     var_dir = Path(settings.VAR_DIR)
     if args.bots:
-        result.update(many_bots(var_dir, args.bots, args.bot_members))
+        result.update(many_bots(var_dir, args.bots, args.bot_members), workers=args.bots)
         result["notes"] = notes
         return result
     if args.paid:
