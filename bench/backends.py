@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,3 +112,38 @@ def flush_redis(url: str, forbidden_dbs: set[str] = frozenset(), check_others: b
                 "Pass another --redis-url"
             )
     client.flushdb()
+
+
+class RssSampler:
+    """Every 0.5 s, VmRSS of every process in some process groups: each process's peak (with
+    its command line), the largest of them, and the largest sum over the groups."""
+
+    def __init__(self, pgids: list[int], interval: float = 0.5):
+        self.pgids, self.interval = set(pgids), interval
+        self.peaks: dict[int, tuple[str, int]] = {}  # pid -> (command, peak kB)
+        self.peak_process = self.peak_group = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total = 0
+            for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+                try:
+                    if os.getpgid(pid) not in self.pgids:
+                        continue
+                    status = Path(f"/proc/{pid}/status").read_text()
+                    command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+                except (OSError, ProcessLookupError):
+                    continue
+                kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+                total += kb
+                self.peaks[pid] = (command, max(kb, self.peaks.get(pid, ("", 0))[1]))
+                self.peak_process = max(self.peak_process, kb)
+            self.peak_group = max(self.peak_group, total)
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -19,6 +19,17 @@ PostgreSQL + Redis -- it measures:
                 default TELEGRAM_RATE_LIMIT=30, the fake enforcing 30/s per bot: achieved rate,
                 its ratio to 30, and the 429s the fake answered.
 
+With --paid it measures only this instead:
+
+  (--bots N instead: N bots, each broadcasting to --bot-members members (1,500: ~50 s) at its
+  own 30/s at the same time, a broadcasts cluster of N workers, the fake enforcing 30/s per
+  bot: each bot's msg/s and 429s, and the total msg/s over the first to the last send.)
+
+  paid          a paid broadcast (allow_paid_broadcast) to --paid-members members (30,000: ~30 s)
+                at TELEGRAM_PAID_RATE_LIMIT=1000 through real clusters, the fake enforcing 1000/s
+                for paid sends and 30/s for the others: achieved rate over sent_at, its ratio to
+                1000, the 429s, and the broadcasts cluster's peak RSS.
+
 Delivery.sent_at is stamped per message as Telegram's answer arrives (ChunkSender._send_one), so
 rates from sent_at are accurate to the answer's latency (about a millisecond against the fake).
 
@@ -30,16 +41,19 @@ and after; refused if another client is connected to it).
 Run from the project folder (about 3 minutes per backend at the defaults, 1.5 with --skip-slow):
 
     .venv/bin/python -m bench.broadcast [--backend sqlite|postgres|all] [--members 20000] [--skip-slow]
+    .venv/bin/python -m bench.broadcast --paid --backend postgres [--paid-members 30000] [--profile]
+    .venv/bin/python -m bench.broadcast --bots 10 --backend postgres [--bot-members 1500]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import subprocess
 import sys
-import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -55,6 +69,7 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/8"
 FORBIDDEN_REDIS_DBS = {"9", "10"}  # the other benchmarks'
 LIFTED = "100000"
 SLOW_RATE = 30
+PAID_RATE = 1000
 
 Result = dict[str, Any]
 
@@ -89,12 +104,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fanout-members", type=int, default=100_000, help="members for the fan-out timing")
     parser.add_argument("--slow-members", type=int, default=3000, help="members of the 30/s broadcast")
     parser.add_argument("--skip-slow", action="store_true", help="skip the ~100 s broadcast at 30/s")
+    parser.add_argument("--paid", action="store_true", help="measure only a paid broadcast at 1000/s")
+    parser.add_argument("--paid-members", type=int, default=30_000, help="members of the paid broadcast")
+    parser.add_argument("--bots", type=int, default=0, help="measure only N bots broadcasting at once")
+    parser.add_argument("--bot-members", type=int, default=1500, help="members of each bot with --bots")
+    parser.add_argument(
+        "--profile", action="store_true", help="with --paid: first one paid chunk in-process under cProfile"
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database named bench*; it is dropped")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a Redis database of its own; it is flushed")
     parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
     parser.add_argument("--result-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if min(args.members, args.fanout_members, args.slow_members) < 1:
+    if min(args.members, args.fanout_members, args.slow_members, args.paid_members) < 1:
         parser.error("member counts must be at least 1")
     return args
 
@@ -107,6 +129,9 @@ def run_backend(name: str, args: argparse.Namespace) -> Result:
             *("--members", str(args.members), "--fanout-members", str(args.fanout_members)),
             *("--slow-members", str(args.slow_members)),
             *(["--skip-slow"] if args.skip_slow else []),
+            *(["--paid", "--paid-members", str(args.paid_members)] if args.paid else []),
+            *(["--profile"] if args.profile else []),
+            *(["--bots", str(args.bots), "--bot-members", str(args.bot_members)] if args.bots else []),
         ]
         return backends.run_measurement("bench.broadcast", name, backend_env(name, folder, args), folder, options)
 
@@ -128,6 +153,23 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     def row(label: str, key: str, spec: str) -> None:
         rows.append((label, *(fmt(r.get(key), spec) for r in results)))
 
+    if args.bots:
+        row(f"{args.bots} bots at 30/s each: total msg/s", "bots_total_per_s", ".1f")
+        row(f"  ratio to {args.bots * SLOW_RATE}/s (goal >= 0.98)", "bots_ratio", ".3f")
+        row("  slowest bot (msg/s)", "bots_slowest_per_s", ".2f")
+        row("  429s, all bots (goal 0)", "bots_429", "d")
+        print_rows(rows, results)
+        for r in results:
+            print("  per bot (msg/s, 429s): " + ", ".join(f"{rate:.2f}/{n}" for rate, n in r["bots_each"]))
+        return
+    if args.paid:
+        row(f"paid, limit {PAID_RATE}/s: {args.paid_members:,} msgs, achieved (msg/s)", "paid_per_s", ",.0f")
+        row(f"  ratio to {PAID_RATE}/s (goal >= 0.95)", "paid_ratio", ".3f")
+        row("  429s answered by the fake (goal 0)", "paid_429", "d")
+        row("  wall time enqueue -> done (s)", "paid_wall_s", ".1f")
+        row("  peak RSS, largest cluster process (MB)", "peak_rss_mb", ".0f")
+        print_rows(rows, results)
+        return
     row(f"fan_out of {args.fanout_members:,} deliveries (s)", "fanout_s", ".2f")
     row("chunk_bounds (s)", "chunk_bounds_s", ".3f")
     row("one send_chunk in-process, no cluster (msg/s)", "inprocess_per_s", ",.0f")
@@ -140,6 +182,14 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         row(f"limit {SLOW_RATE}/s: {args.slow_members:,} msgs, achieved (msg/s)", "slow_per_s", ".2f")
         row(f"  ratio to {SLOW_RATE}/s (goal >= 0.98)", "slow_ratio", ".3f")
         row("  429s answered by the fake (goal 0)", "slow_429", "d")
+    print_rows(rows, results)
+    print("Goals: >= 1,000 msg/s with the limit lifted, >= 29.4 msg/s at 30/s with no 429, < 200 MB per worker.")
+    for r in results:
+        for note in r["notes"]:
+            print(f"  note ({r['backend']}): {note}")
+
+
+def print_rows(rows: list[tuple[str, ...]], results: list[Result]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
     for i, cells in enumerate(rows):
@@ -148,12 +198,8 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
             print("  ".join("-" * w for w in widths))
     print(
         f"\n{os.cpu_count()} CPUs; broadcasts cluster with {'/'.join(str(r['workers']) for r in results)} workers; "
-        f"1-min load average {os.getloadavg()[0]:.1f} at end. Goals: >= 1,000 msg/s with the limit lifted, "
-        f">= 29.4 msg/s at 30/s with no 429, < 200 MB per worker."
+        f"1-min load average {os.getloadavg()[0]:.1f} at end."
     )
-    for r in results:
-        for note in r["notes"]:
-            print(f"  note ({r['backend']}): {note}")
 
 
 # --- The child: one backend, settings loaded from this process's environment ----------------
@@ -172,6 +218,14 @@ def measure(args: argparse.Namespace) -> Result:
     notes: list[str] = []
     result: Result = {"backend": BACKENDS[args.measure], "workers": settings.QUEUES["broadcasts"]["workers"]}
     var_dir = Path(settings.VAR_DIR)
+    if args.bots:
+        result.update(many_bots(var_dir, args.bots, args.bot_members), workers=args.bots)
+        result["notes"] = notes
+        return result
+    if args.paid:
+        result.update(paid_broadcast(var_dir, args.paid_members, notes, args.profile))
+        result["notes"] = notes
+        return result
 
     # (a) fan-out
     fan_bot = Bot.objects.create(token=make_token(700001))
@@ -226,6 +280,101 @@ def measure(args: argparse.Namespace) -> Result:
     return result
 
 
+def paid_broadcast(var_dir: Path, members: int, notes: list[str], profile: bool) -> Result:
+    """A paid broadcast through real clusters, the fake enforcing the paid and the free limits."""
+    from django.conf import settings
+
+    from bots.models import Bot
+    from tests.fake_telegram import make_token
+
+    with FakeTelegramProcess(var_dir, "--record", "counts") as fake:
+        if profile:
+            settings.TELEGRAM_PAID_RATE_LIMIT = PAID_RATE
+            solo = Bot.objects.create(token=make_token(700006), api_base_url=fake.base_url)
+            make_members(solo, 1000)
+            profiler = cProfile.Profile()
+            profiler.enable()
+            per_s = in_process_chunk(solo, notes, paid=True)
+            profiler.disable()
+            print(f"  one paid send_chunk in-process: {per_s:,.0f} msg/s; where its main thread spends the time:")
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        bot = Bot.objects.create(token=make_token(700005), api_base_url=fake.base_url)
+        make_members(bot, members)
+        fake.control.enforce_limits(per_second=SLOW_RATE, paid_per_second=PAID_RATE)
+        env = {"TELEGRAM_RATE_LIMIT": str(SLOW_RATE), "TELEGRAM_PAID_RATE_LIMIT": str(PAID_RATE)}
+        paid = cluster_broadcast(bot, var_dir, env, members, notes, paid=True)
+        rate = paid["sent"] / paid["span_s"]
+        out: Result = {
+            "paid_per_s": rate,
+            "paid_ratio": rate / PAID_RATE,
+            "paid_429": fake.control.rate_limited_count,
+            "paid_wall_s": paid["wall_s"],
+            "peak_rss_mb": paid["peak_rss_mb"],
+        }
+    print(
+        f"  paid at {PAID_RATE}/s: {rate:,.0f} msg/s (x{out['paid_ratio']:.3f}), {out['paid_429']} x 429, "
+        f"wall {out['paid_wall_s']:.1f} s, peak RSS {out['peak_rss_mb']:.0f} MB",
+        flush=True,
+    )
+    return out
+
+
+def many_bots(var_dir: Path, bots: int, members: int) -> Result:
+    """`bots` bots broadcast at once, each at its own 30/s, through one pair of clusters."""
+    from django.db.models import Count, Max, Min
+
+    from bots.models import Bot
+    from broadcasts.models import Broadcast, Delivery
+    from broadcasts.tasks import start_broadcast
+    from tests.clusters import ClusterProcess
+    from tests.fake_telegram import make_token
+
+    with FakeTelegramProcess(var_dir) as fake:  # every call recorded: 429s per bot
+        made = [Bot.objects.create(token=make_token(720001 + i), api_base_url=fake.base_url) for i in range(bots)]
+        for bot in made:
+            make_members(bot, members)
+        fake.control.enforce_limits(per_second=SLOW_RATE)
+        env = {"TELEGRAM_RATE_LIMIT": str(SLOW_RATE), "QUEUE_BROADCASTS_WORKERS": str(bots)}
+        clusters = [ClusterProcess("telegram", var_dir, **env), ClusterProcess("broadcasts", var_dir, **env)]
+        try:
+            for cluster in clusters:
+                cluster.start(wait=120)
+            sent = [Broadcast.objects.create(bot=bot, text="Hello #first_name") for bot in made]
+            for broadcast in sent:
+                start_broadcast.enqueue(broadcast.pk)
+            deadline = time.monotonic() + 120 + members / 10
+            while Broadcast.objects.filter(pk__in=[b.pk for b in sent]).exclude(status="done").exists():
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the broadcasts did not finish in time")
+                time.sleep(0.5)
+        finally:
+            for cluster in reversed(clusters):
+                try:
+                    cluster.stop()
+                except RuntimeError:
+                    cluster.kill()
+        each = []
+        for bot, broadcast in zip(made, sent, strict=True):
+            bounds = Delivery.objects.filter(broadcast=broadcast, status="sent").aggregate(
+                n=Count("pk"), first=Min("sent_at"), last=Max("sent_at")
+            )
+            limited = sum(1 for c in fake.control.calls("sendMessage", token=bot.token) if c.status == 429)
+            each.append((bounds["n"] / max((bounds["last"] - bounds["first"]).total_seconds(), 1e-6), limited))
+        everything = Delivery.objects.filter(broadcast__in=sent, status="sent").aggregate(
+            n=Count("pk"), first=Min("sent_at"), last=Max("sent_at")
+        )
+    total = everything["n"] / (everything["last"] - everything["first"]).total_seconds()
+    out: Result = {
+        "bots_total_per_s": total,
+        "bots_ratio": total / (bots * SLOW_RATE),
+        "bots_slowest_per_s": min(rate for rate, _ in each),
+        "bots_429": sum(n for _, n in each),
+        "bots_each": each,
+    }
+    print(f"  {bots} bots: {total:.1f} msg/s in total (x{out['bots_ratio']:.3f}), {out['bots_429']} x 429", flush=True)
+    return out
+
+
 def make_members(bot: Any, count: int, first_id: int = 10_000_000) -> None:
     from bots.models import TelegramUser
 
@@ -259,7 +408,7 @@ def time_fan_out(bot: Any) -> Result:
     return {"fanout_s": fanout_s, "chunk_bounds_s": chunk_bounds_s, "chunks": len(chunks)}
 
 
-def in_process_chunk(bot: Any, notes: list[str]) -> float:
+def in_process_chunk(bot: Any, notes: list[str], paid: bool = False) -> float:
     """One send_chunk job, run here: the first chunk of a broadcast to `bot`'s members."""
     from django.db import transaction
     from django.utils import timezone
@@ -269,7 +418,11 @@ def in_process_chunk(bot: Any, notes: list[str]) -> float:
     from broadcasts.tasks import send_chunk
 
     broadcast = Broadcast.objects.create(
-        bot=bot, text="Hello #first_name", status=Broadcast.Status.SENDING, started_at=timezone.now()
+        bot=bot,
+        text="Hello #first_name",
+        status=Broadcast.Status.SENDING,
+        started_at=timezone.now(),
+        allow_paid_broadcast=paid,
     )
     with transaction.atomic():
         fan_out(broadcast)
@@ -283,7 +436,13 @@ def in_process_chunk(bot: Any, notes: list[str]) -> float:
 
 
 def cluster_broadcast(
-    bot: Any, var_dir: Path, env: dict[str, str], members: int, notes: list[str], sample_memory: bool = True
+    bot: Any,
+    var_dir: Path,
+    env: dict[str, str],
+    members: int,
+    notes: list[str],
+    sample_memory: bool = True,
+    paid: bool = False,
 ) -> Result:
     """start_broadcast enqueued as the admin does, run by fresh telegram and broadcasts clusters."""
     from django.db.models import Max, Min
@@ -297,8 +456,10 @@ def cluster_broadcast(
     try:
         for cluster in clusters:
             cluster.start()
-        sampler = RssSampler(clusters[1].process.pid) if sample_memory else None
-        broadcast = Broadcast.objects.create(bot=bot, text="Hello #first_name, thank you for your support!")
+        sampler = backends.RssSampler([clusters[1].process.pid]) if sample_memory else None
+        broadcast = Broadcast.objects.create(
+            bot=bot, text="Hello #first_name, thank you for your support!", allow_paid_broadcast=paid
+        )
         enqueued = timezone.now()
         start_broadcast.enqueue(broadcast.pk)
         deadline = time.monotonic() + 120 + members / 10
@@ -337,37 +498,6 @@ def cluster_broadcast(
     if sampler:
         out.update(peak_rss_mb=sampler.peak_process / 1024, peak_group_rss_mb=sampler.peak_group / 1024)
     return out
-
-
-class RssSampler:
-    """Every 0.5 s, VmRSS of every process in a process group: the largest one and the sum."""
-
-    def __init__(self, pgid: int, interval: float = 0.5):
-        self.pgid, self.interval = pgid, interval
-        self.peak_process = self.peak_group = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            total = 0
-            for pid in (p for p in os.listdir("/proc") if p.isdigit()):
-                try:
-                    if os.getpgid(int(pid)) != self.pgid:
-                        continue
-                    status = Path(f"/proc/{pid}/status").read_text()
-                except (OSError, ProcessLookupError):
-                    continue
-                kb = next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")), 0)
-                total += kb
-                self.peak_process = max(self.peak_process, kb)
-            self.peak_group = max(self.peak_group, total)
-            self._stop.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 if __name__ == "__main__":

@@ -214,7 +214,11 @@ class Broadcast(models.Model):
         return self.parse_mode or (self.template.parse_mode if self.template and not self.text else "")
 
     def counts(self) -> dict[str, int]:
-        found = dict(self.deliveries.values_list("status").annotate(n=models.Count("id")).order_by())
+        """Deliveries per status, and the total: from the summary kept when its delivery rows
+        were pruned (prune_deliveries), else counted on the (broadcast, status) index."""
+        found = dict(self.delivery_summaries.values_list("status").annotate(n=models.Sum("count")).order_by()) or dict(
+            self.deliveries.values_list("status").annotate(n=models.Count("id")).order_by()
+        )
         counts = {status: found.get(status, 0) for status in Delivery.Status.values}
         counts["total"] = sum(found.values())
         return counts
@@ -461,6 +465,33 @@ class Delivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.broadcast} → {self.member} ({self.status})"
+
+
+class DeliverySummary(models.Model):
+    """What is kept of a broadcast's deliveries once prune_deliveries deleted their rows: how
+    many there were per arm, language and status, how many of those members had clicked a
+    button and how many had blocked the bot by then. Broadcast.counts() and the A/B results
+    read these instead of the rows."""
+
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="delivery_summaries")
+    arm = models.CharField(max_length=1, blank=True)
+    language = models.CharField(max_length=16, blank=True)
+    status = models.CharField(max_length=16, choices=Delivery.Status.choices)
+    count = models.PositiveIntegerField()
+    clicked = models.PositiveIntegerField(default=0, help_text="Of these, members who clicked a button.")
+    blocked = models.PositiveIntegerField(default=0, help_text="Of these, members who had blocked the bot.")
+    pruned_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "delivery summaries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["broadcast", "arm", "language", "status"], name="one_summary_per_arm_language_status"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.broadcast} {self.arm or '-'} {self.language or 'fallback'} {self.status}: {self.count}"
 
 
 class Click(models.Model):

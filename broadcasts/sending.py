@@ -34,8 +34,9 @@ from typing import NamedTuple
 import telegram
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
-from django.db.models import Prefetch
+from django.db.models import Case, F, Prefetch, Value, When, Window
 from django.db.models.fields.files import FieldFile
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 from telegram.warnings import PTBUserWarning
 
@@ -46,7 +47,7 @@ from broadcasts.audiences import recipients
 from broadcasts.markup import Keyboards
 from broadcasts.models import Broadcast, Delivery, Pledge
 from broadcasts.personalize import render
-from broadcasts.variants import Version, Versions
+from broadcasts.variants import Split, Version, Versions
 from queueing import circuit, redaction
 from queueing.departures import MOST_HELD, DepartureLog, get_departure_log, window
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
@@ -74,15 +75,31 @@ UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.
 
 
 def fan_out(broadcast: Broadcast) -> int:
-    """One INSERT ... SELECT creates every delivery: no query per member."""
-    members = recipients(broadcast).order_by("pk").values_list("pk", "telegram_id")
+    """One INSERT ... SELECT creates every delivery, its arm, language and whether it is held
+    for an A/B winner (broadcasts.variants.Split) included: no query per member, and no
+    second pass over a million rows to assign them."""
+    split = Split(broadcast)
+    sampled = split.in_sample("pk")
+    members = (
+        recipients(broadcast)
+        .order_by("pk")
+        .annotate(
+            ident=F("pk"),
+            chat=F("telegram_id"),
+            state=Case(When(sampled, then=Value(Delivery.Status.PENDING)), default=Value(Delivery.Status.HELD)),
+            cohort=Case(When(sampled, then=split.arm_of("pk")), default=Value("")),
+            lang=split.language_of(),
+        )
+        .values("ident", "chat", "state", "cohort", "lang")
+    )
     select_sql, params = members.query.sql_with_params()
     table = Delivery._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (broadcast_id, member_id, chat_id, status, attempts, error, error_class) "
-            f"SELECT %s, sub.*, %s, 0, '', '' FROM ({select_sql}) sub",
-            [broadcast.pk, Delivery.Status.PENDING, *params],
+            f"INSERT INTO {table} (broadcast_id, member_id, chat_id, status, arm, language, attempts, error, "
+            f"error_class) SELECT %s, sub.ident, sub.chat, sub.state, sub.cohort, sub.lang, 0, '', '' "
+            f"FROM ({select_sql}) sub",
+            [broadcast.pk, *params],
         )
         return cursor.rowcount
 
@@ -99,8 +116,20 @@ def chunk_bounds(broadcast: Broadcast) -> list[IdRange]:
     `broadcasts` queue's timeout at the bot's rate."""
     rate = settings.TELEGRAM_PAID_RATE_LIMIT if broadcast.allow_paid_broadcast else settings.TELEGRAM_RATE_LIMIT
     size = max(10, min(CHUNK_SIZE, int(rate * get_queue("broadcasts").timeout / 2)))
-    ids = list(broadcast.deliveries.filter(status__in=UNFINISHED).order_by("pk").values_list("pk", flat=True))
-    return [IdRange(ids[i], ids[min(i + size, len(ids)) - 1]) for i in range(0, len(ids), size)]
+    # Numbered and grouped in the database: a million ids never come to this process.
+    numbered = (
+        broadcast.deliveries.filter(status__in=UNFINISHED)
+        .annotate(ident=F("pk"), n=Window(RowNumber(), order_by=F("pk").asc()))
+        .values("ident", "n")
+        .order_by()
+    )
+    select_sql, params = numbered.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT MIN(sub.ident), MAX(sub.ident) FROM ({select_sql}) sub GROUP BY (sub.n - 1) / %s ORDER BY 1",
+            [*params, size],
+        )
+        return [IdRange(first, last) for first, last in cursor.fetchall()]
 
 
 def finish_if_complete(broadcast: Broadcast) -> bool:

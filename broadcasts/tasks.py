@@ -36,8 +36,7 @@ def start_broadcast(broadcast_id: int) -> dict:
         if broadcast.status in (Broadcast.Status.DRAFT, Broadcast.Status.SCHEDULED):
             if broadcast.awaits_approval:  # edited after approval, after Send was pressed
                 return {"skipped": "awaiting approval"}
-            created = fan_out(broadcast)
-            variants.assign(broadcast)
+            created = fan_out(broadcast)  # arms and languages included
             broadcast.status, broadcast.started_at = Broadcast.Status.SENDING, timezone.now()
             broadcast.save(update_fields=["status", "started_at"])
         elif broadcast.status != Broadcast.Status.SENDING:

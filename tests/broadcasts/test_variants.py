@@ -51,7 +51,6 @@ def broadcast_with(bot, arms: str = "A", percent: int = 0, languages=(), **field
 
 def fanned_out(broadcast: Broadcast) -> Broadcast:
     fan_out(broadcast)
-    variants.assign(broadcast)
     return broadcast
 
 

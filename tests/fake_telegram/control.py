@@ -111,13 +111,18 @@ class FakeTelegramControl(FaultShortcuts):
         self._request("DELETE", "faults")
 
     def enforce_limits(
-        self, per_second: int | None = 30, per_chat_per_second: int | None = 1, per_group_per_minute: int | None = 20
+        self,
+        per_second: int | None = 30,
+        per_chat_per_second: int | None = 1,
+        per_group_per_minute: int | None = 20,
+        paid_per_second: int | None = 1000,
     ) -> None:
         """See FakeTelegram.enforce_limits."""
         limits = {
             "per_second": per_second,
             "per_chat_per_second": per_chat_per_second,
             "per_group_per_minute": per_group_per_minute,
+            "paid_per_second": paid_per_second,
         }
         self._request("POST", "limits", limits)
 

@@ -48,14 +48,21 @@ _BAD_GATEWAY_HTML = (
 
 class RateLimiter:
     """Telegram's documented limits as sliding windows, kept per bot token so bots do not share them:
-    messages per second overall, per second in one chat, per minute in one group (negative chat id)."""
+    messages per second overall, per second in one chat, per minute in one group (negative chat id).
+    A message sent with `allow_paid_broadcast` counts against the paid limit (1000/s) instead of
+    the free one: Telegram lets it past the free limit for Stars."""
 
     def __init__(
-        self, per_second: int | None = 30, per_chat_per_second: int | None = 1, per_group_per_minute: int | None = 20
+        self,
+        per_second: int | None = 30,
+        per_chat_per_second: int | None = 1,
+        per_group_per_minute: int | None = 20,
+        paid_per_second: int | None = 1000,
     ) -> None:
         self.per_second = per_second
         self.per_chat_per_second = per_chat_per_second
         self.per_group_per_minute = per_group_per_minute
+        self.paid_per_second = paid_per_second
         self._windows: dict[Any, deque[float]] = {}
 
     def config(self) -> JSONDict:
@@ -63,6 +70,7 @@ class RateLimiter:
             "per_second": self.per_second,
             "per_chat_per_second": self.per_chat_per_second,
             "per_group_per_minute": self.per_group_per_minute,
+            "paid_per_second": self.paid_per_second,
         }
 
     def _wait(self, key: Any, limit: int | None, window: float, now: float) -> float:
@@ -75,11 +83,12 @@ class RateLimiter:
             times.popleft()
         return times[0] + window - now if len(times) >= limit else 0.0
 
-    def check(self, token: str, chat_id: int | str, now: float | None = None) -> int | None:
+    def check(self, token: str, chat_id: int | str, now: float | None = None, paid: bool = False) -> int | None:
         """None if the message may go (and it is counted), else the retry_after to answer with."""
         now = time.monotonic() if now is None else now
         is_group = not isinstance(chat_id, int) or chat_id < 0
-        windows = [(token, self.per_second, 1.0), ((token, chat_id), self.per_chat_per_second, 1.0)]
+        overall = ((token, "paid"), self.paid_per_second, 1.0) if paid else (token, self.per_second, 1.0)
+        windows = [overall, ((token, chat_id), self.per_chat_per_second, 1.0)]
         if is_group:
             windows.append(((token, chat_id, "minute"), self.per_group_per_minute, 60.0))
         wait = max(self._wait(key, limit, window, now) for key, limit, window in windows)
@@ -367,11 +376,16 @@ class FakeTelegram(FaultShortcuts):
             self._faults.clear()
 
     def enforce_limits(
-        self, per_second: int | None = 30, per_chat_per_second: int | None = 1, per_group_per_minute: int | None = 20
+        self,
+        per_second: int | None = 30,
+        per_chat_per_second: int | None = 1,
+        per_group_per_minute: int | None = 20,
+        paid_per_second: int | None = 1000,
     ) -> None:
-        """Answer 429 (with retry_after) to send* calls beyond these limits, per bot token. None: no limit."""
+        """Answer 429 (with retry_after) to send* calls beyond these limits, per bot token. None: no limit.
+        `paid_per_second` applies to sends with allow_paid_broadcast, `per_second` to the others."""
         with self._lock:
-            self._limiter = RateLimiter(per_second, per_chat_per_second, per_group_per_minute)
+            self._limiter = RateLimiter(per_second, per_chat_per_second, per_group_per_minute, paid_per_second)
 
     def disable_limits(self) -> None:
         """Stop enforcing rate limits (the default)."""
@@ -533,7 +547,7 @@ class FakeTelegram(FaultShortcuts):
                 if fault is not None and fault.error != "hang":
                     error = self._fault_error(fault)
             if error is None and self._limiter is not None and spec is not None and spec.sends and chat_id:
-                retry_after = self._limiter.check(token, chat_id)
+                retry_after = self._limiter.check(token, chat_id, paid=params.get("allow_paid_broadcast") is True)
                 if retry_after is not None:
                     self._rate_limited += 1
                     error = ApiError(429, f"Too Many Requests: retry after {retry_after}", {"retry_after": retry_after})
@@ -675,7 +689,10 @@ class FakeTelegram(FaultShortcuts):
             elif route == "limits" and request.method == "POST":
                 if data.get("enabled", True):
                     self.enforce_limits(
-                        data.get("per_second"), data.get("per_chat_per_second"), data.get("per_group_per_minute")
+                        data.get("per_second"),
+                        data.get("per_chat_per_second"),
+                        data.get("per_group_per_minute"),
+                        data.get("paid_per_second", 1000),
                     )
                 else:
                     self.disable_limits()

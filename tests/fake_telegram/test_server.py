@@ -456,6 +456,33 @@ def test_rate_limiter_sliding_windows() -> None:
     assert limiter.check("t", -5, now=204.0) == 56  # 2 per minute in a group: wait for the first to expire
 
 
+def test_paid_broadcast_sends_have_their_own_limit() -> None:
+    limiter = RateLimiter(per_second=2, per_chat_per_second=1, paid_per_second=4)
+    assert [limiter.check("t", chat, now=100.0, paid=True) for chat in range(1, 6)] == [None] * 4 + [1]
+    assert limiter.check("t", 10, now=100.0) is None  # the free limit is untouched by paid sends
+    assert limiter.check("t", 11, now=100.0) is None
+    assert limiter.check("t", 12, now=100.0) == 1
+    assert limiter.check("t", 1, now=100.5, paid=True) == 1  # one chat: still 1/s, paid or not
+
+
+def test_a_paid_send_is_limited_at_the_paid_rate_over_http(fake: FakeTelegram) -> None:
+    fake.enforce_limits(per_second=1, per_chat_per_second=None, paid_per_second=3)
+
+    async def scenario() -> None:
+        async with ptb(fake.base_url) as bot:
+            paid = await asyncio.gather(
+                *(bot.send_message(chat, "paid", allow_paid_broadcast=True) for chat in range(1, 5)),
+                return_exceptions=True,
+            )
+            assert sum(isinstance(r, RetryAfter) for r in paid) == 1  # 3 of 4 within the paid 3/s
+            await bot.send_message(10, "free")  # the free 1/s is still there
+            with pytest.raises(RetryAfter):
+                await bot.send_message(11, "free, over the free limit")
+
+    run(scenario())
+    assert fake.rate_limited_count == 2
+
+
 def test_enforced_limits_answer_429_only_when_exceeded(fake: FakeTelegram) -> None:
     fake.enforce_limits(per_second=30, per_chat_per_second=1, per_group_per_minute=20)
 

@@ -23,6 +23,10 @@ from broadcasts.personalize import unknown_hashtags
 from broadcasts.summary import SendSummary, send_summary
 from broadcasts.window import BadZone
 
+# The Bot API's allow_paid_broadcast: "up to 1000 messages per second, ignoring broadcasting
+# limits for a fee of 0.1 Telegram Stars per message", withdrawn from the bot's balance.
+STARS_PER_PAID_MESSAGE = 0.1
+
 
 def button(value: str) -> dict[str, str]:
     """--button "Pay now=https://example.org/pay" -> {"text": "Pay now", "url": "https://..."}."""
@@ -141,6 +145,12 @@ class Command(BaseCommand):
             help="The time zone of --window, e.g. Africa/Addis_Ababa (default: the server's TIME_ZONE).",
         )
         parser.add_argument(
+            "--paid",
+            action="store_true",
+            help="A paid broadcast (allow_paid_broadcast): up to TELEGRAM_PAID_RATE_LIMIT messages/s instead of "
+            f"30, for {STARS_PER_PAID_MESSAGE:g} Telegram Stars per message from the bot's balance.",
+        )
+        parser.add_argument(
             "--approved-by",
             metavar="USERNAME",
             help="With BROADCAST_APPROVAL on: the operator who approved this message (they must hold the "
@@ -165,6 +175,7 @@ class Command(BaseCommand):
             scheduled_at=self._when(options["at"]),
             buttons=options["button"],
             window_timezone=options["timezone"],
+            allow_paid_broadcast=options["paid"],
         )
         if options["window"]:
             broadcast.window_start, broadcast.window_end = options["window"]
@@ -182,7 +193,7 @@ class Command(BaseCommand):
             self.stderr.write(self.style.WARNING(f"{tag} is not a placeholder; it is sent as written."))
         versions = self._versions(broadcast, options["variant_text"], options["language"])
         summary = send_summary(broadcast, [(v.arm, v.language) for v in versions])
-        lines = summary.lines() + self._window_lines(broadcast)
+        lines = summary.lines() + self._window_lines(broadcast) + self._cost_lines(broadcast, summary)
         if options["dry_run"]:
             self.stdout.write("\n".join(lines))
             self.stderr.write("Dry run: nothing was created or sent.")
@@ -211,6 +222,15 @@ class Command(BaseCommand):
         else:
             self.stderr.write("Sending has started; follow it with: manage.py broadcast_status " + str(broadcast.pk))
         self.stdout.write(str(broadcast.pk))
+
+    def _cost_lines(self, broadcast: Broadcast, summary: SendSummary) -> list[str]:
+        if not broadcast.allow_paid_broadcast:
+            return []
+        stars = summary.recipients * STARS_PER_PAID_MESSAGE
+        return [
+            f"Paid broadcast: Telegram charges {STARS_PER_PAID_MESSAGE:g} Stars per message, up to {stars:,.1f} "
+            f"Stars for {summary.recipients} recipients, withdrawn from the bot's Stars balance."
+        ]
 
     def _window_lines(self, broadcast: Broadcast) -> list[str]:
         window = broadcast.send_window
