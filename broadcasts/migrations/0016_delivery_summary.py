@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('broadcasts', '0014_variants'),
+        ('broadcasts', '0015_stop_button_and_unsubscribes'),
     ]
 
     operations = [
