@@ -480,6 +480,9 @@ class DeliverySummary(models.Model):
     count = models.PositiveIntegerField()
     clicked = models.PositiveIntegerField(default=0, help_text="Of these, members who clicked a button.")
     blocked = models.PositiveIntegerField(default=0, help_text="Of these, members who had blocked the bot.")
+    blocked_after = models.PositiveIntegerField(default=0, help_text="Of these, blocked the bot after their message.")
+    unsubscribed = models.PositiveIntegerField(default=0, help_text="Of these, pressed Stop or blocked after.")
+    presses = models.PositiveIntegerField(default=0, help_text="Every click of these members on the buttons.")
     pruned_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

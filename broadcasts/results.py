@@ -43,7 +43,10 @@ class Figures:
 
 def figures(broadcast: Broadcast, by: str | None = None) -> dict[str, Figures]:
     """The figures per value of the deliveries' field `by` ("arm", "language"), or in total
-    (under ""). Deliveries held for an A/B winner are not sent yet: they are left out."""
+    (under ""). Deliveries held for an A/B winner are not sent yet: they are left out. A
+    broadcast whose rows were pruned (prune_deliveries) answers from its summary."""
+    if broadcast.delivery_summaries.exists():
+        return _summarised(broadcast, by)
     deliveries = broadcast.deliveries.exclude(status=Delivery.Status.HELD)
     clicks = Click.objects.filter(delivery__broadcast=broadcast)
     counted = _grouped(deliveries, by).annotate(
@@ -63,6 +66,18 @@ def figures(broadcast: Broadcast, by: str | None = None) -> dict[str, Figures]:
         found = result.setdefault(row["group"], Figures())
         found.clicks, found.presses = row["clicks"], row["presses"]
     return result
+
+
+def _summarised(broadcast: Broadcast, by: str | None) -> dict[str, Figures]:
+    summed = _grouped(broadcast.delivery_summaries.exclude(status=Delivery.Status.HELD), by).annotate(
+        sent=Sum("count", filter=Q(status=Delivery.Status.SENT)),
+        failed=Sum("count", filter=Q(status=Delivery.Status.FAILED)),
+        blocked_after=Sum("blocked_after"),
+        unsubscribed=Sum("unsubscribed"),
+        clicks=Sum("clicked"),
+        presses=Sum("presses"),
+    )
+    return {row.pop("group"): Figures(**{name: value or 0 for name, value in row.items()}) for row in summed}
 
 
 def _grouped(rows: QuerySet, field: str | None) -> QuerySet:

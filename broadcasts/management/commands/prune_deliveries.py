@@ -4,10 +4,11 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.utils import timezone
 
 from broadcasts.models import Broadcast, Click, Delivery, DeliverySummary
+from broadcasts.results import BLOCKED_AFTER, UNSUBSCRIBED
 
 BATCH_SIZE = 10_000
 
@@ -29,16 +30,31 @@ def summarise(broadcast: Broadcast) -> int:
         Broadcast.objects.select_for_update().filter(pk=broadcast.pk).first()
         if broadcast.delivery_summaries.exists():
             return 0
+        group = ("arm", "language", "status")
         rows = (
-            broadcast.deliveries.values("arm", "language", "status")
+            broadcast.deliveries.values(*group)
             .annotate(
                 count=Count("pk"),
                 clicked=Count("pk", filter=Q(Exists(Click.objects.filter(delivery=OuterRef("pk"))))),
                 blocked=Count("pk", filter=Q(member__is_blocked=True)),
+                blocked_after=Count("pk", filter=BLOCKED_AFTER),
+                unsubscribed=Count("pk", filter=UNSUBSCRIBED),
             )
             .order_by()
         )
-        return len(DeliverySummary.objects.bulk_create(DeliverySummary(broadcast=broadcast, **row) for row in rows))
+        presses = {
+            tuple(row[f"delivery__{field}"] for field in group): row["presses"]
+            for row in Click.objects.filter(delivery__broadcast=broadcast)
+            .values(*(f"delivery__{field}" for field in group))
+            .annotate(presses=Sum("count"))
+            .order_by()
+        }
+        return len(
+            DeliverySummary.objects.bulk_create(
+                DeliverySummary(broadcast=broadcast, presses=presses.get(tuple(row[f] for f in group), 0), **row)
+                for row in rows
+            )
+        )
 
 
 def delete_in_batches(broadcast: Broadcast, batch_size: int) -> tuple[int, int]:
