@@ -6,13 +6,18 @@ import socket
 from datetime import timedelta
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 
-from bots import telegram_api
+from bots import handlers, telegram_api
 from bots.inbox import hand_on_orphans
 from bots.models import TelegramUser, Update
-from bots.tasks import WORKER_DIED, handle_one
-from queueing import circuit
+from bots.tasks import ANSWERED_THEN_FAILED, WORKER_DIED, handle_one
+from broadcasts.models import Broadcast, Delivery
+from broadcasts.recovery import REPEATED_FAILURES, resume_stranded
+from broadcasts.sending import ChunkSender, fan_out, finish_if_complete
+from broadcasts.tasks import send_chunk, start_broadcast
+from queueing import circuit, health
 from queueing.errors import DEFERRED, MAYBE_DONE, MaybeDone, ServiceUnavailable, classify
 from queueing.jobs import BrokerOutages
 from queueing.models import Circuit, JobRecord
@@ -220,8 +225,6 @@ def test_an_update_older_than_the_outage_horizon_is_given_up(telegram_bot, fake_
 
 @pytest.mark.django_db
 def test_a_chunk_that_finds_telegram_unreachable_defers_with_every_delivery_still_pending(telegram_bot, fake_telegram):
-    from broadcasts.models import Broadcast, Delivery
-    from broadcasts.sending import ChunkSender, fan_out
 
     TelegramUser.objects.bulk_create(
         TelegramUser(bot=telegram_bot, telegram_id=8000 + n, is_subscribed=True) for n in range(5)
@@ -245,9 +248,6 @@ def test_a_chunk_that_finds_telegram_unreachable_defers_with_every_delivery_stil
 def test_a_broadcast_blocked_past_the_outage_horizon_pauses_and_sends_the_rest_when_resumed(
     telegram_bot, fake_telegram, settings
 ):
-    from broadcasts.models import Broadcast, Delivery
-    from broadcasts.sending import ChunkSender, fan_out, finish_if_complete
-    from queueing import health
 
     settings.TELEGRAM_OUTAGE_HORIZON = 60
     two_minutes_ago = timezone.now() - timedelta(minutes=2)
@@ -297,22 +297,16 @@ def test_a_broadcast_blocked_past_the_outage_horizon_pauses_and_sends_the_rest_w
 
 
 @pytest.mark.django_db
-def test_an_update_that_failed_after_its_answer_went_out_is_not_answered_again(
-    telegram_bot, fake_telegram, monkeypatch
-):
-    from django.db import OperationalError
-
-    from bots import handlers
-    from bots.tasks import ANSWERED_THEN_FAILED
+def test_an_update_that_failed_after_its_answer_went_out_is_not_answered_again(telegram_bot, fake_telegram):
 
     def help_then_a_locked_database(context, argument):
         context.reply("Here is some help.")
         raise OperationalError("database is locked")
 
-    monkeypatch.setitem(handlers.answers._entries, "/help", help_then_a_locked_database)
     update = _update(telegram_bot, 8, status=Update.Status.ENQUEUED)
 
-    handle_one(Update.objects.select_related("bot").get(pk=update.pk))
+    with handlers.answers.replaced("/help", help_then_a_locked_database):
+        handle_one(Update.objects.select_related("bot").get(pk=update.pk))
 
     update.refresh_from_db()
     assert update.status == Update.Status.FAILED
@@ -336,10 +330,6 @@ def test_a_wait_on_the_last_attempt_spends_nothing_and_comes_back_when_the_wait_
 
 @pytest.mark.django_db
 def test_a_broadcast_left_sending_with_no_job_is_sent_on_or_paused_after_repeated_failures(telegram_bot):
-    from broadcasts.models import Broadcast
-    from broadcasts.recovery import REPEATED_FAILURES, resume_stranded
-    from broadcasts.sending import fan_out
-    from broadcasts.tasks import send_chunk, start_broadcast
 
     TelegramUser.objects.create(bot=telegram_bot, telegram_id=8100, is_subscribed=True)
     long_ago = timezone.now() - timedelta(minutes=5)
