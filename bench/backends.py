@@ -1,6 +1,7 @@
 """The two backends every benchmark measures, and their throwaway databases: SQLite in a
 temporary folder, or a PostgreSQL database named bench* and a Redis database of its own."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -13,6 +14,35 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_backends(
+    args: argparse.Namespace,
+    labels: dict[str, str],
+    measure: Callable[[argparse.Namespace], dict],
+    run_backend: Callable[[str, argparse.Namespace], dict],
+    print_table: Callable[[list[dict], argparse.Namespace], None],
+) -> int:
+    """A benchmark's main(): in the measuring subprocess (--measure), `measure` and write its
+    result; in the parent, `run_backend` for each backend --backend names ("all": every one of
+    `labels`, backend -> name shown), then the table of those that ran. A backend that fails
+    is reported and the others still run; returns 1 when any failed."""
+    if args.measure:
+        Path(args.result_file).write_text(json.dumps(measure(args)))
+        return 0
+    names = list(labels) if args.backend == "all" else [args.backend]
+    results: list[dict] = []
+    failed = False
+    for name in names:
+        print(f"=== {labels[name]}", flush=True)
+        try:
+            results.append(run_backend(name, args))
+        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+            print(f"!!! {labels[name]} failed: {exc}", file=sys.stderr, flush=True)
+            failed = True
+    if results:
+        print_table(results, args)
+    return 1 if failed else 0
 
 
 @contextmanager

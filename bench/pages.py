@@ -14,7 +14,6 @@ and the slowest of --repeats. The goal is under 1 s for every page but the impor
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -29,31 +28,27 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/bench_pages"
 BOT_TOKEN = "700000003:AAE-bench"
 GOAL_MS = 1000
+BACKENDS = {"sqlite": "sqlite", "postgres": "postgres"}
 
 Result = dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.measure:
-        Path(args.result_file).write_text(json.dumps(measure(args)))
-        return 0
-    names = ["sqlite", "postgres"] if args.backend == "all" else [args.backend]
-    results = []
-    for name in names:
-        print(f"=== {name}: {args.pledges:,} pledges, {args.jobs:,} job records", flush=True)
-        with backends.throwaway_storage(name, f"bench-pages-{name}-", args.postgres_url, lambda: None) as folder:
-            env = backends.backend_env(name, folder, args.postgres_url, redis_url="")
-            env.update(REDIS_URL="", ALLOWED_HOSTS="testserver", QUEUEING_JOB_MODULES="", SECURE_SSL_REDIRECT="0")
-            options = ["--pledges", str(args.pledges), "--jobs", str(args.jobs), "--repeats", str(args.repeats)]
-            results.append(backends.run_measurement("bench.pages", name, env, folder, options))
-    print_table(results)
-    return 0
+    return backends.run_backends(parse_args(argv), BACKENDS, measure, run_backend, print_table)
+
+
+def run_backend(name: str, args: argparse.Namespace) -> Result:
+    print(f"{args.pledges:,} pledges, {args.jobs:,} job records", flush=True)
+    with backends.throwaway_storage(name, f"bench-pages-{name}-", args.postgres_url, lambda: None) as folder:
+        env = backends.backend_env(name, folder, args.postgres_url, redis_url="")
+        env.update(REDIS_URL="", ALLOWED_HOSTS="testserver", QUEUEING_JOB_MODULES="", SECURE_SSL_REDIRECT="0")
+        options = ["--pledges", str(args.pledges), "--jobs", str(args.jobs), "--repeats", str(args.repeats)]
+        return backends.run_measurement("bench.pages", name, env, folder, options)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.pages", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backend", choices=["sqlite", "postgres", "all"], default="all")
+    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
     parser.add_argument("--pledges", type=int, default=100_000)
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
@@ -63,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def print_table(results: list[Result]) -> None:
+def print_table(results: list[Result], args: argparse.Namespace) -> None:
     header = ["page", *(f"{r['backend']} median / max" for r in results)]
     rows = [header, ["fill", *(f"{r['fill_s']:.0f} s" for r in results)]]
     for label in results[0]["pages"]:

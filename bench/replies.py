@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,23 +52,7 @@ Result = dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.measure:
-        Path(args.result_file).write_text(json.dumps(measure(args)))
-        return 0
-    names = list(BACKENDS) if args.backend == "all" else [args.backend]
-    results: list[Result] = []
-    failed = False
-    for name in names:
-        print(f"=== {BACKENDS[name]}", flush=True)
-        try:
-            results.append(run_backend(name, args))
-        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
-            print(f"!!! {BACKENDS[name]} failed: {exc}", file=sys.stderr, flush=True)
-            failed = True
-    if results:
-        print_table(results, args)
-    return 1 if failed else 0
+    return backends.run_backends(parse_args(argv), BACKENDS, measure, run_backend, print_table)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
