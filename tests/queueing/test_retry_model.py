@@ -17,10 +17,19 @@ from broadcasts.models import Broadcast, Delivery
 from broadcasts.recovery import REPEATED_FAILURES, resume_stranded
 from broadcasts.sending import ChunkSender, fan_out, finish_if_complete
 from broadcasts.tasks import send_chunk, start_broadcast
-from queueing import circuit, health
-from queueing.errors import DEFERRED, MAYBE_DONE, MaybeDone, ServiceUnavailable, classify
+from queueing import circuit, health, models, queues
+from queueing.errors import (
+    DEFERRED,
+    MAYBE_DONE,
+    MaybeDone,
+    RateLimited,
+    RetriableError,
+    ServiceUnavailable,
+    classify,
+)
 from queueing.jobs import BrokerOutages
 from queueing.models import Circuit, JobRecord
+from queueing.queues import get_queue
 from tests.fake_telegram import make_user, updates
 
 
@@ -326,6 +335,28 @@ def test_a_wait_on_the_last_attempt_spends_nothing_and_comes_back_when_the_wait_
     assert status == record.status == JobRecord.Status.RETRYING
     assert record.attempts == 3, "the attempt that waited is given back"
     assert 4.5 <= (record.next_retry_at - timezone.now()).total_seconds() <= 5.0
+
+
+@pytest.mark.django_db
+def test_a_429_is_due_again_exactly_retry_after_and_a_failure_after_its_backoff(monkeypatch):
+    """With a frozen clock: the end-to-end tests only see that the waits were not cut short."""
+    now = timezone.now()
+    monkeypatch.setattr(models.timezone, "now", lambda: now)
+    monkeypatch.setattr(queues.random, "uniform", lambda low, high: high)  # the jitter's longest
+    limited, flaky = (
+        JobRecord.objects.create(
+            queue="telegram", kind="k", status=JobRecord.Status.RUNNING, attempts=attempts, max_attempts=4
+        )
+        for attempts in (1, 2)
+    )
+
+    limited.record_failure(RateLimited(3))
+    flaky.record_failure(RetriableError("flaky"))
+
+    limited.refresh_from_db(), flaky.refresh_from_db()
+    assert (limited.next_retry_at, limited.attempts) == (now + timedelta(seconds=3), 0)
+    backoff = get_queue("telegram").backoff
+    assert (flaky.next_retry_at, flaky.attempts) == (now + timedelta(seconds=backoff * 3 * 1.1), 2)
 
 
 @pytest.mark.django_db
