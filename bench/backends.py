@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,22 @@ def run_backends(
     return 1 if failed else 0
 
 
+def print_aligned(rows: Sequence[Sequence[str]], underline: bool = False) -> None:
+    """Rows of cells as a table: the first column to the left, the others to the right; with
+    `underline`, a rule under the first row (the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for i, (label, *cells) in enumerate(rows):
+        print("  ".join([label.ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells, widths[1:], strict=True))]))
+        if underline and i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def print_notes(results: list[dict]) -> None:
+    for result in results:
+        for note in result["notes"]:
+            print(f"  note ({result['backend']}): {note}")
+
+
 @contextmanager
 def throwaway_storage(name: str, prefix: str, postgres_url: str, flush: Callable[[], None]) -> Iterator[Path]:
     """A temporary folder (the SQLite database and VAR_DIR); for "postgres" also a fresh
@@ -80,7 +96,15 @@ def backend_env(
     """The process environment wins over a developer's .env, so every setting that matters is set."""
     env = dict(os.environ)
     env.pop("Q_CLUSTER_NAME", None)
-    env.update(DJANGO_SETTINGS_MODULE=settings, VAR_DIR=str(var_dir), DEBUG="0", PYTHONUNBUFFERED="1", **extra)
+    # DEBUG off as in production, but plain HTTP: benchmarks talk to the app without TLS.
+    env.update(
+        DJANGO_SETTINGS_MODULE=settings,
+        VAR_DIR=str(var_dir),
+        DEBUG="0",
+        SECURE_SSL_REDIRECT="0",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
     if name == "sqlite":
         env.update(DATABASE_URL=f"sqlite:///{var_dir / 'db.sqlite3'}", REDIS_URL="")
     else:

@@ -35,9 +35,7 @@ Run from the project folder (about 3 minutes per backend at the defaults, 1.5 wi
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -63,23 +61,7 @@ Result = dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.measure:
-        Path(args.result_file).write_text(json.dumps(measure(args)))
-        return 0
-    names = list(BACKENDS) if args.backend == "all" else [args.backend]
-    results: list[Result] = []
-    failed = False
-    for name in names:
-        print(f"=== {BACKENDS[name]}", flush=True)
-        try:
-            results.append(run_backend(name, args))
-        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
-            print(f"!!! {BACKENDS[name]} failed: {exc}", file=sys.stderr, flush=True)
-            failed = True
-    if results:
-        print_table(results, args)
-    return 1 if failed else 0
+    return backends.run_backends(parse_args(argv), BACKENDS, measure, run_backend, print_table)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -140,20 +122,14 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         row(f"limit {SLOW_RATE}/s: {args.slow_members:,} msgs, achieved (msg/s)", "slow_per_s", ".2f")
         row(f"  ratio to {SLOW_RATE}/s (goal >= 0.98)", "slow_ratio", ".3f")
         row("  429s answered by the fake (goal 0)", "slow_429", "d")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
-    for i, cells in enumerate(rows):
-        print("  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    backends.print_aligned(rows, underline=True)
     print(
         f"\n{os.cpu_count()} CPUs; broadcasts cluster with {'/'.join(str(r['workers']) for r in results)} workers; "
         f"1-min load average {os.getloadavg()[0]:.1f} at end. Goals: >= 1,000 msg/s with the limit lifted, "
         f">= 29.4 msg/s at 30/s with no 429, < 200 MB per worker."
     )
-    for r in results:
-        for note in r["notes"]:
-            print(f"  note ({r['backend']}): {note}")
+    backends.print_notes(results)
 
 
 # --- The child: one backend, settings loaded from this process's environment ----------------

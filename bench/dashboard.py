@@ -23,6 +23,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from bench import backends
 from bench.backends import drop_postgres, recreate_postgres
 from bench.queue_throughput import (
     BACKENDS,
@@ -46,17 +47,7 @@ REPEATS = 15
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.measure:
-        Path(args.result_file).write_text(json.dumps(measure(args)))
-        return 0
-    names = list(BACKENDS) if args.backend == "all" else [args.backend]
-    results = []
-    for name in names:
-        print(f"=== {BACKENDS[name]}: {args.jobs:,} job records", flush=True)
-        results.append(run_backend(name, args))
-    print_table(results)
-    return 0
+    return backends.run_backends(parse_args(argv), BACKENDS, measure, run_backend, print_table)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -71,6 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_backend(name: str, args: argparse.Namespace) -> dict:
+    print(f"{args.jobs:,} job records", flush=True)
     with tempfile.TemporaryDirectory(prefix=f"bench-dashboard-{name}-") as tmp:
         env = backend_env(name, Path(tmp), args)
         env.update(ALLOWED_HOSTS="testserver", QUEUEING_JOB_MODULES="")
@@ -193,7 +185,7 @@ def fill(jobs: int, batch: int = 5000) -> None:
     JobRecord.objects.bulk_create(unfinished)
 
 
-def print_table(results: list[dict]) -> None:
+def print_table(results: list[dict], args: argparse.Namespace) -> None:
     labels = list(results[0]["timings"])
     header = ["", *(f"{r['backend']} median / max" for r in results)]
     rows = [header]
@@ -201,10 +193,8 @@ def print_table(results: list[dict]) -> None:
     for label in labels:
         cells = [f"{r['timings'][label]['median_ms']:.0f} / {r['timings'][label]['max_ms']:.0f} ms" for r in results]
         rows.append([label, *cells])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     print(f"\n{results[0]['jobs']:,} job records; {REPEATS} requests each; load {os.getloadavg()[0]:.1f}")
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    backends.print_aligned(rows)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def run_backend(name: str, args: argparse.Namespace) -> Result:
     print(f"{args.pledges:,} pledges, {args.jobs:,} job records", flush=True)
     with backends.throwaway_storage(name, f"bench-pages-{name}-", args.postgres_url, lambda: None) as folder:
         env = backends.backend_env(name, folder, args.postgres_url, redis_url="")
-        env.update(REDIS_URL="", ALLOWED_HOSTS="testserver", QUEUEING_JOB_MODULES="", SECURE_SSL_REDIRECT="0")
+        env.update(REDIS_URL="", ALLOWED_HOSTS="testserver", QUEUEING_JOB_MODULES="")
         options = ["--pledges", str(args.pledges), "--jobs", str(args.jobs), "--repeats", str(args.repeats)]
         return backends.run_measurement("bench.pages", name, env, folder, options)
 
@@ -68,13 +68,11 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
             slow = " SLOW" if page["max_ms"] > GOAL_MS else ""
             cells.append(f"{page['median_ms']:,.0f} / {page['max_ms']:,.0f} ms{slow}")
         rows.append([label, *cells])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     first = results[0]
     print(
         f"\n{first['pledges']:,} pledges and members, {first['jobs']:,} job records; {first['repeats']} requests each"
     )
-    for row in rows:
-        print("  ".join([row[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True))]))
+    backends.print_aligned(rows)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"{os.cpu_count()} CPUs, load average {load}")
 

@@ -79,9 +79,7 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     row("  searched: a name (ms)", "list_search_ms", ",.0f")
     row("CSV export of every pledge (s)", "export_s", ".1f")
     row("  export size (MB)", "export_mb", ".1f")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for label, *cells in rows:
-        print("  ".join([label.ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells, widths[1:], strict=True))]))
+    backends.print_aligned(rows)
     summary = results[0]["summary"]
     print(f"\nthe check's summary: {summary}")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

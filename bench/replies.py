@@ -99,19 +99,13 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     row("replies answered", "replied", "d")
     row("broadcast msgs sent while replies were answered", "broadcast_during", "d")
     row(f"broadcast msgs sent of {args.members:,}", "broadcast_sent", "d")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
-    for i, cells in enumerate(rows):
-        print("  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    backends.print_aligned(rows, underline=True)
     print(
         f"\n{os.cpu_count()} CPUs; telegram cluster with {'/'.join(str(r['workers']) for r in results)} workers; "
         f"/start at {args.rate:g}/s; 1-min load average {os.getloadavg()[0]:.1f} at end."
     )
-    for r in results:
-        for note in r["notes"]:
-            print(f"  note ({r['backend']}): {note}")
+    backends.print_notes(results)
 
 
 # --- The child: one backend, settings loaded from this process's environment ----------------
