@@ -16,7 +16,6 @@ from django.utils import timezone
 from queueing.errors import PERMANENT, RETRIABLE
 from queueing.jobs import retry_all
 from queueing.models import LOST, JobQuerySet, JobRecord
-from queueing.queues import broker_for, queue_names
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -64,16 +63,6 @@ def static_files_without_a_manifest(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
-
-
-@pytest.fixture
-def broker():
-    """The queues' brokers, emptied before and after: Redis outlives the test's transaction."""
-    for queue in queue_names():
-        broker_for(queue).purge_queue()
-    yield broker_for
-    for queue in queue_names():
-        broker_for(queue).purge_queue()
 
 
 def test_anonymous_and_non_staff_users_are_sent_to_the_login_page(client, django_user_model):
