@@ -16,7 +16,7 @@ from broadcasts.preview import Preview
 from broadcasts.tasks import start_due_broadcasts
 from queueing.housekeeping import Housekeeper
 from queueing.models import JobRecord
-from tests.broadcasts.support import compose, deliveries, make_members, messages_of, sending, url
+from tests.broadcasts.support import assert_draft_refused, compose, deliveries, make_members, messages_of, sending, url
 from tests.browser import pending_timers, track_timers
 from tests.fake_telegram.objects import make_token
 from tests.waiting import wait_for
@@ -66,12 +66,7 @@ def test_save_and_preview_leads_to_the_preview(staff, bot):
     ],
 )
 def test_invalid_drafts_are_refused_with_a_clear_error(staff, bot, fields, field, error):
-    response = staff.post(url("add"), compose(bot, **fields))
-
-    assert response.status_code == 200
-    errors = response.context["adminform"].form.errors
-    assert any(error in message for message in errors[field]), errors
-    assert not Broadcast.objects.exists()
+    assert_draft_refused(staff, bot, fields, field, error)
 
 
 def test_a_template_alone_is_enough_and_misspelt_placeholders_only_warn(staff, bot):
