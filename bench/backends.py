@@ -16,6 +16,16 @@ from urllib.parse import urlsplit, urlunsplit
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def argument_parser(module: str, doc: str | None, labels: dict[str, str]) -> argparse.ArgumentParser:
+    """A benchmark's options: --backend (one of `labels`, or "all"), and the hidden ones the
+    parent passes to its measuring subprocess (run_measurement)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--backend", choices=[*labels, "all"], default="all")
+    parser.add_argument("--measure", choices=list(labels), help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    return parser
+
+
 def run_backends(
     args: argparse.Namespace,
     labels: dict[str, str],

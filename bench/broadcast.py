@@ -65,16 +65,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.broadcast", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser = backends.argument_parser("bench.broadcast", __doc__, BACKENDS)
     parser.add_argument("--members", type=int, default=20_000, help="members of the top-speed broadcast")
     parser.add_argument("--fanout-members", type=int, default=100_000, help="members for the fan-out timing")
     parser.add_argument("--slow-members", type=int, default=3000, help="members of the 30/s broadcast")
     parser.add_argument("--skip-slow", action="store_true", help="skip the ~100 s broadcast at 30/s")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database named bench*; it is dropped")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a Redis database of its own; it is flushed")
-    parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.members, args.fanout_members, args.slow_members) < 1:
         parser.error("member counts must be at least 1")

@@ -51,13 +51,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.dashboard", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser = backends.argument_parser("bench.dashboard", __doc__, BACKENDS)
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL.replace("bench_queue", "bench_dashboard"))
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
-    parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

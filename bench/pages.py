@@ -47,14 +47,11 @@ def run_backend(name: str, args: argparse.Namespace) -> Result:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.pages", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser = backends.argument_parser("bench.pages", __doc__, BACKENDS)
     parser.add_argument("--pledges", type=int, default=100_000)
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database named bench*; it is dropped")
-    parser.add_argument("--measure", help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

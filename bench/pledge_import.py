@@ -47,12 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.pledge_import", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser = backends.argument_parser("bench.pledge_import", __doc__, BACKENDS)
     parser.add_argument("--rows", type=int, default=100_000, help="rows of the generated CSV")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database named bench*; it is dropped")
-    parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 

@@ -56,15 +56,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.replies", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser = backends.argument_parser("bench.replies", __doc__, BACKENDS)
     parser.add_argument("--replies", type=int, default=1500, help="/start updates from distinct new members")
     parser.add_argument("--rate", type=float, default=25, help="/start updates stored per second")
     parser.add_argument("--members", type=int, default=2000, help="members of the broadcast sent meanwhile")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database named bench*; it is dropped")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a Redis database of its own; it is flushed")
-    parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.replies, args.members) < 1 or args.rate <= 0:
         parser.error("--replies and --members must be at least 1, --rate above 0")
