@@ -1,19 +1,75 @@
 """The two backends every benchmark measures, and their throwaway databases: SQLite in a
 temporary folder, or a PostgreSQL database named bench* and a Redis database of its own."""
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def argument_parser(module: str, doc: str | None, labels: dict[str, str]) -> argparse.ArgumentParser:
+    """A benchmark's options: --backend (one of `labels`, or "all"), and the hidden ones the
+    parent passes to its measuring subprocess (run_measurement)."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=(doc or "").split("\n\n")[0])
+    parser.add_argument("--backend", choices=[*labels, "all"], default="all")
+    parser.add_argument("--measure", choices=list(labels), help=argparse.SUPPRESS)
+    parser.add_argument("--result-file", help=argparse.SUPPRESS)
+    return parser
+
+
+def run_backends(
+    args: argparse.Namespace,
+    labels: dict[str, str],
+    measure: Callable[[argparse.Namespace], dict],
+    run_backend: Callable[[str, argparse.Namespace], dict],
+    print_table: Callable[[list[dict], argparse.Namespace], None],
+) -> int:
+    """A benchmark's main(): in the measuring subprocess (--measure), `measure` and write its
+    result; in the parent, `run_backend` for each backend --backend names ("all": every one of
+    `labels`, backend -> name shown), then the table of those that ran. A backend that fails
+    is reported and the others still run; returns 1 when any failed."""
+    if args.measure:
+        Path(args.result_file).write_text(json.dumps(measure(args)))
+        return 0
+    names = list(labels) if args.backend == "all" else [args.backend]
+    results: list[dict] = []
+    failed = False
+    for name in names:
+        print(f"=== {labels[name]}", flush=True)
+        try:
+            results.append(run_backend(name, args))
+        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
+            print(f"!!! {labels[name]} failed: {exc}", file=sys.stderr, flush=True)
+            failed = True
+    if results:
+        print_table(results, args)
+    return 1 if failed else 0
+
+
+def print_aligned(rows: Sequence[Sequence[str]], underline: bool = False) -> None:
+    """Rows of cells as a table: the first column to the left, the others to the right; with
+    `underline`, a rule under the first row (the header)."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for i, (label, *cells) in enumerate(rows):
+        print("  ".join([label.ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells, widths[1:], strict=True))]))
+        if underline and i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def print_notes(results: list[dict]) -> None:
+    for result in results:
+        for note in result["notes"]:
+            print(f"  note ({result['backend']}): {note}")
 
 
 @contextmanager
@@ -51,7 +107,15 @@ def backend_env(
     """The process environment wins over a developer's .env, so every setting that matters is set."""
     env = dict(os.environ)
     env.pop("Q_CLUSTER_NAME", None)
-    env.update(DJANGO_SETTINGS_MODULE=settings, VAR_DIR=str(var_dir), DEBUG="0", PYTHONUNBUFFERED="1", **extra)
+    # DEBUG off as in production, but plain HTTP: benchmarks talk to the app without TLS.
+    env.update(
+        DJANGO_SETTINGS_MODULE=settings,
+        VAR_DIR=str(var_dir),
+        DEBUG="0",
+        SECURE_SSL_REDIRECT="0",
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
     if name == "sqlite":
         env.update(DATABASE_URL=f"sqlite:///{var_dir / 'db.sqlite3'}", REDIS_URL="")
     else:

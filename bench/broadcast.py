@@ -49,10 +49,8 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import json
 import os
 import pstats
-import subprocess
 import sys
 import time
 from contextlib import ExitStack
@@ -78,28 +76,11 @@ Result = dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.measure:
-        Path(args.result_file).write_text(json.dumps(measure(args)))
-        return 0
-    names = list(BACKENDS) if args.backend == "all" else [args.backend]
-    results: list[Result] = []
-    failed = False
-    for name in names:
-        print(f"=== {BACKENDS[name]}", flush=True)
-        try:
-            results.append(run_backend(name, args))
-        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
-            print(f"!!! {BACKENDS[name]} failed: {exc}", file=sys.stderr, flush=True)
-            failed = True
-    if results:
-        print_table(results, args)
-    return 1 if failed else 0
+    return backends.run_backends(parse_args(argv), BACKENDS, measure, run_backend, print_table)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.broadcast", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser = backends.argument_parser("bench.broadcast", __doc__, BACKENDS)
     parser.add_argument("--members", type=int, default=20_000, help="members of the top-speed broadcast")
     parser.add_argument("--fanout-members", type=int, default=100_000, help="members for the fan-out timing")
     parser.add_argument("--slow-members", type=int, default=3000, help="members of the 30/s broadcast")
@@ -113,8 +94,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database named bench*; it is dropped")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a Redis database of its own; it is flushed")
-    parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.members, args.fanout_members, args.slow_members, args.paid_members) < 1:
         parser.error("member counts must be at least 1")
@@ -184,22 +163,16 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         row("  429s answered by the fake (goal 0)", "slow_429", "d")
     print_rows(rows, results)
     print("Goals: >= 1,000 msg/s with the limit lifted, >= 29.4 msg/s at 30/s with no 429, < 200 MB per worker.")
-    for r in results:
-        for note in r["notes"]:
-            print(f"  note ({r['backend']}): {note}")
 
 
 def print_rows(rows: list[tuple[str, ...]], results: list[Result]) -> None:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
-    for i, cells in enumerate(rows):
-        print("  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    backends.print_aligned(rows, underline=True)
     print(
         f"\n{os.cpu_count()} CPUs; broadcasts cluster with {'/'.join(str(r['workers']) for r in results)} workers; "
         f"1-min load average {os.getloadavg()[0]:.1f} at end."
     )
+    backends.print_notes(results)
 
 
 # --- The child: one backend, settings loaded from this process's environment ----------------

@@ -23,6 +23,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
+from bench import backends
 from bench.backends import drop_postgres, recreate_postgres
 from bench.queue_throughput import (
     BACKENDS,
@@ -46,31 +47,19 @@ REPEATS = 15
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.measure:
-        Path(args.result_file).write_text(json.dumps(measure(args)))
-        return 0
-    names = list(BACKENDS) if args.backend == "all" else [args.backend]
-    results = []
-    for name in names:
-        print(f"=== {BACKENDS[name]}: {args.jobs:,} job records", flush=True)
-        results.append(run_backend(name, args))
-    print_table(results)
-    return 0
+    return backends.run_backends(parse_args(argv), BACKENDS, measure, run_backend, print_table)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.dashboard", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser = backends.argument_parser("bench.dashboard", __doc__, BACKENDS)
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL.replace("bench_queue", "bench_dashboard"))
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL)
-    parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def run_backend(name: str, args: argparse.Namespace) -> dict:
+    print(f"{args.jobs:,} job records", flush=True)
     with tempfile.TemporaryDirectory(prefix=f"bench-dashboard-{name}-") as tmp:
         env = backend_env(name, Path(tmp), args)
         env.update(ALLOWED_HOSTS="testserver", QUEUEING_JOB_MODULES="")
@@ -193,7 +182,7 @@ def fill(jobs: int, batch: int = 5000) -> None:
     JobRecord.objects.bulk_create(unfinished)
 
 
-def print_table(results: list[dict]) -> None:
+def print_table(results: list[dict], args: argparse.Namespace) -> None:
     labels = list(results[0]["timings"])
     header = ["", *(f"{r['backend']} median / max" for r in results)]
     rows = [header]
@@ -201,10 +190,8 @@ def print_table(results: list[dict]) -> None:
     for label in labels:
         cells = [f"{r['timings'][label]['median_ms']:.0f} / {r['timings'][label]['max_ms']:.0f} ms" for r in results]
         rows.append([label, *cells])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     print(f"\n{results[0]['jobs']:,} job records; {REPEATS} requests each; load {os.getloadavg()[0]:.1f}")
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    backends.print_aligned(rows)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ Run from the project folder (about a minute per backend at the defaults):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -44,32 +43,13 @@ Result = dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.measure:
-        Path(args.result_file).write_text(json.dumps(measure(args)))
-        return 0
-    names = list(BACKENDS) if args.backend == "all" else [args.backend]
-    results: list[Result] = []
-    failed = False
-    for name in names:
-        print(f"=== {name}", flush=True)
-        try:
-            results.append(run_backend(name, args))
-        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
-            print(f"!!! {name} failed: {exc}", file=sys.stderr, flush=True)
-            failed = True
-    if results:
-        print_table(results, args)
-    return 1 if failed else 0
+    return backends.run_backends(parse_args(argv), BACKENDS, measure, run_backend, print_table)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.pledge_import", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser = backends.argument_parser("bench.pledge_import", __doc__, BACKENDS)
     parser.add_argument("--rows", type=int, default=100_000, help="rows of the generated CSV")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database named bench*; it is dropped")
-    parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -96,9 +76,7 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     row("  searched: a name (ms)", "list_search_ms", ",.0f")
     row("CSV export of every pledge (s)", "export_s", ".1f")
     row("  export size (MB)", "export_mb", ".1f")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for label, *cells in rows:
-        print("  ".join([label.ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells, widths[1:], strict=True))]))
+    backends.print_aligned(rows)
     summary = results[0]["summary"]
     print(f"\nthe check's summary: {summary}")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())

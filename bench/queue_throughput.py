@@ -160,14 +160,8 @@ def print_table(results: list[Result], args: argparse.Namespace, load_at_start: 
                 f"{r['latency_p50_ms']:.0f} ms / {r['latency_p95_ms']:.0f} ms",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     print()
-    for i, row in enumerate(rows):
-        first, *rest = zip(row, widths, strict=True)
-        cells = [first[0].ljust(first[1]), *(cell.rjust(w) for cell, w in rest)]
-        print("  ".join(cells))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    backends.print_aligned(rows, underline=True)
     workers = {r["workers"] for r in results}
     runs = " (best of " + "/".join(str(r["runs"]) for r in results) + " runs)" if args.repeat > 1 else ""
     print(

@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,35 +52,16 @@ Result = dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    if args.measure:
-        Path(args.result_file).write_text(json.dumps(measure(args)))
-        return 0
-    names = list(BACKENDS) if args.backend == "all" else [args.backend]
-    results: list[Result] = []
-    failed = False
-    for name in names:
-        print(f"=== {BACKENDS[name]}", flush=True)
-        try:
-            results.append(run_backend(name, args))
-        except (subprocess.CalledProcessError, RuntimeError, OSError) as exc:
-            print(f"!!! {BACKENDS[name]} failed: {exc}", file=sys.stderr, flush=True)
-            failed = True
-    if results:
-        print_table(results, args)
-    return 1 if failed else 0
+    return backends.run_backends(parse_args(argv), BACKENDS, measure, run_backend, print_table)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.replies", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser = backends.argument_parser("bench.replies", __doc__, BACKENDS)
     parser.add_argument("--replies", type=int, default=1500, help="/start updates from distinct new members")
     parser.add_argument("--rate", type=float, default=25, help="/start updates stored per second")
     parser.add_argument("--members", type=int, default=2000, help="members of the broadcast sent meanwhile")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database named bench*; it is dropped")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a Redis database of its own; it is flushed")
-    parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if min(args.replies, args.members) < 1 or args.rate <= 0:
         parser.error("--replies and --members must be at least 1, --rate above 0")
@@ -116,19 +96,13 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     row("replies answered", "replied", "d")
     row("broadcast msgs sent while replies were answered", "broadcast_during", "d")
     row(f"broadcast msgs sent of {args.members:,}", "broadcast_sent", "d")
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     print()
-    for i, cells in enumerate(rows):
-        print("  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))]))
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    backends.print_aligned(rows, underline=True)
     print(
         f"\n{os.cpu_count()} CPUs; telegram cluster with {'/'.join(str(r['workers']) for r in results)} workers; "
         f"/start at {args.rate:g}/s; 1-min load average {os.getloadavg()[0]:.1f} at end."
     )
-    for r in results:
-        for note in r["notes"]:
-            print(f"  note ({r['backend']}): {note}")
+    backends.print_notes(results)
 
 
 # --- The child: one backend, settings loaded from this process's environment ----------------

@@ -114,8 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.webhook", description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backend", choices=[*BACKENDS, "all"], default="all")
+    parser = backends.argument_parser("bench.webhook", __doc__, BACKENDS)
     parser.add_argument("--duration", type=float, default=10, help="seconds per wrk measurement (default 10)")
     parser.add_argument(
         "--rounds", type=int, default=5, help="slices each measurement is cut into, taken in turn (default 5)"
@@ -127,8 +126,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--redis-server", action="store_true", help="start a private redis-server (on a free port) instead"
     )
-    parser.add_argument("--measure", choices=list(BACKENDS), help=argparse.SUPPRESS)
-    parser.add_argument("--result-file", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.duration < 1 or args.rounds < 1 or args.duration < args.rounds:
         parser.error("--duration must be at least 1 second per round (--rounds)")

@@ -15,8 +15,8 @@ from django.utils import timezone
 from bots.models import Update
 from bots.tasks import handle_update
 from bots.updates import chat_id_of, loads, storable, update_id_of
+from queueing import history
 from queueing.locks import try_lock
-from queueing.models import JobRecord
 
 DISPATCH_BATCH = 500
 # How often the telegram cluster looks for received updates: the most a reply waits for it.
@@ -71,7 +71,7 @@ def hand_on_orphans(_cluster: str = "telegram") -> int:
     the chat, or it left the chat to another job that then failed, or its record was pruned.
     Each update keeps its own attempts, so this never retries one past its budget."""
     orphans = Update.objects.filter(status=Update.Status.ENQUEUED).filter(
-        Q(job__isnull=True) | Q(job__in=JobRecord.objects.finished_before(timezone.now() - ORPHAN_GRACE))
+        Q(job__isnull=True) | Q(job__in=history.ended_before(timezone.now() - ORPHAN_GRACE))
     )
     return orphans.update(status=Update.Status.RECEIVED)
 

@@ -15,7 +15,7 @@ from django.conf import settings
 from bots import telegram_api
 from bots.models import Bot
 from queueing.departures import get_departure_log, window
-from queueing.errors import RateLimited, retry_after_seconds
+from queueing.errors import Deferred, retry_after_seconds
 from queueing.ratelimit import get_limiter
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,8 @@ def wait_for_reply_slot(bot: Bot, chat_id: int) -> None:
     chat_rate = (PRIVATE_CHAT_RATE if chat_id > 0 else GROUP_CHAT_RATE) * margin
     chat = limiter.take(f"chat:{bot.pk}:{chat_id}", chat_rate, 1, horizon=LONGEST_WAIT)
     if not chat.slots:
-        raise RateLimited(chat.delay, f"pacing replies into chat {chat_id}")
+        # Our own pacing, not Telegram's 429: the history and metrics count only those as 429s.
+        raise Deferred(chat.delay, f"pacing replies into chat {chat_id}")
     # No horizon: a reply always gets the bot's next free slot, ahead of any broadcast
     # slot not yet claimed.
     overall = limiter.take(f"bot:{bot.pk}", settings.TELEGRAM_RATE_LIMIT * margin, 1)

@@ -43,6 +43,7 @@ from broadcasts.preview import Preview
 from broadcasts.summary import ab_test_in_words, send_summary
 from broadcasts.tasks import send_test
 from broadcasts.window import BadZone
+from queueing.admin import search_words
 
 # ---------------------------------------------------------------------------------------------
 # Pledges and their CSV import
@@ -122,14 +123,7 @@ class PledgeAdmin(admin.ModelAdmin):
         "bot",
     ]
     list_filter = ["campaign", "currency", OverdueFilter, "bot"]
-    search_fields = [
-        "=telegram_id",
-        "name",
-        "member__first_name",
-        "member__last_name",
-        "member__username",
-        "campaign",
-    ]
+    search_fields = ["=telegram_id", "name", "campaign"]  # and the member's names: get_search_results
     search_help_text = "Searches the Telegram id, the name, the member's name and username, and the campaign."
     list_select_related = ["member", "bot"]
     raw_id_fields = ["member"]
@@ -148,6 +142,20 @@ class PledgeAdmin(admin.ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs) -> type[ChangeList]:
         return PledgeChangeList
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        """Every word in the Telegram id, name or campaign, or the member's names: the member's
+        by a subquery, as a join to every member made each of the page's three queries scan
+        both tables (0.3 s each with 100,000 pledges on PostgreSQL)."""
+        for word in search_words(search_term):
+            members = TelegramUser.objects.filter(
+                Q(first_name__icontains=word) | Q(last_name__icontains=word) | Q(username__icontains=word)
+            )
+            found = Q(name__icontains=word) | Q(campaign__icontains=word) | Q(member__in=members.values("pk"))
+            if word.lstrip("-").isdigit():
+                found |= Q(telegram_id=int(word))
+            queryset = queryset.filter(found)
+        return queryset, False
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         extra_context = {**(extra_context or {}), "can_import": self.has_import_permission(request)}

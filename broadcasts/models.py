@@ -461,7 +461,11 @@ class Delivery(models.Model):
     class Meta:
         verbose_name_plural = "deliveries"
         constraints = [models.UniqueConstraint(fields=["broadcast", "member"], name="one_delivery_per_member")]
-        indexes = [models.Index(fields=["broadcast", "status"])]
+        indexes = [
+            models.Index(fields=["broadcast", "status"]),
+            # The admin's list of a broadcast's deliveries, newest first: 100 rows read, not all.
+            models.Index(fields=["broadcast", "id"], name="delivery_of_broadcast_by_id"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.broadcast} → {self.member} ({self.status})"

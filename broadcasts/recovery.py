@@ -19,8 +19,8 @@ from broadcasts import variants
 from broadcasts.models import Broadcast
 from broadcasts.sending import finish_if_complete
 from broadcasts.tasks import send_chunk, start_broadcast
+from queueing import history
 from queueing.locks import try_lock
-from queueing.models import JobRecord
 
 logger = logging.getLogger(__name__)
 
@@ -39,19 +39,18 @@ def resume_stranded(_cluster: str = "telegram") -> int:
         sending = list(Broadcast.objects.filter(status=Broadcast.Status.SENDING, started_at__lt=settled))
         if not sending:
             return 0
-        jobs = JobRecord.objects.of_kinds(start_broadcast, send_chunk)
-        busy = jobs.unfinished().first_args() | jobs.finished_since(settled).first_args()
-        return sum(_recover(broadcast, jobs) for broadcast in sending if broadcast.pk not in busy)
+        busy = history.busy_with(start_broadcast, send_chunk, since=settled)
+        return sum(_recover(broadcast) for broadcast in sending if broadcast.pk not in busy)
 
 
-def _recover(broadcast: Broadcast, jobs) -> bool:
+def _recover(broadcast: Broadcast) -> bool:
     if finish_if_complete(broadcast):
         return True
     if variants.waiting_for_winner(broadcast):
         return False
-    failures = jobs.failed().with_first_arg(broadcast.pk).exclude(error_class=JobRecord.ErrorClass.LOST)
+    failures = history.failures(start_broadcast, send_chunk, about=broadcast.pk)
     if failures.count() >= REPEATED_FAILURES:
-        last = failures.order_by("-finished_at").first()
+        last = failures.first()
         reason = f"Stopped after {REPEATED_FAILURES} failed jobs; the last: {last.last_error}"[:300]
         if Broadcast.objects.filter(pk=broadcast.pk, status=Broadcast.Status.SENDING).update(
             status=Broadcast.Status.PAUSED, stall_reason=reason, stalled_until=None

@@ -34,6 +34,27 @@ def pending(job: Job, *args) -> bool:
     return any(found == wanted for found in unfinished().filter(kind=job.kind).values_list("args", flat=True))
 
 
+def ended_before(moment: datetime) -> JobQuerySet:
+    """Jobs that finished (however they ended) before `moment`: for a relation,
+    `filter(job__in=ended_before(...))`."""
+    return JobRecord.objects.finished_before(moment)
+
+
+def busy_with(*jobs: Job, since: datetime) -> set:
+    """What jobs of these kinds are about (their first argument: an update, a broadcast)
+    while one is queued, retrying or running, or ended since `since` (its successor may not
+    be recorded yet)."""
+    records = JobRecord.objects.of_kinds(*jobs)
+    return records.unfinished().first_args() | records.finished_since(since).first_args()
+
+
+def failures(*jobs: Job, about) -> JobQuerySet:
+    """The failed jobs of these kinds about `about` (their first argument), newest first; a
+    job lost with its worker is a crash, not a reason of its own, and is left out."""
+    records = JobRecord.objects.of_kinds(*jobs).failed().with_first_arg(about)
+    return records.exclude(error_class=JobRecord.ErrorClass.LOST).order_by("-finished_at")
+
+
 def latest_retry(job_id: int | None) -> int | None:
     """The newest job of a retry line: an operator's retry is a new job linked to the one it
     retries (queueing.jobs.retry), which may be retried in turn. `job_id` itself when nobody

@@ -7,6 +7,7 @@ layer defines the registry and reads it; the app above registers into it, so no 
 runs back up (see the import-linter contracts in pyproject.toml)."""
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -22,6 +23,21 @@ class Registry(Generic[T]):
         so it can decorate a function."""
         self._entries[name] = entry
         return entry
+
+    @contextmanager
+    def replaced(self, name: str, entry: T) -> Iterator[T]:
+        """`name` is `entry` inside the block, and what it was before afterwards (or gone):
+        a test's stand-in for one entry."""
+        missing = object()
+        before = self._entries.get(name, missing)
+        self._entries[name] = entry
+        try:
+            yield entry
+        finally:
+            if before is missing:
+                del self._entries[name]
+            else:
+                self._entries[name] = before
 
     def __getitem__(self, name: str) -> T:
         try:

@@ -11,6 +11,22 @@ from django.urls import reverse
 
 from tests.waiting import wait_for
 
+# A page's timers, counted: a test shows that nothing will refresh a paused page by the timers
+# it has left (none), instead of sleeping through a refresh period to see that nothing came.
+TIMER_TRACKER = """
+(function () {
+  var pending = new Set(), set = window.setTimeout, clear = window.clearTimeout;
+  window.setTimeout = function (callback, delay) {
+    var args = Array.prototype.slice.call(arguments, 2);
+    var id = set(function () { pending.delete(id); callback.apply(this, args); }, delay);
+    pending.add(id);
+    return id;
+  };
+  window.clearTimeout = function (id) { pending.delete(id); clear(id); };
+  window.pendingTimers = function () { return pending.size; };
+})();
+"""
+
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
 
@@ -51,6 +67,15 @@ def staff_browser(browser, live_server, settings):
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
     wait_for(lambda: "/admin/login/" not in browser.current_url, what="the login")
     return browser
+
+
+def track_timers(browser) -> None:
+    """From the next page loaded on, pending_timers() counts its timers not yet fired or cleared."""
+    browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": TIMER_TRACKER})
+
+
+def pending_timers(browser) -> int:
+    return browser.execute_script("return window.pendingTimers()")
 
 
 def text_of(browser, selector: str) -> str:

@@ -71,3 +71,13 @@ def compose(bot: Bot, **fields) -> dict:
         "window_timezone": "",
     }
     return {**data, **NO_VERSIONS, **fields}
+
+
+def assert_draft_refused(client, bot: Bot, fields: dict, field: str, error: str) -> None:
+    """The broadcast form posted with `fields` shows `error` on `field` and saves nothing."""
+    response = client.post(url("add"), compose(bot, **fields))
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert any(error in message for message in errors[field]), errors
+    assert not Broadcast.objects.exists()

@@ -1,7 +1,6 @@
 """The broadcast admin: composing, the preview, sending and scheduling, the progress page and
 its JSON, pause/resume/cancel/retry, the changelist counts, and one run with real clusters."""
 
-import time
 from datetime import timedelta
 
 import pytest
@@ -17,7 +16,8 @@ from broadcasts.preview import Preview
 from broadcasts.tasks import start_due_broadcasts
 from queueing.housekeeping import Housekeeper
 from queueing.models import JobRecord
-from tests.broadcasts.support import compose, deliveries, make_members, messages_of, sending, url
+from tests.broadcasts.support import assert_draft_refused, compose, deliveries, make_members, messages_of, sending, url
+from tests.browser import pending_timers, track_timers
 from tests.fake_telegram.objects import make_token
 from tests.waiting import wait_for
 
@@ -66,12 +66,7 @@ def test_save_and_preview_leads_to_the_preview(staff, bot):
     ],
 )
 def test_invalid_drafts_are_refused_with_a_clear_error(staff, bot, fields, field, error):
-    response = staff.post(url("add"), compose(bot, **fields))
-
-    assert response.status_code == 200
-    errors = response.context["adminform"].form.errors
-    assert any(error in message for message in errors[field]), errors
-    assert not Broadcast.objects.exists()
+    assert_draft_refused(staff, bot, fields, field, error)
 
 
 def test_a_template_alone_is_enough_and_misspelt_placeholders_only_warn(staff, bot):
@@ -575,6 +570,7 @@ def test_the_progress_page_in_a_browser_updates_its_numbers_and_can_pause(reques
     rows = deliveries(broadcast)
     Delivery.objects.filter(pk__in=[d.pk for d in rows[:5]]).update(status=Delivery.Status.SENT, sent_at=timezone.now())
 
+    track_timers(driver)
     driver.get(live_server.url + url("progress", broadcast.pk))
 
     bar = driver.find_element(By.ID, "broadcast-bar-fill")
@@ -596,13 +592,12 @@ def test_the_progress_page_in_a_browser_updates_its_numbers_and_can_pause(reques
     driver.save_screenshot(str(request.getfixturevalue("screenshots") / "broadcast_progress.png"))
 
     driver.find_element(By.ID, "progress-pause").click()
-    root = driver.find_element(By.ID, "broadcast-progress")
-    refreshes = root.get_attribute("data-refreshes")
+    # Paused: no refresh is scheduled (a poll in flight when the button was pressed schedules none).
+    wait_for(lambda: pending_timers(driver) == 0, timeout=5, what="the paused page to drop its refresh timer")
     Delivery.objects.filter(pk__in=[d.pk for d in rows[15:]]).update(
         status=Delivery.Status.SENT, sent_at=timezone.now()
     )
-    time.sleep(4)
-    assert root.get_attribute("data-refreshes") == refreshes
+    assert pending_timers(driver) == 0
     assert driver.find_element(By.ID, "progress-percent").text == "75.0"
 
     driver.find_element(By.CSS_SELECTOR, "form[data-when=sending] input[type=submit]").click()

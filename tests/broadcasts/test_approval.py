@@ -24,18 +24,12 @@ from broadcasts.models import Broadcast, Pledge
 from broadcasts.tasks import start_broadcast
 from queueing.models import JobRecord
 from tests.broadcasts.support import compose
-from tests.fake_telegram.objects import make_token
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
 Status = Broadcast.Status
 START = "broadcasts.tasks.start_broadcast"
-
-
-@pytest.fixture
-def bot() -> Bot:
-    return Bot.objects.create(token=make_token(7400001), webhook_secret=Bot.new_secret())
 
 
 @pytest.fixture

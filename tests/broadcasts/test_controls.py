@@ -19,18 +19,12 @@ from broadcasts.models import Broadcast, Delivery
 from broadcasts.sending import fan_out
 from broadcasts.tasks import start_broadcast
 from queueing.models import JobRecord
-from tests.fake_telegram.objects import make_token
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
 
 Status = Broadcast.Status
 START = "broadcasts.tasks.start_broadcast"
-
-
-@pytest.fixture
-def bot() -> Bot:
-    return Bot.objects.create(token=make_token(7300001), webhook_secret=Bot.new_secret())
 
 
 def make_members(bot: Bot, count: int) -> list[TelegramUser]:

@@ -16,7 +16,7 @@ from broadcasts.models import Audience, Broadcast, MessageTemplate, Pledge
 from broadcasts.sending import fan_out
 from broadcasts.tasks import start_broadcast
 from queueing.models import JobRecord
-from tests.broadcasts.support import compose, messages_of
+from tests.broadcasts.support import assert_draft_refused, compose, messages_of
 
 pytestmark = pytest.mark.django_db
 
@@ -135,12 +135,7 @@ def test_a_staff_broadcast_with_no_operators_configured_finishes_empty_instead_o
     ],
 )
 def test_the_form_refuses_an_audience_that_names_nobody(staff, bot, fields, field, error):
-    response = staff.post(reverse("admin:broadcasts_broadcast_add"), compose(bot, **fields))
-
-    assert response.status_code == 200
-    errors = response.context["adminform"].form.errors
-    assert any(error in message for message in errors[field]), errors
-    assert not Broadcast.objects.exists()
+    assert_draft_refused(staff, bot, fields, field, error)
 
 
 def test_the_form_saves_a_draft_whose_audience_is_empty_today(staff, bot):

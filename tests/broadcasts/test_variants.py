@@ -6,14 +6,13 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
-from django.contrib.auth.models import User
 from django.contrib.messages import get_messages
 from django.core.files.base import ContentFile
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from bots.models import Bot, TelegramUser
+from bots.models import TelegramUser
 from broadcasts import variants
 from broadcasts.models import ABMeasure, Broadcast, Click, Delivery, MessageVersion
 from broadcasts.recovery import resume_stranded
@@ -22,15 +21,9 @@ from broadcasts.summary import send_summary
 from broadcasts.tasks import send_chunk, send_due_winners, send_test, start_broadcast
 from queueing.models import JobRecord
 from tests.broadcasts.support import NO_VERSIONS
-from tests.e2e.test_broadcasts import _png
-from tests.fake_telegram.objects import make_token
+from tests.images import tiny_png
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def bot():
-    return Bot.objects.create(token=make_token(7300001), webhook_secret=Bot.new_secret())
 
 
 def members(bot, count: int, first_id: int = 1_000, **fields) -> list[TelegramUser]:
@@ -377,12 +370,6 @@ def test_housekeeping_leaves_an_ab_test_waiting_for_its_winner_alone_but_resumes
     assert broadcast.status == Broadcast.Status.SENDING
 
 
-@pytest.fixture
-def staff(client):
-    client.force_login(User.objects.create_superuser("operator", "ops@example.com", "a long password"))
-    return client
-
-
 def admin_url(view: str, *args) -> str:
     return reverse(f"admin:broadcasts_broadcast_{view}", args=args)
 
@@ -497,7 +484,7 @@ def test_an_arms_own_photo_is_uploaded_once_and_the_other_arm_sends_its_text(
     members(telegram_bot, 20, first_id=300)
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Text for #first_name")
     version = MessageVersion(broadcast=broadcast, arm="B", text="Look, #first_name!")
-    version.photo.save("poster.png", ContentFile(_png()), save=False)
+    version.photo.save("poster.png", ContentFile(tiny_png()), save=False)
     version.save()
     start_broadcast(broadcast.pk)
     send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from queueing.errors import PERMANENT
 from queueing.models import JobRecord
-from queueing.queues import broker_for, queue_names
+from queueing.queues import queue_names
 from tests import jobs
 
 pytestmark = pytest.mark.django_db
@@ -34,16 +34,6 @@ def run(*args: str) -> str:
     out = io.StringIO()
     call_command(*args, stdout=out)
     return out.getvalue()
-
-
-@pytest.fixture
-def broker():
-    """The queues' brokers, emptied before and after: Redis outlives the test's transaction."""
-    for queue in queue_names():
-        broker_for(queue).purge_queue()
-    yield broker_for
-    for queue in queue_names():
-        broker_for(queue).purge_queue()
 
 
 class FakeTerminal(io.StringIO):

@@ -221,17 +221,21 @@ def test_each_queue_has_a_status_colour_and_clusters_an_uptime_in_words(admin_cl
     assert f'title="{worker["uptime_seconds"]} s">10 min</td>' in page
 
 
-@pytest.mark.django_db
-def test_a_recent_failure_reads_as_a_sentence_with_the_detail_beside(admin_client):
-    JobRecord.objects.create(
+def failed_now(kind: str, attempts: int, error_class: str, last_error: str) -> JobRecord:
+    return JobRecord.objects.create(
         queue="telegram",
-        kind="bots.tasks.handle_update",
+        kind=kind,
         status="failed",
-        attempts=1,
-        error_class="permanent",
-        last_error="Forbidden: Forbidden: bot was blocked by the user",
+        attempts=attempts,
+        error_class=error_class,
+        last_error=last_error,
         finished_at=timezone.now(),
     )
+
+
+@pytest.mark.django_db
+def test_a_recent_failure_reads_as_a_sentence_with_the_detail_beside(admin_client):
+    failed_now("bots.tasks.handle_update", 1, "permanent", "Forbidden: Forbidden: bot was blocked by the user")
 
     [recent] = data(admin_client)["recent_failures"]
     page = admin_client.get(reverse(DASHBOARD)).content.decode()
@@ -270,15 +274,7 @@ def test_an_alert_says_operators_were_told_only_when_a_message_went_out(admin_cl
 
 @pytest.mark.django_db
 def test_failed_jobs_are_grouped_by_cause_and_never_called_retriable(admin_client):
-    JobRecord.objects.create(
-        queue="telegram",
-        kind="tests.jobs.crash",
-        status="failed",
-        attempts=4,
-        error_class="retriable",
-        last_error="KeyError: 'chat'",
-        finished_at=timezone.now(),
-    )
+    failed_now("tests.jobs.crash", 4, "retriable", "KeyError: 'chat'")
 
     [group] = data(admin_client)["failures_by_class"]
     page = admin_client.get(reverse(DASHBOARD)).content.decode()

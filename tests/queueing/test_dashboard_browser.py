@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from queueing.models import JobRecord
-from tests.browser import text_of
+from tests.browser import pending_timers, text_of, track_timers
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,6 +24,7 @@ def test_the_dashboard_renders_refreshes_and_pauses(staff_browser, live_server, 
     JobRecord.objects.create(
         queue="telegram", kind="tests.jobs.echo", status="succeeded", started_at=now, finished_at=now
     )
+    track_timers(browser)
     browser.get(live_server.url + reverse("admin:index"))
     browser.find_element(By.LINK_TEXT, "Queue dashboard").click()
 
@@ -42,11 +43,16 @@ def test_the_dashboard_renders_refreshes_and_pauses(staff_browser, live_server, 
     assert browser.find_element(By.ID, "throughput-chart").is_displayed()
 
     browser.find_element(By.ID, "dashboard-pause").click()
-    wait_for(lambda: browser.find_element(By.ID, "queue-dashboard").get_attribute("data-polling") != "1")
-    paused_at = browser.find_element(By.ID, "queue-dashboard").get_attribute("data-refreshes")
+    # Paused: no poll in flight and none scheduled, so nothing will refresh the page.
+    wait_for(
+        lambda: (
+            browser.find_element(By.ID, "queue-dashboard").get_attribute("data-polling") != "1"
+            and pending_timers(browser) == 0
+        ),
+        what="the paused dashboard to drop its refresh timer",
+    )
     JobRecord.objects.create(queue="telegram", kind="tests.jobs.echo", dispatched_at=timezone.now())
-    browser.execute_script("return new Promise(resolve => setTimeout(resolve, 6000))")  # longer than a period
-    assert browser.find_element(By.ID, "queue-dashboard").get_attribute("data-refreshes") == paused_at
+    assert pending_timers(browser) == 0
     assert text_of(browser, "#queues tr[data-queue=telegram] .depth") == "1"
 
     browser.find_element(By.ID, "dashboard-pause").click()

@@ -37,6 +37,40 @@ def test_pending_matches_the_kind_and_exactly_these_arguments_of_unfinished_jobs
     assert not history.pending(jobs.echo, 7)
 
 
+def test_ended_before_takes_jobs_that_finished_before_the_moment_however_they_ended():
+    old = finished(jobs.echo.enqueue(1), Status.SUCCEEDED, days_ago=2)
+    cancelled = finished(jobs.echo.enqueue(2), Status.CANCELLED, days_ago=2)
+    finished(jobs.echo.enqueue(3), days_ago=0)
+    jobs.echo.enqueue(4)
+
+    ended = history.ended_before(timezone.now() - timedelta(days=1))
+
+    assert set(ended.values_list("pk", flat=True)) == {old.pk, cancelled.pk}
+
+
+def test_busy_with_names_what_unfinished_or_just_ended_jobs_of_the_kinds_are_about():
+    jobs.echo.enqueue(1)
+    finished(jobs.echo.enqueue(2), days_ago=0)
+    finished(jobs.echo.enqueue(3), days_ago=2)
+    jobs.sleep_for.enqueue(4)  # another kind
+
+    assert history.busy_with(jobs.echo, since=timezone.now() - timedelta(days=1)) == {1, 2}
+    assert history.busy_with(jobs.echo, jobs.sleep_for, since=timezone.now()) == {1, 4}
+
+
+def test_failures_about_a_subject_leave_out_lost_workers_and_come_newest_first():
+    older = finished(jobs.echo.enqueue(5), days_ago=2)
+    newer = finished(jobs.sleep_for.enqueue(5), days_ago=1)
+    lost = finished(jobs.echo.enqueue(5))
+    JobRecord.objects.filter(pk=lost.pk).update(error_class=JobRecord.ErrorClass.LOST)
+    finished(jobs.echo.enqueue(6))  # about something else
+    finished(jobs.echo.enqueue(5), Status.SUCCEEDED)
+
+    failures = history.failures(jobs.echo, jobs.sleep_for, about=5)
+
+    assert list(failures.values_list("pk", flat=True)) == [newer.pk, older.pk]
+
+
 def test_latest_retry_follows_the_line_of_retries_to_its_newest_job():
     original = finished(jobs.echo.enqueue(1))
     assert history.latest_retry(original.pk) == original.pk

@@ -4,6 +4,7 @@ and the retry and cancel actions."""
 from datetime import timedelta
 
 import pytest
+from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
@@ -15,7 +16,6 @@ from django.utils import timezone
 from queueing.errors import PERMANENT, RETRIABLE
 from queueing.jobs import retry_all
 from queueing.models import LOST, JobQuerySet, JobRecord
-from queueing.queues import broker_for, queue_names
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.django_db
@@ -63,16 +63,6 @@ def static_files_without_a_manifest(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
-
-
-@pytest.fixture
-def broker():
-    """The queues' brokers, emptied before and after: Redis outlives the test's transaction."""
-    for queue in queue_names():
-        broker_for(queue).purge_queue()
-    yield broker_for
-    for queue in queue_names():
-        broker_for(queue).purge_queue()
 
 
 def test_anonymous_and_non_staff_users_are_sent_to_the_login_page(client, django_user_model):
@@ -173,6 +163,15 @@ def test_search_looks_in_arguments_label_last_error_and_kind(admin_client, term,
     }
 
     assert listed(admin_client, q=term) == {jobs[name].pk for name in expected}
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigram index is PostgreSQL's")
+def test_a_search_on_postgresql_is_answered_by_the_trigram_index():
+    searched, _ = admin.site.get_model_admin(JobRecord).get_search_results(None, JobRecord.objects.all(), "chat 42")
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")  # a test's few rows would be scanned anyway
+
+    assert "queueing_jobrecord_search" in searched.explain()
 
 
 def test_the_list_takes_the_same_number_of_queries_however_many_jobs_it_shows(admin_client):

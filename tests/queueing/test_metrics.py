@@ -124,18 +124,23 @@ def test_webhook_requests_are_counted_and_timed(client):
     assert value(after, "http_request_duration_seconds_bucket", view="bots:webhook", le="+Inf") >= 3
 
 
-def test_requests_of_other_web_processes_are_summed(client):
-    """What gunicorn's workers do: each process adds to the shared folder, any of them answers."""
-    before = value(scrape(client), "http_requests_total", view="elsewhere", status="200")
-    count_two = "from queueing.metrics import HTTP_REQUESTS; HTTP_REQUESTS.labels('elsewhere', '200').inc(2)"
+def run_twice_elsewhere(code: str) -> None:
+    """`code` in two other processes with the platform's settings, one after the other."""
     for _ in range(2):
         subprocess.run(
-            [sys.executable, "-c", f"import django; django.setup(); {count_two}"],
+            [sys.executable, "-c", f"import django; django.setup(); {code}"],
             cwd=ROOT,
             env=cluster_env(),
             check=True,
             timeout=60,
         )
+
+
+def test_requests_of_other_web_processes_are_summed(client):
+    """What gunicorn's workers do: each process adds to the shared folder, any of them answers."""
+    before = value(scrape(client), "http_requests_total", view="elsewhere", status="200")
+    count_two = "from queueing.metrics import HTTP_REQUESTS; HTTP_REQUESTS.labels('elsewhere', '200').inc(2)"
+    run_twice_elsewhere(count_two)
 
     assert value(scrape(client), "http_requests_total", view="elsewhere", status="200") == before + 4
 
@@ -167,14 +172,7 @@ def test_telegram_429s_are_counted_over_every_process(client):
     assert (("key", key),) not in scrape(client).get("queueing_telegram_429s_total", {})
     get_limiter().pause(key, 0.01)
     pause_twice = f"from queueing.ratelimit import get_limiter; [get_limiter().pause({key!r}, 0.01) for _ in '12']"
-    for _ in range(2):
-        subprocess.run(
-            [sys.executable, "-c", f"import django; django.setup(); {pause_twice}"],
-            cwd=ROOT,
-            env=cluster_env(),
-            check=True,
-            timeout=60,
-        )
+    run_twice_elsewhere(pause_twice)
     try:
         assert value(scrape(client), "queueing_telegram_429s_total", key=key) == 5
     finally:

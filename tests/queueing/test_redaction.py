@@ -21,10 +21,8 @@ from queueing.errors import ServiceUnavailable
 from queueing.health import DOWN, Check
 from queueing.models import Alert, Circuit, JobRecord
 from queueing.runner import run_job
-from queueing.sentry import init_sentry
 from tests.clusters import telegram_cluster_alive
 from tests.fake_telegram import Fault, make_token, updates
-from tests.sentry_capture import DSN, Capture
 from tests.waiting import wait_for
 
 FAILURES = ["invalid_token", "server_error", "forbidden", "network"]
@@ -189,15 +187,6 @@ def test_rows_stored_before_redaction_are_redacted_on_the_dashboard(failing_bot,
     )
     client.force_login(User.objects.create_superuser("admin", "admin@example.org", "pw"))
     assert_no_secret(client.get(reverse("queueing:dashboard_json")).content.decode(), failing_bot)
-
-
-@pytest.fixture
-def sentry():
-    transport = Capture()
-    assert init_sentry(DSN, transport=transport)
-    yield transport
-    sentry_sdk.get_client().close()
-    sentry_sdk.get_global_scope().set_client(None)
 
 
 def raise_with_the_token_at_hand(bot: Bot, exc: Exception) -> None:

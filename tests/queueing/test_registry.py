@@ -30,3 +30,23 @@ def test_register_returns_the_entry_so_it_can_decorate():
 
     assert duties.register("sweep", sweep) is sweep
     assert duties["sweep"]() == "swept"
+
+
+def test_replaced_stands_in_for_an_entry_within_the_block_only():
+    answers = Registry("answer")
+    answers.register("/help", "help")
+
+    with answers.replaced("/help", "stand-in"), answers.replaced("/new", "new"):
+        assert answers["/help"] == "stand-in" and answers["/new"] == "new"
+
+    assert answers.items() == [("/help", "help")]
+
+
+def test_replaced_restores_the_entry_when_the_block_raises():
+    answers = Registry("answer")
+    answers.register("/help", "help")
+
+    with pytest.raises(RuntimeError), answers.replaced("/help", "stand-in"):
+        raise RuntimeError
+
+    assert answers["/help"] == "help"

@@ -6,16 +6,30 @@ import socket
 from datetime import timedelta
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 
-from bots import telegram_api
+from bots import handlers, telegram_api
 from bots.inbox import hand_on_orphans
 from bots.models import TelegramUser, Update
-from bots.tasks import WORKER_DIED, handle_one
-from queueing import circuit
-from queueing.errors import DEFERRED, MAYBE_DONE, MaybeDone, ServiceUnavailable, classify
+from bots.tasks import ANSWERED_THEN_FAILED, WORKER_DIED, handle_one
+from broadcasts.models import Broadcast, Delivery
+from broadcasts.recovery import REPEATED_FAILURES, resume_stranded
+from broadcasts.sending import ChunkSender, fan_out, finish_if_complete
+from broadcasts.tasks import send_chunk, start_broadcast
+from queueing import circuit, health, models, queues
+from queueing.errors import (
+    DEFERRED,
+    MAYBE_DONE,
+    MaybeDone,
+    RateLimited,
+    RetriableError,
+    ServiceUnavailable,
+    classify,
+)
 from queueing.jobs import BrokerOutages
 from queueing.models import Circuit, JobRecord
+from queueing.queues import get_queue
 from tests.fake_telegram import make_user, updates
 
 
@@ -220,8 +234,6 @@ def test_an_update_older_than_the_outage_horizon_is_given_up(telegram_bot, fake_
 
 @pytest.mark.django_db
 def test_a_chunk_that_finds_telegram_unreachable_defers_with_every_delivery_still_pending(telegram_bot, fake_telegram):
-    from broadcasts.models import Broadcast, Delivery
-    from broadcasts.sending import ChunkSender, fan_out
 
     TelegramUser.objects.bulk_create(
         TelegramUser(bot=telegram_bot, telegram_id=8000 + n, is_subscribed=True) for n in range(5)
@@ -245,9 +257,6 @@ def test_a_chunk_that_finds_telegram_unreachable_defers_with_every_delivery_stil
 def test_a_broadcast_blocked_past_the_outage_horizon_pauses_and_sends_the_rest_when_resumed(
     telegram_bot, fake_telegram, settings
 ):
-    from broadcasts.models import Broadcast, Delivery
-    from broadcasts.sending import ChunkSender, fan_out, finish_if_complete
-    from queueing import health
 
     settings.TELEGRAM_OUTAGE_HORIZON = 60
     two_minutes_ago = timezone.now() - timedelta(minutes=2)
@@ -297,22 +306,16 @@ def test_a_broadcast_blocked_past_the_outage_horizon_pauses_and_sends_the_rest_w
 
 
 @pytest.mark.django_db
-def test_an_update_that_failed_after_its_answer_went_out_is_not_answered_again(
-    telegram_bot, fake_telegram, monkeypatch
-):
-    from django.db import OperationalError
-
-    from bots import handlers
-    from bots.tasks import ANSWERED_THEN_FAILED
+def test_an_update_that_failed_after_its_answer_went_out_is_not_answered_again(telegram_bot, fake_telegram):
 
     def help_then_a_locked_database(context, argument):
         context.reply("Here is some help.")
         raise OperationalError("database is locked")
 
-    monkeypatch.setitem(handlers.answers._entries, "/help", help_then_a_locked_database)
     update = _update(telegram_bot, 8, status=Update.Status.ENQUEUED)
 
-    handle_one(Update.objects.select_related("bot").get(pk=update.pk))
+    with handlers.answers.replaced("/help", help_then_a_locked_database):
+        handle_one(Update.objects.select_related("bot").get(pk=update.pk))
 
     update.refresh_from_db()
     assert update.status == Update.Status.FAILED
@@ -335,11 +338,29 @@ def test_a_wait_on_the_last_attempt_spends_nothing_and_comes_back_when_the_wait_
 
 
 @pytest.mark.django_db
+def test_a_429_is_due_again_exactly_retry_after_and_a_failure_after_its_backoff(monkeypatch):
+    """With a frozen clock: the end-to-end tests only see that the waits were not cut short."""
+    now = timezone.now()
+    monkeypatch.setattr(models.timezone, "now", lambda: now)
+    monkeypatch.setattr(queues.random, "uniform", lambda low, high: high)  # the jitter's longest
+    limited, flaky = (
+        JobRecord.objects.create(
+            queue="telegram", kind="k", status=JobRecord.Status.RUNNING, attempts=attempts, max_attempts=4
+        )
+        for attempts in (1, 2)
+    )
+
+    limited.record_failure(RateLimited(3))
+    flaky.record_failure(RetriableError("flaky"))
+
+    limited.refresh_from_db(), flaky.refresh_from_db()
+    assert (limited.next_retry_at, limited.attempts) == (now + timedelta(seconds=3), 0)
+    backoff = get_queue("telegram").backoff
+    assert (flaky.next_retry_at, flaky.attempts) == (now + timedelta(seconds=backoff * 3 * 1.1), 2)
+
+
+@pytest.mark.django_db
 def test_a_broadcast_left_sending_with_no_job_is_sent_on_or_paused_after_repeated_failures(telegram_bot):
-    from broadcasts.models import Broadcast
-    from broadcasts.recovery import REPEATED_FAILURES, resume_stranded
-    from broadcasts.sending import fan_out
-    from broadcasts.tasks import send_chunk, start_broadcast
 
     TelegramUser.objects.create(bot=telegram_bot, telegram_id=8100, is_subscribed=True)
     long_ago = timezone.now() - timedelta(minutes=5)

@@ -15,16 +15,7 @@ from queueing.jobs import job
 from queueing.models import JobRecord
 from queueing.runner import run_job
 from queueing.sentry import init_sentry
-from tests.sentry_capture import DSN, Capture
-
-
-@pytest.fixture
-def sentry():
-    transport = Capture()
-    assert init_sentry(DSN, transport=transport)
-    yield transport
-    sentry_sdk.get_client().close()
-    sentry_sdk.get_global_scope().set_client(None)  # inactive again, as without SENTRY_DSN
+from tests.sentry_capture import DSN
 
 
 @job(queue="telegram")
