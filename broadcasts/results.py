@@ -41,11 +41,12 @@ class Figures:
         return {**asdict(self), "click_through": self.click_through}
 
 
-def figures(broadcast: Broadcast, by: str | None = None) -> dict[str, Figures]:
+def figures(broadcast: Broadcast, by: str | None = None, pruned: bool | None = None) -> dict[str, Figures]:
     """The figures per value of the deliveries' field `by` ("arm", "language"), or in total
     (under ""). Deliveries held for an A/B winner are not sent yet: they are left out. A
-    broadcast whose rows were pruned (prune_deliveries) answers from its summary."""
-    if broadcast.delivery_summaries.exists():
+    broadcast whose rows were pruned (prune_deliveries) answers from its summary (`pruned`:
+    whether it was, when the caller knows)."""
+    if broadcast.delivery_summaries.exists() if pruned is None else pruned:
         return _summarised(broadcast, by)
     deliveries = broadcast.deliveries.exclude(status=Delivery.Status.HELD)
     clicks = Click.objects.filter(delivery__broadcast=broadcast)
@@ -123,11 +124,12 @@ def chart(minutes: list[Minute]) -> SafeString:
 def results(broadcast: Broadcast) -> dict:
     """The results page's and broadcast_status --json's figures: the totals, then per arm
     and per language, and messages sent per minute."""
-    total = figures(broadcast).get("") or Figures()
+    pruned = broadcast.delivery_summaries.exists()
+    total = figures(broadcast, pruned=pruned).get("") or Figures()
     return {
         **total.as_dict(),
         **{
-            name: [{field: value, **f.as_dict()} for value, f in figures(broadcast, field).items()]
+            name: [{field: value, **f.as_dict()} for value, f in figures(broadcast, field, pruned).items()]
             for name, field in GROUPINGS.items()
         },
         "per_minute": [{"at": m.at.isoformat(), "sent": m.sent} for m in per_minute(broadcast)],

@@ -32,7 +32,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from queueing import health, redaction
-from queueing.errors import RATE_LIMITED, PermanentError, classify
+from queueing.errors import DEFERRED, RATE_LIMITED, PermanentError, classify
 from queueing.heartbeat import alive_clusters
 from queueing.jobs import job
 from queueing.locks import try_lock
@@ -193,7 +193,7 @@ def _send_now(chats: list, text: str, alert_id: int | None, tries: int = 3) -> N
                 break
             except Exception as exc:
                 classification = classify(exc)
-                if classification.error_class == RATE_LIMITED and attempt < tries:
+                if classification.error_class in (RATE_LIMITED, DEFERRED) and attempt < tries:
                     time.sleep(min(classification.retry_after or 1.0, 5.0))
                     continue
                 logger.exception("Alert to chat %s not sent (no %s cluster to retry it)", chat_id, SEND_QUEUE)
