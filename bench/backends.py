@@ -73,6 +73,26 @@ def print_notes(results: list[dict]) -> None:
 
 
 @contextmanager
+def clusters_running(clusters: list) -> Iterator[list]:
+    """Start the (tests.clusters) ClusterProcess objects; stop them afterwards, killing any that
+    will not stop, after printing each one's log tail if the measurement failed."""
+    try:
+        for cluster in clusters:
+            cluster.start()
+        yield clusters
+    except Exception:
+        for cluster in clusters:
+            print(f"--- qcluster {cluster.queue} log (tail) ---\n{cluster.log()[-3000:]}", file=sys.stderr)
+        raise
+    finally:
+        for cluster in reversed(clusters):
+            try:
+                cluster.stop()
+            except RuntimeError:
+                cluster.kill()
+
+
+@contextmanager
 def throwaway_storage(name: str, prefix: str, postgres_url: str, flush: Callable[[], None]) -> Iterator[Path]:
     """A temporary folder (the SQLite database and VAR_DIR); for "postgres" also a fresh
     database and an empty Redis database (`flush`), dropped and emptied afterwards."""

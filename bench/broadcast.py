@@ -426,9 +426,7 @@ def cluster_broadcast(
     from tests.clusters import ClusterProcess
 
     clusters = [ClusterProcess("telegram", var_dir, **env), ClusterProcess("broadcasts", var_dir, **env)]
-    try:
-        for cluster in clusters:
-            cluster.start()
+    with backends.clusters_running(clusters):
         sampler = backends.RssSampler([clusters[1].process.pid]) if sample_memory else None
         broadcast = Broadcast.objects.create(
             bot=bot, text="Hello #first_name, thank you for your support!", allow_paid_broadcast=paid
@@ -448,16 +446,6 @@ def cluster_broadcast(
             time.sleep(0.2)
         if sampler:
             sampler.stop()
-    except Exception:
-        for cluster in clusters:
-            print(f"--- qcluster {cluster.queue} log (tail) ---\n{cluster.log()[-3000:]}", file=sys.stderr)
-        raise
-    finally:
-        for cluster in reversed(clusters):
-            try:
-                cluster.stop()
-            except RuntimeError:
-                cluster.kill()
     counts = broadcast.counts()
     if counts.get("sent") != members:
         notes.append(f"broadcast to {members}: {counts}")

@@ -211,9 +211,7 @@ def send_and_watch(bot: Any, var_dir: Path, fake: FakeTelegramProcess, seconds: 
     pages: dict[str, list[float]] = {"progress page": [], "progress JSON": [], "dashboard": [], "dashboard JSON": []}
     pages["broadcast_status"] = []
     out: Result = {}
-    try:
-        for cluster in clusters:
-            cluster.start()
+    with backends.clusters_running(clusters):
         sampler = backends.RssSampler([c.process.pid for c in clusters] + [os.getpgid(0), fake.process.pid])
         broadcast = Broadcast.objects.create(bot=bot, text="Hello #first_name, thank you for your support!")
         urls = {
@@ -261,16 +259,6 @@ def send_and_watch(bot: Any, var_dir: Path, fake: FakeTelegramProcess, seconds: 
         out["pages"] = pages
         call_command("cancel_broadcast", str(broadcast.pk), stdout=StringIO(), stderr=StringIO())
         print(f"  {out['rate']:.2f} msg/s, {out['rate_limited']} x 429", flush=True)
-    except Exception:
-        for cluster in clusters:
-            print(f"--- qcluster {cluster.queue} log (tail) ---\n{cluster.log()[-3000:]}", file=sys.stderr)
-        raise
-    finally:
-        for cluster in reversed(clusters):
-            try:
-                cluster.stop()
-            except RuntimeError:
-                cluster.kill()
     return out
 
 

@@ -129,9 +129,7 @@ def measure(args: argparse.Namespace) -> Result:
         broadcast = Broadcast.objects.create(bot=bot, text="Hello #first_name, thank you for your support!")
         fake.control.enforce_limits(per_second=LIMIT)
         clusters = [ClusterProcess("telegram", var_dir), ClusterProcess("broadcasts", var_dir)]
-        try:
-            for cluster in clusters:
-                cluster.start()
+        with backends.clusters_running(clusters):
             # Each worker initialises its telegram.Bot (getMe) on its first update.
             store_starts(bot, range(FIRST_REPLIER - WARMUP, FIRST_REPLIER), rate=args.rate)
             fake.control.wait_for_calls(WARMUP, method="sendMessage", timeout=60)
@@ -140,16 +138,6 @@ def measure(args: argparse.Namespace) -> Result:
             repliers = range(FIRST_REPLIER, FIRST_REPLIER + args.replies)
             stored = store_starts(bot, repliers, rate=args.rate)
             wait_until_done(broadcast, WARMUP + args.replies, clusters, timeout=120 + args.members / 10)
-        except Exception:
-            for cluster in clusters:
-                print(f"--- qcluster {cluster.queue} log (tail) ---\n{cluster.log()[-3000:]}", file=sys.stderr)
-            raise
-        finally:
-            for cluster in reversed(clusters):
-                try:
-                    cluster.stop()
-                except RuntimeError:
-                    cluster.kill()
         result = figures(fake.control.calls("sendMessage"), stored, set(repliers), notes)
         result["limited"] = fake.control.rate_limited_count - limited_before
     result.update(backend=BACKENDS[args.measure], workers=settings.QUEUES["telegram"]["workers"], notes=notes)
