@@ -503,6 +503,19 @@ class BroadcastChangeList(ChangeList):
         )
 
 
+# Who did what when: shown, never edited.
+STATE_FIELDS = [
+    "status",
+    "created_by",
+    "created_at",
+    "edited_by",
+    "approved_by",
+    "approved_at",
+    "started_at",
+    "finished_at",
+]
+
+
 @admin.register(Broadcast)
 class BroadcastAdmin(admin.ModelAdmin):
     form = BroadcastForm
@@ -554,32 +567,12 @@ class BroadcastAdmin(admin.ModelAdmin):
         (
             "State",
             {
-                "fields": [
-                    "status",
-                    "created_by",
-                    "created_at",
-                    "edited_by",
-                    "approved_by",
-                    "approved_at",
-                    "started_at",
-                    "finished_at",
-                ],
+                "fields": STATE_FIELDS,
                 "classes": ["collapse"],
             },
         ),
     ]
-    readonly_fields = [
-        "placeholders",
-        "status",
-        "created_by",
-        "created_at",
-        "edited_by",
-        "approved_by",
-        "approved_at",
-        "started_at",
-        "finished_at",
-        "ab_winner",
-    ]
+    readonly_fields = ["placeholders", *STATE_FIELDS, "ab_winner"]
 
     def get_fieldsets(self, request: HttpRequest, obj: Broadcast | None = None) -> list:
         """A new broadcast has no state to show yet."""
