@@ -3,7 +3,6 @@ ClusterHeartbeat row every few seconds and deletes it on a graceful stop. A clus
 row is older than HEARTBEAT_TIMEOUT is taken for dead (killed, or its machine is gone)."""
 
 import os
-import socket
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -18,7 +17,7 @@ class Heartbeat:
 
     def __init__(self):
         self.workers = Conf.WORKERS
-        self.host = socket.gethostname()
+        self.host = settings.MACHINE_NAME
         self.pid = os.getpid()
         self.started_at = timezone.now()
 
