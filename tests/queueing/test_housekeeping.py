@@ -1,11 +1,14 @@
 """The housekeeping loop of every qcluster: duties at their intervals, failures reported once."""
 
 import logging
+import time
 from datetime import timedelta
 
+from django.db import connection
 from django.utils import timezone
 
 from queueing import housekeeping
+from queueing.heartbeat import Heartbeat
 from queueing.housekeeping import Housekeeper
 from queueing.models import ClusterHeartbeat, JobRecord
 from queueing.registry import Registry
@@ -100,3 +103,25 @@ def test_a_job_of_a_machine_that_beats_is_left_running(db, broker, settings):
     assert housekeeping.recover_dead_workers("telegram") == 0
     job.refresh_from_db()
     assert job.status == JobRecord.Status.RUNNING
+
+
+def test_a_stopping_cluster_beats_until_its_running_jobs_have_ended_then_its_heartbeat_goes(
+    transactional_db, monkeypatch
+):
+    """Other machines take the jobs of a machine that stopped beating for lost: a cluster
+    finishing its jobs after SIGTERM (up to the queue's timeout) must go on beating."""
+    monkeypatch.setattr(Heartbeat, "INTERVAL", 0.1)
+    keeper = Housekeeper("telegram")
+    keeper.beat()
+    first = ClusterHeartbeat.objects.get().last_seen
+    seen_while_stopping = []
+
+    def stop_cluster() -> None:
+        time.sleep(0.5)
+        seen_while_stopping.append(ClusterHeartbeat.objects.get().last_seen)
+        connection.close()
+
+    keeper.beat_while(stop_cluster)
+
+    assert seen_while_stopping[0] > first
+    assert not ClusterHeartbeat.objects.exists()
