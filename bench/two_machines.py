@@ -197,8 +197,11 @@ def measure_two_machines(var_dir: Path, members: int, replies: int, rate: float,
             peak = max(s.peak_group for s in samplers.values()) / 1024
             for sampler in samplers.values():
                 sampler.stop()
-        calls = [c for c in fake.control.calls("sendMessage") if c.status == 200]
+        every_call = fake.control.calls("sendMessage")
+        calls = [c for c in every_call if c.status == 200]
         limited = fake.control.rate_limited_count
+        if killed_at and (refused := [c.received_at - killed_at for c in every_call if c.status == 429]):
+            notes.append(f"429s at {', '.join(f'{t:+.1f}' for t in refused)} s from the kill")
     result = figures(broadcast, calls, first, killed_at, set(writers), notes)
     failed = Update.objects.filter(status=Update.Status.FAILED).count()
     result.update(
