@@ -137,10 +137,14 @@ class Machine:
 
 
 def machine_running(machines: list[Machine], queue: str) -> Machine | None:
-    """The machine whose worker runs a job of `queue` now (the job history says which)."""
-    workers = JobRecord.objects.filter(queue=queue, status=JobRecord.Status.RUNNING).values_list("worker", flat=True)
-    names = {worker.rpartition(":")[0] for worker in workers}
-    return next((machine for machine in machines if machine.name in names), None)
+    """The machine whose worker has been running a job of `queue` the longest (the job history
+    says which): a broadcast's sender, not a job that is about to defer for the sender's lock."""
+    running = JobRecord.objects.filter(queue=queue, status=JobRecord.Status.RUNNING).order_by("started_at")
+    by_name = {machine.name: machine for machine in machines}
+    for worker in running.values_list("worker", flat=True):
+        if machine := by_name.get(worker.rpartition(":")[0]):
+            return machine
+    return None
 
 
 def telegram_cluster_alive() -> None:
