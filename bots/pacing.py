@@ -4,7 +4,6 @@ slot is taken before the handler changes anything; the reply then leaves when th
 record of actual departures (queueing.departures) has room for it."""
 
 import logging
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from bots import telegram_api
 from bots.models import Bot
 from queueing.departures import get_departure_log, window
 from queueing.errors import Deferred, retry_after_seconds
+from queueing.queues import current_worker
 from queueing.ratelimit import get_limiter
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,8 @@ def departing(bot: Bot) -> Iterator[None]:
     log recorded it, while a broadcast's send leaves within a millisecond; a broadcast send
     closing the window of a reply counted at its record then reached Telegram within the same
     second (measured with bench.replies: the 429s left once late sends were counted on the
-    right departure). A worker sends one reply at a time: its process is the sender."""
-    log, key, sender = get_departure_log(), f"bot:{bot.pk}", f"replies:{os.getpid()}"
+    right departure). A worker sends one reply at a time: its process (machine:pid) is the sender."""
+    log, key, sender = get_departure_log(), f"bot:{bot.pk}", f"replies:{current_worker()}"
     limit, seconds = window(settings.TELEGRAM_RATE_LIMIT, settings.TELEGRAM_RATE_MARGIN)
     # A process's first reply sets up its client (getMe) before it leaves, not on the way.
     telegram_api.ready(bot)

@@ -11,6 +11,7 @@ from django.utils import timezone
 from bots.models import Bot, TelegramUser
 from broadcasts.window import SendWindow, zone
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE
+from queueing.heartbeat import machines_gone
 
 
 class PledgeQuerySet(models.QuerySet):
@@ -371,8 +372,11 @@ class DeliveryQuerySet(models.QuerySet):
         return self.filter(status=Delivery.Status.PENDING)
 
     def claimable(self, now: datetime) -> "DeliveryQuerySet":
-        """Pending and claimed by nobody, or by a claimer that stopped before sending them."""
+        """Pending and claimed by nobody, or by a claimer that stopped before sending them:
+        its claim is stale, or its machine is gone (a claimer is named machine:pid:...)."""
         unclaimed = Q(claimed_by="") | Q(claimed_at__lt=now - Delivery.CLAIM_STALE)
+        for machine in machines_gone():
+            unclaimed |= Q(claimed_by__startswith=f"{machine}:")
         return self.pending().filter(unclaimed)
 
     def claim(self, ids: Iterable[int], claimer: str) -> list[int]:

@@ -2,6 +2,7 @@
 file in the project folder (or the file ENV_FILE names) fills in what it does not set."""
 
 import os
+import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +16,10 @@ load_dotenv(os.environ.get("ENV_FILE") or BASE_DIR / ".env")
 
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
+# What this machine's processes are called in the job history, heartbeats and delivery claims.
+# Each machine sharing the database needs its own: a worker on another machine is known dead
+# only when that machine's clusters stop beating (queueing.housekeeping).
+MACHINE_NAME = env_str("MACHINE_NAME", socket.gethostname())
 
 DEBUG = env_bool("DEBUG", False)
 # A laptop run needs no set-up; production sets SECRET_KEY and `check --deploy` insists on it.
@@ -96,6 +101,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 else:
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    # A machine that loses power leaves its connections open on the server, with every advisory
+    # lock they hold (the inbox's dispatcher, a bot's broadcast sender), until the server finds
+    # them dead: after Linux's two hours of TCP silence by default, after about 30 s with these.
+    # DATABASE_KEEPALIVES=0 leaves them out, for a pooler that refuses startup options (PgBouncer).
+    if env_bool("DATABASE_KEEPALIVES", True):
+        options = DATABASES["default"].setdefault("OPTIONS", {})
+        keepalives = "-c tcp_keepalives_idle=15 -c tcp_keepalives_interval=5 -c tcp_keepalives_count=3"
+        options["options"] = f"{options.get('options', '')} {keepalives}".strip()
 # django-q2's ORM broker polls several times a second and closes stale connections around
 # each enqueue: reconnecting each time (and, on SQLite, checkpointing the WAL on close)
 # would dominate. Measured by bench/queue_throughput.py: SQLite enqueue 466/s -> 1,103/s.

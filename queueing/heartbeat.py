@@ -3,7 +3,6 @@ ClusterHeartbeat row every few seconds and deletes it on a graceful stop. A clus
 row is older than HEARTBEAT_TIMEOUT is taken for dead (killed, or its machine is gone)."""
 
 import os
-import socket
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -18,7 +17,7 @@ class Heartbeat:
 
     def __init__(self):
         self.workers = Conf.WORKERS
-        self.host = socket.gethostname()
+        self.host = settings.MACHINE_NAME
         self.pid = os.getpid()
         self.started_at = timezone.now()
 
@@ -46,3 +45,14 @@ def alive_since() -> datetime:
 def alive_clusters(queue: str | None = None):
     clusters = ClusterHeartbeat.objects.filter(last_seen__gte=alive_since())
     return clusters.filter(queue=queue) if queue else clusters
+
+
+def machines_gone() -> set[str]:
+    """Machines that have heartbeat rows, none of them fresh: every cluster they ran was
+    killed, or the machine itself is gone. (A machine whose clusters all stopped gracefully
+    left no rows.)"""
+    last_seen: dict[str, datetime] = {}
+    for machine, seen in ClusterHeartbeat.objects.values_list("host", "last_seen"):
+        last_seen[machine] = max(seen, last_seen.get(machine, seen))
+    since = alive_since()
+    return {machine for machine, seen in last_seen.items() if seen < since}

@@ -3,7 +3,7 @@ django-q2's scheduler ticks only every 30 s, too coarse for a 5 s backoff."""
 
 import logging
 import os
-import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import close_old_connections
 from django.utils import timezone
 
-from queueing.heartbeat import Heartbeat
+from queueing.heartbeat import Heartbeat, alive_clusters
 from queueing.jobs import dispatch, redispatch
 from queueing.models import JobRecord
 from queueing.queues import dispatch_ids_in_broker, get_queue
@@ -42,13 +42,17 @@ def dispatch_undispatched(queue: str) -> int:
 
 
 def recover_dead_workers(queue: str) -> int:
-    """Running jobs whose worker is gone: a dead pid on this host, or past the queue's
-    timeout on any host."""
+    """Running jobs whose worker is gone: a dead pid on this machine, a worker of another
+    machine none of whose clusters of the queue has beaten lately (the machine died, or lost
+    power), or past the queue's timeout on any machine."""
     spec = get_queue(queue)
     overdue = timezone.now() - timedelta(seconds=spec.timeout) - TIMEOUT_GRACE
+    running = list(JobRecord.objects.in_queue(queue).filter(status=JobRecord.Status.RUNNING))
+    # Read after the jobs: a cluster beats before it takes its first job (queueing's qcluster).
+    machines_alive = set(alive_clusters(queue).values_list("host", flat=True)) if running else set()
     recovered = 0
-    for record in JobRecord.objects.in_queue(queue).filter(status=JobRecord.Status.RUNNING):
-        if _worker_is_dead(record.worker):
+    for record in running:
+        if _worker_is_dead(record.worker, machines_alive):
             reason = f"Worker {record.worker} died during attempt {record.attempts}"
         elif record.started_at and record.started_at < overdue:
             reason = f"Worker {record.worker} overran the {spec.timeout} s timeout in attempt {record.attempts}"
@@ -93,9 +97,11 @@ def _requeue_lost(record: JobRecord, reason: str) -> bool:
     return record.requeue_lost(reason) and dispatch(record)
 
 
-def _worker_is_dead(worker: str) -> bool:
-    host, _, pid = worker.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
+def _worker_is_dead(worker: str, machines_alive: set[str]) -> bool:
+    machine, _, pid = worker.rpartition(":")
+    if machine != settings.MACHINE_NAME:
+        return bool(machine) and machine not in machines_alive
+    if not pid.isdigit():
         return False
     try:
         os.kill(int(pid), 0)
@@ -161,26 +167,41 @@ class Housekeeper:
             if now < self.next_run[duty]:
                 continue
             self.next_run[duty] = now + interval
-            close_old_connections()
-            try:
-                duty(self.queue)
-            except Exception:
-                if duty not in self.failing:
-                    self.failing.add(duty)
-                    logger.exception(
-                        "Housekeeping %s for queue %s failed; retrying quietly until it works",
-                        duty.__name__,
-                        self.queue,
-                    )
-                continue
-            if duty in self.failing:
-                self.failing.discard(duty)
-                logger.warning("Housekeeping %s for queue %s works again", duty.__name__, self.queue)
+            self._run(duty)
+
+    def _run(self, duty: Duty) -> None:
+        close_old_connections()
+        try:
+            duty(self.queue)
+        except Exception:
+            if duty not in self.failing:
+                self.failing.add(duty)
+                logger.exception(
+                    "Housekeeping %s for queue %s failed; retrying quietly until it works", duty.__name__, self.queue
+                )
+            return
+        if duty in self.failing:
+            self.failing.discard(duty)
+            logger.warning("Housekeeping %s for queue %s works again", duty.__name__, self.queue)
+
+    def beat(self) -> None:
+        """Before the cluster takes its first job: another machine takes the jobs of a machine
+        whose clusters do not beat for lost (recover_dead_workers)."""
+        self._run(self.heartbeat.beat)
 
     def run(self, keep_going: Callable[[], bool]) -> None:
-        try:
-            while keep_going():
-                self.tick()
-                time.sleep(self.tick_seconds)
-        finally:
-            self.heartbeat.stop()
+        while keep_going():
+            self.tick()
+            time.sleep(self.tick_seconds)
+
+    def beat_while(self, stop: Callable[[], object]) -> None:
+        """Call `stop` (the cluster's: its running jobs finish first, up to the queue's timeout)
+        while beating on, then remove the heartbeat: a machine that stopped beating before its
+        jobs ended would have them run again elsewhere."""
+        stopping = threading.Thread(target=stop, name="cluster-stop")
+        stopping.start()
+        while stopping.is_alive():
+            self._run(self.heartbeat.beat)
+            stopping.join(Heartbeat.INTERVAL)
+        close_old_connections()
+        self.heartbeat.stop()

@@ -2,7 +2,6 @@
 
 import os
 import random
-import socket
 from dataclasses import dataclass
 from functools import cache
 
@@ -60,7 +59,7 @@ def broker_shares_the_database(queue: str) -> bool:
 
 
 def current_worker() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{settings.MACHINE_NAME}:{os.getpid()}"
 
 
 def dispatch_ids_in_broker(queue: str) -> set[str]:

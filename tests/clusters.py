@@ -13,7 +13,7 @@ from django.db import connection
 from django.utils import timezone
 from django_q.brokers.redis_broker import Redis as RedisBroker
 
-from queueing.models import ClusterHeartbeat
+from queueing.models import ClusterHeartbeat, JobRecord
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,6 +86,65 @@ class ClusterProcess:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(10)
+
+
+class Machine:
+    """The clusters one machine runs, as `manage.py qcluster` runs them, against the database
+    and Redis every machine shares: with a MACHINE_NAME and the folders a machine has of its
+    own (VAR_DIR, and the media, downloads, static and Prometheus folders under it)."""
+
+    def __init__(self, name: str, folder: Path, queues: tuple[str, ...] = ("telegram", "broadcasts"), **env: str):
+        self.name = name
+        folder.mkdir(parents=True, exist_ok=True)
+        own = {
+            "MACHINE_NAME": name,
+            "VAR_DIR": str(folder),
+            **{setting: str(folder / sub) for setting, sub in self.FOLDERS.items()},
+        }
+        self.clusters = [ClusterProcess(queue, folder, **{**own, **env}) for queue in queues]
+
+    # What config.settings would put under VAR_DIR; set explicitly, since this process's own
+    # settings export some of them (PROMETHEUS_MULTIPROC_DIR) into the environment clusters inherit.
+    FOLDERS = {
+        "MEDIA_ROOT": "media",
+        "DOWNLOADS_ROOT": "downloads",
+        "STATIC_ROOT": "static",
+        "PROMETHEUS_MULTIPROC_DIR": "prometheus",
+    }
+
+    def start(self) -> "Machine":
+        for cluster in self.clusters:
+            cluster.start()
+        return self
+
+    def stop(self) -> None:
+        for cluster in self.clusters:
+            try:
+                cluster.stop()
+            except RuntimeError:
+                cluster.kill()
+
+    def kill(self) -> None:
+        """SIGKILL to every process of every cluster at once: the machine lost power."""
+        alive = [c.process for c in self.clusters if c.process and c.process.poll() is None]
+        for process in alive:
+            os.killpg(process.pid, signal.SIGKILL)
+        for process in alive:
+            process.wait(10)
+
+    def log(self) -> str:
+        return "\n".join(f"--- {self.name}: qcluster {c.queue}\n{c.log()}" for c in self.clusters)
+
+
+def machine_running(machines: list[Machine], queue: str) -> Machine | None:
+    """The machine whose worker has been running a job of `queue` the longest (the job history
+    says which): a broadcast's sender, not a job that is about to defer for the sender's lock."""
+    running = JobRecord.objects.filter(queue=queue, status=JobRecord.Status.RUNNING).order_by("started_at")
+    by_name = {machine.name: machine for machine in machines}
+    for worker in running.values_list("worker", flat=True):
+        if machine := by_name.get(worker.rpartition(":")[0]):
+            return machine
+    return None
 
 
 def telegram_cluster_alive() -> None:

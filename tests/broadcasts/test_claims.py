@@ -15,6 +15,7 @@ from broadcasts import sending as sending_module
 from broadcasts.models import Broadcast, Delivery
 from broadcasts.sending import chunk_bounds, fan_out
 from broadcasts.tasks import send_chunk
+from queueing.models import ClusterHeartbeat
 from tests.broadcasts.support import make_members
 from tests.fake_telegram.objects import make_token
 
@@ -56,6 +57,22 @@ def test_a_stale_claim_is_taken_over_and_a_fresh_one_is_not(bot):
         DEAD,
         DEAD,
     ]
+
+
+@pytest.mark.django_db
+def test_a_fresh_claim_of_a_machine_whose_clusters_stopped_beating_is_taken_over(bot, settings):
+    """A machine that died cannot come back to its claims: waiting out CLAIM_STALE would only
+    delay the survivor. A machine that still beats keeps its fresh claims."""
+    _, ids = fanned_out(bot, 4)
+    Delivery.objects.claim(ids[:2], DEAD)
+    Delivery.objects.claim(ids[2:], "host-alive:4343:deliveries 1-9:alive")
+    long_ago, now = timezone.now() - timedelta(seconds=settings.HEARTBEAT_TIMEOUT + 1), timezone.now()
+    for pid, (machine, seen) in enumerate({"host-gone": long_ago, "host-alive": now}.items()):
+        ClusterHeartbeat.objects.create(
+            queue="broadcasts", host=machine, pid=pid + 1, workers=2, started_at=long_ago, last_seen=seen
+        )
+
+    assert Delivery.objects.claim(ids, "survivor") == ids[:2]
 
 
 @pytest.mark.django_db

@@ -138,3 +138,14 @@ def test_sqlite_is_shared_safely_by_web_and_clusters_in_wal_mode_with_a_busy_tim
     with connection.cursor() as cursor:
         assert cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert cursor.execute("PRAGMA busy_timeout").fetchone()[0] >= 5000
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL only")
+def test_postgresql_finds_the_connections_of_a_machine_that_lost_power_within_half_a_minute(db):
+    """Their advisory locks (the inbox's dispatcher, a bot's broadcast sender) go with them."""
+    with connection.cursor() as cursor:
+        shown = {}
+        for name in ("tcp_keepalives_idle", "tcp_keepalives_interval", "tcp_keepalives_count"):
+            cursor.execute(f"SHOW {name}")
+            shown[name] = cursor.fetchone()[0]
+    assert shown == {"tcp_keepalives_idle": "15", "tcp_keepalives_interval": "5", "tcp_keepalives_count": "3"}

@@ -1,9 +1,16 @@
 """The housekeeping loop of every qcluster: duties at their intervals, failures reported once."""
 
 import logging
+import time
+from datetime import timedelta
+
+from django.db import connection
+from django.utils import timezone
 
 from queueing import housekeeping
+from queueing.heartbeat import Heartbeat
 from queueing.housekeeping import Housekeeper
+from queueing.models import ClusterHeartbeat, JobRecord
 from queueing.registry import Registry
 
 
@@ -46,3 +53,75 @@ def test_registered_duties_run_only_on_their_cluster(monkeypatch):
     assert dispatch not in {duty for _, duty in Housekeeper("downloads").duties}
     assert Housekeeper("telegram").tick_seconds == 0.05
     assert Housekeeper("downloads").tick_seconds == Housekeeper.TICK
+
+
+def running_job(worker: str, started_seconds_ago: float = 1) -> JobRecord:
+    now = timezone.now()
+    return JobRecord.objects.create(
+        queue="telegram",
+        kind="tests.jobs.echo",
+        args=["hello"],
+        max_attempts=4,
+        status=JobRecord.Status.RUNNING,
+        attempts=1,
+        worker=worker,
+        started_at=now - timedelta(seconds=started_seconds_ago),
+    )
+
+
+def beat(machine: str, queue: str, seconds_ago: float) -> None:
+    seen = timezone.now() - timedelta(seconds=seconds_ago)
+    pid = ClusterHeartbeat.objects.count() + 1
+    ClusterHeartbeat.objects.create(queue=queue, host=machine, pid=pid, workers=1, started_at=seen, last_seen=seen)
+
+
+def test_a_job_of_a_machine_whose_clusters_stopped_beating_runs_again_long_before_its_timeout(db, broker, settings):
+    """Another machine cannot look up a pid: a worker is dead when no cluster of its queue on
+    its machine has beaten within HEARTBEAT_TIMEOUT. A machine that beats only for another
+    queue (its telegram cluster lives, its broadcasts cluster was killed) counts as dead too."""
+    settings.MACHINE_NAME = "machine-b"
+    beat("machine-a", "telegram", seconds_ago=settings.HEARTBEAT_TIMEOUT + 1)
+    beat("machine-a", "broadcasts", seconds_ago=0)
+    beat("machine-c", "telegram", seconds_ago=0)
+    lost = running_job("machine-a:4242")
+    alive = running_job("machine-c:4242")
+
+    assert housekeeping.recover_dead_workers("telegram") == 1
+
+    lost.refresh_from_db()
+    assert lost.status == JobRecord.Status.QUEUED
+    assert lost.last_error == "Worker machine-a:4242 died during attempt 1"
+    alive.refresh_from_db()
+    assert alive.status == JobRecord.Status.RUNNING
+
+
+def test_a_job_of_a_machine_that_beats_is_left_running(db, broker, settings):
+    settings.MACHINE_NAME = "machine-b"
+    beat("machine-a", "telegram", seconds_ago=1)
+    job = running_job("machine-a:4242", started_seconds_ago=settings.QUEUES["telegram"]["timeout"] - 5)
+
+    assert housekeeping.recover_dead_workers("telegram") == 0
+    job.refresh_from_db()
+    assert job.status == JobRecord.Status.RUNNING
+
+
+def test_a_stopping_cluster_beats_until_its_running_jobs_have_ended_then_its_heartbeat_goes(
+    transactional_db, monkeypatch
+):
+    """Other machines take the jobs of a machine that stopped beating for lost: a cluster
+    finishing its jobs after SIGTERM (up to the queue's timeout) must go on beating."""
+    monkeypatch.setattr(Heartbeat, "INTERVAL", 0.1)
+    keeper = Housekeeper("telegram")
+    keeper.beat()
+    first = ClusterHeartbeat.objects.get().last_seen
+    seen_while_stopping = []
+
+    def stop_cluster() -> None:
+        time.sleep(0.5)
+        seen_while_stopping.append(ClusterHeartbeat.objects.get().last_seen)
+        connection.close()
+
+    keeper.beat_while(stop_cluster)
+
+    assert seen_while_stopping[0] > first
+    assert not ClusterHeartbeat.objects.exists()

@@ -21,13 +21,15 @@ class Command(DjangoQCommand):
             raise CommandError("Choose the queue with the environment: Q_CLUSTER_NAME=telegram manage.py qcluster")
         cluster = Cluster()
         stop_requested = _stop_between_ticks()
+        queue = Conf.CLUSTER_NAME
+        housekeeper = Housekeeper(queue)
+        housekeeper.beat()
         cluster.start()
         if options.get("run_once"):
-            cluster.stop()
+            housekeeper.beat_while(cluster.stop)
             return
-        queue = Conf.CLUSTER_NAME
-        Housekeeper(queue).run(keep_going=lambda: not stop_requested.is_set() and cluster.sentinel.is_alive())
-        cluster.stop()
+        housekeeper.run(keep_going=lambda: not stop_requested.is_set() and cluster.sentinel.is_alive())
+        housekeeper.beat_while(cluster.stop)
         if cluster.sentinel.exitcode not in (0, None) and cluster.start_event is not None:
             sys.exit(f"Cluster {queue} ended unexpectedly (sentinel exit code {cluster.sentinel.exitcode})")
 
