@@ -64,8 +64,9 @@ logger = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="Please use 'Bot.send", category=PTBUserWarning)
 
 SMALL_BROADCAST = 100
-# Recipients per fan-out transaction: the first batch is ready to send within a second.
+# Recipients per fan-out transaction; the first is small, so sending starts at once.
 FAN_OUT_BATCH = 20_000
+FIRST_BATCH = 1000
 # A sender holds at most this many deliveries claimed and unanswered.
 MOST_IN_FLIGHT = 1000
 # A sender stops this long before its job's timeout, with time to record what it sent.
@@ -80,8 +81,8 @@ CATCH_UP = 1.5
 UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
 
 
-def fan_out(broadcast: Broadcast) -> int:
-    """The deliveries of the next FAN_OUT_BATCH recipients after broadcast.fan_out_after
+def fan_out(broadcast: Broadcast, batch: int | None = None) -> int:
+    """The deliveries of the next `batch` (FAN_OUT_BATCH) recipients after broadcast.fan_out_after
     (member ids, in order), their arm, language and whether they are held for an A/B winner
     (broadcasts.variants.Split, a hash of each member's id: batches do not change it) included;
     moves fan_out_after to the last of them, or to None once every recipient has one. One
@@ -92,12 +93,13 @@ def fan_out(broadcast: Broadcast) -> int:
     sampled = split.in_sample("pk")
     # Once an A/B winner is chosen, the members outside the sample get it at once.
     rest = Delivery.Status.PENDING if broadcast.ab_winner else Delivery.Status.HELD
+    size = batch or FAN_OUT_BATCH
     after = broadcast.fan_out_after or 0
-    batch = recipients(broadcast).filter(pk__gt=after).order_by("pk")
-    last = next(iter(batch.values_list("pk", flat=True)[FAN_OUT_BATCH - 1 : FAN_OUT_BATCH]), None)
+    members = recipients(broadcast).filter(pk__gt=after).order_by("pk")
+    last = next(iter(members.values_list("pk", flat=True)[size - 1 : size]), None)
     if last is not None:
-        batch = batch.filter(pk__lte=last)
-    members = batch.annotate(
+        members = members.filter(pk__lte=last)
+    members = members.annotate(
         ident=F("pk"),
         chat=F("telegram_id"),
         state=Case(When(sampled, then=Value(Delivery.Status.PENDING)), default=Value(rest)),

@@ -10,6 +10,7 @@ from broadcasts import variants
 from broadcasts.markup import keyboard_for_test
 from broadcasts.models import Broadcast
 from broadcasts.sending import (
+    FIRST_BATCH,
     SMALL_BROADCAST,
     BroadcastSender,
     attachment,
@@ -41,7 +42,7 @@ def start_broadcast(broadcast_id: int) -> dict:
             if broadcast.awaits_approval:  # edited after approval, after Send was pressed
                 return {"skipped": "awaiting approval"}
             broadcast.fan_out_after = 0
-            fan_out(broadcast)  # arms and languages included
+            fan_out(broadcast, FIRST_BATCH)  # arms and languages included
             batches = 1
             broadcast.status, broadcast.started_at = Broadcast.Status.SENDING, timezone.now()
             broadcast.save(update_fields=["status", "started_at"])

@@ -393,10 +393,11 @@ def test_a_member_who_blocked_the_bot_is_failed_as_blocked_and_never_retried(tel
 def test_start_broadcast_enqueues_one_sender_after_the_first_batch_and_fans_out_the_rest_in_runs(
     telegram_bot, settings, monkeypatch
 ):
-    """The sender starts on the first batch; the fan-out goes on in batches of their own, and
+    """The sender starts on a small first batch; the fan-out goes on in batches of their own, and
     when the job's time is up it asks to run again at once. A run again (this one, a resume)
     carries on, without a second sender."""
     monkeypatch.setattr("broadcasts.sending.FAN_OUT_BATCH", 30)
+    monkeypatch.setattr("broadcasts.tasks.FIRST_BATCH", 10)
     settings.QUEUES = {**settings.QUEUES, "telegram": {**settings.QUEUES["telegram"], "timeout": 0}}
     TelegramUser.objects.bulk_create(
         TelegramUser(bot=telegram_bot, telegram_id=9_500_000 + n, first_name=f"M{n}", is_subscribed=True)
@@ -409,14 +410,14 @@ def test_start_broadcast_enqueues_one_sender_after_the_first_batch_and_fans_out_
 
     assert deferred.value.retry_after == 0
     broadcast.refresh_from_db()
-    assert broadcast.status == Broadcast.Status.SENDING and broadcast.deliveries.count() == 60
+    assert broadcast.status == Broadcast.Status.SENDING and broadcast.deliveries.count() == 40
     senders = JobRecord.objects.of_kinds(send_deliveries)
     assert list(senders.values_list("queue", "args")) == [("broadcasts", [broadcast.pk])]
     assert not finish_if_complete(broadcast)
 
     with pytest.raises(Deferred):
         start_broadcast(broadcast.pk)
-    assert broadcast.deliveries.count() == 90
+    assert broadcast.deliveries.count() == 70
     assert start_broadcast(broadcast.pk) == {"batches": 1}
 
     assert broadcast.deliveries.count() == 100 and senders.count() == 1
