@@ -6,8 +6,8 @@ the end) and a Redis database of its own (flushed), it:
   1. creates --members subscribed members with one INSERT ... SELECT generate_series;
   2. times the fan-out of a broadcast to all of them on its own, as start_broadcast makes it
      (a first batch of FIRST_BATCH members, then `fan_out_more` until complete: FAN_OUT_BATCH
-     members per transaction), and that first batch alone, and the deliveries table's size (pg_total_relation_size) per million rows; then
-     deletes them;
+     members per transaction), and that first batch alone, and the deliveries table's size
+     (pg_total_relation_size) per million rows; then deletes them;
   3. starts real `telegram` and `broadcasts` clusters at TELEGRAM_RATE_LIMIT=30 against a fake
      Telegram in a process of its own enforcing 30/s, enqueues start_broadcast as the admin
      does, and measures from that moment: when the broadcast turns `sending` (its first batch
