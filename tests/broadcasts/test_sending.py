@@ -401,7 +401,7 @@ def test_start_broadcast_enqueues_one_sender_after_the_first_batch_and_fans_out_
     settings.QUEUES = {**settings.QUEUES, "telegram": {**settings.QUEUES["telegram"], "timeout": 0}}
     TelegramUser.objects.bulk_create(
         TelegramUser(bot=telegram_bot, telegram_id=9_500_000 + n, first_name=f"M{n}", is_subscribed=True)
-        for n in range(100)
+        for n in range(95)
     )
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi")
 
@@ -420,7 +420,7 @@ def test_start_broadcast_enqueues_one_sender_after_the_first_batch_and_fans_out_
     assert broadcast.deliveries.count() == 70
     assert start_broadcast(broadcast.pk) == {"batches": 1}
 
-    assert broadcast.deliveries.count() == 100 and senders.count() == 1
+    assert broadcast.deliveries.count() == 95 and senders.count() == 1
     assert sorted(broadcast.deliveries.values_list("member_id", flat=True)) == sorted(
         TelegramUser.objects.values_list("pk", flat=True)
     )
