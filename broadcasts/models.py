@@ -338,8 +338,8 @@ class Broadcast(models.Model):
 
         The status is committed first: its sender stops at its next look (well under a
         second), where it would otherwise go on sending while a million rows are updated in
-        the same transaction. It cancels what is waiting too, should this process die before
-        the second step."""
+        the same transaction. The sender cancels what is waiting too when it sees the status,
+        should this process die between the two steps."""
         unfinished = [self.Status.DRAFT, self.Status.SCHEDULED, self.Status.SENDING, self.Status.PAUSED]
         if not self._move(unfinished, self.Status.CANCELLED, finished_at=timezone.now()):
             return None
