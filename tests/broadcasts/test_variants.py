@@ -107,6 +107,10 @@ def test_a_fan_out_in_batches_splits_as_one_in_a_go_and_a_batch_after_the_winner
     assert batches == [70, 70, 70] and broadcast.fan_out_after is not None
     assert set(broadcast.deliveries.values_list("member_id", "status", "arm", "language")) < in_one_go
     assert not finish_if_complete(broadcast), "not done while the fan-out goes on"
+    sample = broadcast.deliveries.exclude(status=Delivery.Status.HELD)
+    sample.update(status=Delivery.Status.SENT)
+    assert variants.winner_due_at(broadcast) is None, "the rest of the sample is not made yet"
+    sample.update(status=Delivery.Status.PENDING)
     held = broadcast.deliveries.filter(status=Delivery.Status.HELD).count()
     assert held and variants.decide(broadcast, "B") == held
 
