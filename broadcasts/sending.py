@@ -60,7 +60,7 @@ from queueing.runner import time_left
 from queueing.wording import duration
 
 logger = logging.getLogger(__name__)
-# sendMessage through do_api_request on purpose (see ChunkSender._send); PTB would say so each time.
+# sendMessage through do_api_request on purpose (see BroadcastSender._send); PTB would say so each time.
 warnings.filterwarnings("ignore", message="Please use 'Bot.send", category=PTBUserWarning)
 
 SMALL_BROADCAST = 100
@@ -485,7 +485,7 @@ class BroadcastSender:
         )
         self.deliveries.filter(status=Delivery.Status.RETRYING).update(status=Delivery.Status.PENDING)
 
-    def run(self) -> "SendResult":
+    def run(self) -> SendResult:
         self._recover()
         try:
             telegram_api.run(self._send_all())
