@@ -3,10 +3,12 @@
 For each backend -- the embedded default (SQLite in WAL mode + django-q2's ORM broker) and
 PostgreSQL + Redis -- it measures:
 
-  fan-out       seconds for `fan_out(broadcast)` (one INSERT ... SELECT) over --fanout-members
-                subscribed members (100,000 by default, made with bulk_create beforehand), and for
-                `chunk_bounds(broadcast)` on the result;
-  one process   one `send_chunk` job (1,000 deliveries) run in this process, no cluster, with
+  fan-out       seconds for the whole fan-out (a first batch of FIRST_BATCH members, then
+                `fan_out_more` until complete: one INSERT ... SELECT of FAN_OUT_BATCH members
+                per transaction, as start_broadcast makes it) over
+                --fanout-members subscribed members (100,000 by default, made with bulk_create
+                beforehand), and for its first batch (what the sender waits for);
+  one process   one `send_deliveries` job (1,000 deliveries) run in this process, no cluster, with
                 TELEGRAM_RATE_LIMIT=100000: what one process achieves;
   top speed     a real broadcast to --members members (20,000 by default), enqueued as the admin
                 does (`start_broadcast.enqueue`), run by real `telegram` and `broadcasts` clusters
@@ -30,7 +32,7 @@ With --paid it measures only this instead:
                 for paid sends and 30/s for the others: achieved rate over sent_at, its ratio to
                 1000, the 429s, and the broadcasts cluster's peak RSS.
 
-Delivery.sent_at is stamped per message as Telegram's answer arrives (ChunkSender._send_one), so
+Delivery.sent_at is stamped per message as Telegram's answer arrives (BroadcastSender._send_one), so
 rates from sent_at are accurate to the answer's latency (about a millisecond against the fake).
 
 Each backend runs in its own subprocess with its own environment on throwaway storage: a
@@ -90,7 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bots", type=int, default=0, help="measure only N bots broadcasting at once")
     parser.add_argument("--bot-members", type=int, default=1500, help="members of each bot with --bots")
     parser.add_argument(
-        "--profile", action="store_true", help="with --paid: first one paid chunk in-process under cProfile"
+        "--profile", action="store_true", help="with --paid: first a paid send_deliveries of 1,000 here, under cProfile"
     )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL, help="a database named bench*; it is dropped")
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="a Redis database of its own; it is flushed")
@@ -149,9 +151,9 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         row("  peak RSS, largest cluster process (MB)", "peak_rss_mb", ".0f")
         print_rows(rows, results)
         return
-    row(f"fan_out of {args.fanout_members:,} deliveries (s)", "fanout_s", ".2f")
-    row("chunk_bounds (s)", "chunk_bounds_s", ".3f")
-    row("one send_chunk in-process, no cluster (msg/s)", "inprocess_per_s", ",.0f")
+    row(f"fan-out of {args.fanout_members:,} deliveries, batch by batch (s)", "fanout_s", ".2f")
+    row("its first batch (s)", "first_batch_s", ".3f")
+    row("one send_deliveries in-process, no cluster (msg/s)", "inprocess_per_s", ",.0f")
     row(f"cluster, limit lifted: {args.members:,} msgs, sent_at span (msg/s)", "top_per_s", ",.0f")
     row("  same, wall: enqueue -> done (msg/s)", "top_wall_per_s", ",.0f")
     row("  wall time enqueue -> done (s)", "top_wall_s", ".1f")
@@ -204,18 +206,18 @@ def measure(args: argparse.Namespace) -> Result:
     fan_bot = Bot.objects.create(token=make_token(700001))
     make_members(fan_bot, args.fanout_members)
     result.update(time_fan_out(fan_bot))
-    print(f"  fan_out {args.fanout_members:,}: {result['fanout_s']:.2f} s", flush=True)
-    print(f"  chunk_bounds: {result['chunk_bounds_s']:.3f} s ({result['chunks']} chunks)", flush=True)
+    print(f"  fan-out of {args.fanout_members:,}: {result['fanout_s']:.2f} s", flush=True)
+    print(f"  its first batch: {result['first_batch_s']:.3f} s", flush=True)
 
     with ExitStack() as stack:
         fake = stack.enter_context(FakeTelegramProcess(var_dir, "--record", "counts"))
         print(f"  fake Telegram at {fake.base_url}", flush=True)
 
-        # (b1) one send_chunk in this process
+        # (b1) one send_deliveries in this process
         solo_bot = Bot.objects.create(token=make_token(700002), api_base_url=fake.base_url)
         make_members(solo_bot, 1000)
-        result["inprocess_per_s"] = in_process_chunk(solo_bot, notes)
-        print(f"  one send_chunk in-process: {result['inprocess_per_s']:,.0f} msg/s", flush=True)
+        result["inprocess_per_s"] = in_process_sender(solo_bot, notes)
+        print(f"  one send_deliveries in-process: {result['inprocess_per_s']:,.0f} msg/s", flush=True)
 
         # (b2) a real broadcast through real clusters, the limit lifted
         top_bot = Bot.objects.create(token=make_token(700003), api_base_url=fake.base_url)
@@ -267,9 +269,9 @@ def paid_broadcast(var_dir: Path, members: int, notes: list[str], profile: bool)
             make_members(solo, 1000)
             profiler = cProfile.Profile()
             profiler.enable()
-            per_s = in_process_chunk(solo, notes, paid=True)
+            per_s = in_process_sender(solo, notes, paid=True)
             profiler.disable()
-            print(f"  one paid send_chunk in-process: {per_s:,.0f} msg/s; where its main thread spends the time:")
+            print(f"  one paid send_deliveries in-process: {per_s:,.0f} msg/s; where its main thread spends the time:")
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         bot = Bot.objects.create(token=make_token(700005), api_base_url=fake.base_url)
         make_members(bot, members)
@@ -364,31 +366,32 @@ def time_fan_out(bot: Any) -> Result:
     from django.db import transaction
 
     from broadcasts.models import Broadcast
-    from broadcasts.sending import chunk_bounds, fan_out
+    from broadcasts.sending import FIRST_BATCH, fan_out, fan_out_more
 
     broadcast = Broadcast.objects.create(bot=bot, text="Hello #first_name", status=Broadcast.Status.SENDING)
-    with transaction.atomic():  # as start_broadcast runs it
-        started = time.perf_counter()
-        created = fan_out(broadcast)
-        fanout_s = time.perf_counter() - started
     started = time.perf_counter()
-    chunks = chunk_bounds(broadcast)
-    chunk_bounds_s = time.perf_counter() - started
+    with transaction.atomic():  # as start_broadcast makes it
+        fan_out(broadcast, FIRST_BATCH)
+    first_batch_s = time.perf_counter() - started
+    while fan_out_more(broadcast.pk):
+        pass
+    fanout_s = time.perf_counter() - started
+    created = broadcast.deliveries.count()
     if created != bot.members.count():
-        raise RuntimeError(f"fan_out created {created} deliveries for {bot.members.count()} members")
+        raise RuntimeError(f"the fan-out created {created} deliveries for {bot.members.count()} members")
     broadcast.deliveries.all()._raw_delete(broadcast.deliveries.db)
     broadcast.delete()
-    return {"fanout_s": fanout_s, "chunk_bounds_s": chunk_bounds_s, "chunks": len(chunks)}
+    return {"fanout_s": fanout_s, "first_batch_s": first_batch_s}
 
 
-def in_process_chunk(bot: Any, notes: list[str], paid: bool = False) -> float:
-    """One send_chunk job, run here: the first chunk of a broadcast to `bot`'s members."""
+def in_process_sender(bot: Any, notes: list[str], paid: bool = False) -> float:
+    """One send_deliveries job, run here: a broadcast to `bot`'s members."""
     from django.db import transaction
     from django.utils import timezone
 
     from broadcasts.models import Broadcast
-    from broadcasts.sending import chunk_bounds, fan_out
-    from broadcasts.tasks import send_chunk
+    from broadcasts.sending import fan_out
+    from broadcasts.tasks import send_deliveries
 
     broadcast = Broadcast.objects.create(
         bot=bot,
@@ -399,12 +402,11 @@ def in_process_chunk(bot: Any, notes: list[str], paid: bool = False) -> float:
     )
     with transaction.atomic():
         fan_out(broadcast)
-    first_id, last_id = chunk_bounds(broadcast)[0]
     started = time.perf_counter()
-    outcome = send_chunk(broadcast.pk, first_id, last_id)
+    outcome = send_deliveries(broadcast.pk)
     elapsed = time.perf_counter() - started
-    if outcome.get("sent") != last_id - first_id + 1:
-        notes.append(f"in-process send_chunk: {outcome}")
+    if outcome.get("sent") != broadcast.deliveries.count():
+        notes.append(f"in-process send_deliveries: {outcome}")
     return outcome.get("sent", 0) / elapsed
 
 

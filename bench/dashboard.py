@@ -38,7 +38,7 @@ KINDS = [
     ("telegram", "bots.tasks.handle_update"),
     ("telegram", "bots.tasks.send_reply"),
     ("broadcasts", "broadcasts.tasks.fan_out"),
-    ("broadcasts", "broadcasts.tasks.send_chunk"),
+    ("broadcasts", "broadcasts.tasks.send_deliveries"),
     ("downloads", "bots.tasks.download"),
     ("downloads", "bots.tasks.upload"),
 ]

@@ -146,7 +146,7 @@ def operator_pages(ids: dict[str, int], folder: Path):
             "job list: telegram, failed, 24 h",
             get("/admin/queueing/jobrecord/?queue=telegram&status__exact=failed&enqueued=24h"),
         ),
-        ("job list: a kind", get("/admin/queueing/jobrecord/?kind=broadcasts.tasks.send_chunk")),
+        ("job list: a kind", get("/admin/queueing/jobrecord/?kind=broadcasts.tasks.send_deliveries")),
         ("job list: searched", get("/admin/queueing/jobrecord/?q=chat+not+found")),
         ("job page", get(f"/admin/queueing/jobrecord/{failed_job}/change/")),
         ("broadcast list", get("/admin/broadcasts/broadcast/")),

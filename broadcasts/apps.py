@@ -24,7 +24,7 @@ class BroadcastsConfig(AppConfig):
         register_duty("telegram", variants.WINNER_INTERVAL, tasks.send_due_winners)
         register_report_section("broadcasts", observability.broadcast_outcomes)
         metrics.collectors.register("broadcasts", observability.delivery_metrics)
-        for task in (tasks.start_broadcast, tasks.send_chunk):
+        for task in (tasks.start_broadcast, tasks.send_deliveries):
             register_arg_describer(task, first_arg_is(Broadcast))
         register_panel(
             "active_broadcasts",

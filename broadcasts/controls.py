@@ -48,7 +48,7 @@ def pause(broadcast: Broadcast, user) -> str:
     if not broadcast.pause():
         raise Refused(f"Only a sending broadcast can be paused; this one is {broadcast.status}.")
     record(user, broadcast, "Paused.")
-    return "Paused: chunks stop before their next send."
+    return "Paused: sending stops before its next send."
 
 
 def resume(broadcast: Broadcast, user) -> str:
@@ -95,7 +95,7 @@ def resend_unknown(broadcast: Broadcast, user) -> int:
 
 
 def _carry_on(broadcast: Broadcast, why: str) -> None:
-    """Deliveries sent again: a sending broadcast needs start_broadcast to enqueue their chunks;
+    """Deliveries sent again: a sending broadcast needs start_broadcast to enqueue its sender;
     a paused one gets them when it is resumed."""
     if broadcast.status == Broadcast.Status.SENDING:
         start_broadcast.enqueue_with(args=[broadcast.pk], label=f"broadcast {broadcast.pk}: {why}")

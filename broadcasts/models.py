@@ -148,6 +148,9 @@ class Broadcast(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
+    # The fan-out goes on in batches (broadcasts.sending.fan_out): members with ids above this
+    # get their deliveries yet; None once every member has one.
+    fan_out_after = models.BigIntegerField(null=True, blank=True, default=0, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True)
     stall_reason = models.CharField(
         max_length=300, blank=True, help_text="Why sending is waiting or paused, for operators; empty when it is not."
@@ -323,7 +326,7 @@ class Broadcast(models.Model):
             self.status = self.Status.DRAFT
 
     def pause(self) -> bool:
-        """sending -> paused; chunks stop before their next send and leave the rest pending."""
+        """sending -> paused; its sender stops before its next send and leaves the rest pending."""
         return self._move([self.Status.SENDING], self.Status.PAUSED)
 
     def resume(self) -> bool:
@@ -331,16 +334,20 @@ class Broadcast(models.Model):
         return self._move([self.Status.PAUSED], self.Status.SENDING, stall_reason="", stalled_until=None)
 
     def cancel(self) -> int | None:
-        """-> cancelled, and every delivery still waiting with it. None when it had already
-        finished or been cancelled; otherwise the number of deliveries cancelled."""
-        with transaction.atomic():
-            unfinished = [self.Status.DRAFT, self.Status.SCHEDULED, self.Status.SENDING, self.Status.PAUSED]
-            if not self._move(unfinished, self.Status.CANCELLED, finished_at=timezone.now()):
-                return None
-            waiting = [Delivery.Status.PENDING, Delivery.Status.RETRYING, Delivery.Status.HELD]
-            return self.deliveries.filter(status__in=waiting).update(
-                status=Delivery.Status.CANCELLED, claimed_by="", claimed_at=None
-            )
+        """-> cancelled, then every delivery still waiting with it. None when it had already
+        finished or been cancelled; otherwise the number of deliveries cancelled.
+
+        The status is committed first: its sender stops at its next look (well under a
+        second), where it would otherwise go on sending while a million rows are updated in
+        the same transaction. The sender cancels what is waiting too when it sees the status,
+        should this process die between the two steps."""
+        unfinished = [self.Status.DRAFT, self.Status.SCHEDULED, self.Status.SENDING, self.Status.PAUSED]
+        if not self._move(unfinished, self.Status.CANCELLED, finished_at=timezone.now()):
+            return None
+        waiting = [Delivery.Status.PENDING, Delivery.Status.RETRYING, Delivery.Status.HELD]
+        return self.deliveries.filter(status__in=waiting).update(
+            status=Delivery.Status.CANCELLED, claimed_by="", claimed_at=None
+        )
 
     def retry_failed(self) -> int:
         """Failed deliveries go back to pending, except those of members who blocked the bot
@@ -428,11 +435,13 @@ class Delivery(models.Model):
         PERMANENT = PERMANENT, "permanent"
         BLOCKED = "blocked", "blocked the bot"
 
-    # A claim on a pending row lasts one ChunkSender._claim (under a second): one this old
+    # A claim on a pending row lasts one BroadcastSender._claim (under a second): one this old
     # belongs to a sender that stopped before marking its rows `sending`.
     CLAIM_STALE = timedelta(minutes=1)
 
-    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="deliveries")
+    # No index of its own: one_delivery_per_member and the indexes below begin with it (one
+    # index fewer to write for each of a million rows).
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="deliveries", db_index=False)
     member = models.ForeignKey(TelegramUser, on_delete=models.CASCADE, related_name="deliveries")
     chat_id = models.BigIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
@@ -445,7 +454,7 @@ class Delivery(models.Model):
         blank=True,
         default="",
         db_default="",
-        help_text="The sender holding it (host:pid:deliveries range:sender); empty when nobody does.",
+        help_text="The sender holding it (host:pid:sender); empty when nobody does.",
     )
     claimed_at = models.DateTimeField(null=True, blank=True)
     message_id = models.BigIntegerField(null=True, blank=True)
@@ -466,7 +475,9 @@ class Delivery(models.Model):
         verbose_name_plural = "deliveries"
         constraints = [models.UniqueConstraint(fields=["broadcast", "member"], name="one_delivery_per_member")]
         indexes = [
-            models.Index(fields=["broadcast", "status"]),
+            # Counts by status, and the sender's claims: the pending rows in id order from
+            # where its walk is (a range of this index at any point of a million rows).
+            models.Index(fields=["broadcast", "status", "id"], name="delivery_by_status_and_id"),
             # The admin's list of a broadcast's deliveries, newest first: 100 rows read, not all.
             models.Index(fields=["broadcast", "id"], name="delivery_of_broadcast_by_id"),
         ]

@@ -1,12 +1,17 @@
-"""Sending a broadcast: fan-out into deliveries, then chunks sent at the bot's rate.
+"""Sending a broadcast: fan-out into deliveries, in batches, and one sender per broadcast
+at the bot's rate.
+
+The fan-out makes the deliveries FAN_OUT_BATCH members at a time, in member id order, each
+batch in a transaction with the broadcast's cursor (fan_out_after): the sender starts on the
+first batch while the rest are made, and a broadcast is done only once its fan-out is complete.
 
 Each delivery goes pending -> sending -> sent (with its message id), failed, or back to
 pending for a retry. A sender claims pending rows with one conditional UPDATE of
-`claimed_by` (who: host:pid:range:sender) and `claimed_at`, then marks them `sending` just
+`claimed_by` (who: host:pid:sender) and `claimed_at`, then marks them `sending` just
 before their group of sends goes out; the claim is cleared when the row leaves `sending`.
-One sender sends for a bot at a time (broadcasts.tasks.send_chunk holds the bot's lock), so
-`sending` rows another claimer holds when a sender starts on a range are a dead worker's,
-and they become `unknown`: they may have reached the member, so they are never sent again
+One sender sends for a bot at a time (broadcasts.tasks.send_deliveries holds the bot's lock),
+so `sending` rows another claimer holds when a sender starts are a dead worker's, and they
+become `unknown`: they may have reached the member, so they are never sent again
 automatically. So is a send that left and got no answer. A claim the dead worker made on
 rows it never marked `sending` is taken over once stale (Delivery.CLAIM_STALE).
 
@@ -24,7 +29,6 @@ import time
 import uuid
 import warnings
 from collections import deque
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,9 +38,8 @@ from typing import NamedTuple
 import telegram
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
-from django.db.models import Case, F, Prefetch, Value, When, Window
+from django.db.models import Case, F, Prefetch, Value, When
 from django.db.models.fields.files import FieldFile
-from django.db.models.functions import RowNumber
 from django.utils import timezone
 from telegram.warnings import PTBUserWarning
 
@@ -57,11 +60,15 @@ from queueing.runner import time_left
 from queueing.wording import duration
 
 logger = logging.getLogger(__name__)
-# sendMessage through do_api_request on purpose (see ChunkSender._send); PTB would say so each time.
+# sendMessage through do_api_request on purpose (see BroadcastSender._send); PTB would say so each time.
 warnings.filterwarnings("ignore", message="Please use 'Bot.send", category=PTBUserWarning)
 
 SMALL_BROADCAST = 100
-CHUNK_SIZE = 1000
+# Recipients per fan-out transaction; the first is small, so sending starts at once.
+FAN_OUT_BATCH = 20_000
+FIRST_BATCH = 1000
+# A sender holds at most this many deliveries claimed and unanswered.
+MOST_IN_FLIGHT = 1000
 # A sender stops this long before its job's timeout, with time to record what it sent.
 DEADLINE_MARGIN = 3.0
 # A wait for slots longer than this is Telegram's flood control (a 429 pause), not replies.
@@ -74,69 +81,67 @@ CATCH_UP = 1.5
 UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
 
 
-def fan_out(broadcast: Broadcast) -> int:
-    """One INSERT ... SELECT creates every delivery, its arm, language and whether it is held
-    for an A/B winner (broadcasts.variants.Split) included: no query per member, and no
-    second pass over a million rows to assign them."""
+def fan_out(broadcast: Broadcast, batch: int | None = None) -> int:
+    """The deliveries of the next `batch` (FAN_OUT_BATCH) recipients after broadcast.fan_out_after
+    (member ids, in order), their arm, language and whether they are held for an A/B winner
+    (broadcasts.variants.Split, a hash of each member's id: batches do not change it) included;
+    moves fan_out_after to the last of them, or to None once every recipient has one. One
+    INSERT ... SELECT per batch: no query per member. The caller holds the broadcast's row
+    (select_for_update) when another may fan it out at the same time; the deliveries and the
+    cursor move in one transaction, and a member who has a delivery already is left out."""
     split = Split(broadcast)
     sampled = split.in_sample("pk")
-    members = (
-        recipients(broadcast)
-        .order_by("pk")
-        .annotate(
-            ident=F("pk"),
-            chat=F("telegram_id"),
-            state=Case(When(sampled, then=Value(Delivery.Status.PENDING)), default=Value(Delivery.Status.HELD)),
-            cohort=Case(When(sampled, then=split.arm_of("pk")), default=Value("")),
-            lang=split.language_of(),
-        )
-        .values("ident", "chat", "state", "cohort", "lang")
-    )
+    # Once an A/B winner is chosen, the members outside the sample get it at once.
+    rest = Delivery.Status.PENDING if broadcast.ab_winner else Delivery.Status.HELD
+    size = batch or FAN_OUT_BATCH
+    after = broadcast.fan_out_after or 0
+    members = recipients(broadcast).filter(pk__gt=after).order_by("pk")
+    last = next(iter(members.values_list("pk", flat=True)[size - 1 : size]), None)
+    if last is not None:
+        members = members.filter(pk__lte=last)
+    members = members.annotate(
+        ident=F("pk"),
+        chat=F("telegram_id"),
+        state=Case(When(sampled, then=Value(Delivery.Status.PENDING)), default=Value(rest)),
+        cohort=Case(When(sampled, then=split.arm_of("pk")), default=Value(broadcast.ab_winner)),
+        lang=split.language_of(),
+    ).values("ident", "chat", "state", "cohort", "lang")
     select_sql, params = members.query.sql_with_params()
     table = Delivery._meta.db_table
-    with connection.cursor() as cursor:
+    with transaction.atomic(), connection.cursor() as cursor:
+        # WHERE true: SQLite would read ON CONFLICT as a join's ON without it.
         cursor.execute(
             f"INSERT INTO {table} (broadcast_id, member_id, chat_id, status, arm, language, attempts, error, "
             f"error_class) SELECT %s, sub.ident, sub.chat, sub.state, sub.cohort, sub.lang, 0, '', '' "
-            f"FROM ({select_sql}) sub",
+            f"FROM ({select_sql}) sub WHERE true ON CONFLICT (broadcast_id, member_id) DO NOTHING",
             [broadcast.pk, *params],
         )
-        return cursor.rowcount
+        created = cursor.rowcount
+        broadcast.fan_out_after = last
+        Broadcast.objects.filter(pk=broadcast.pk).update(fan_out_after=last)
+    return created
 
 
-class IdRange(NamedTuple):
-    """The deliveries first..last (ids, both included) one chunk job sends."""
-
-    first: int
-    last: int
-
-
-def chunk_bounds(broadcast: Broadcast) -> list[IdRange]:
-    """Id ranges of the unfinished deliveries, each small enough to send in half the
-    `broadcasts` queue's timeout at the bot's rate."""
-    rate = settings.TELEGRAM_PAID_RATE_LIMIT if broadcast.allow_paid_broadcast else settings.TELEGRAM_RATE_LIMIT
-    size = max(10, min(CHUNK_SIZE, int(rate * get_queue("broadcasts").timeout / 2)))
-    # Numbered and grouped in the database: a million ids never come to this process.
-    numbered = (
-        broadcast.deliveries.filter(status__in=UNFINISHED)
-        .annotate(ident=F("pk"), n=Window(RowNumber(), order_by=F("pk").asc()))
-        .values("ident", "n")
-        .order_by()
-    )
-    select_sql, params = numbered.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT MIN(sub.ident), MAX(sub.ident) FROM ({select_sql}) sub GROUP BY (sub.n - 1) / %s ORDER BY 1",
-            [*params, size],
-        )
-        return [IdRange(first, last) for first, last in cursor.fetchall()]
+def fan_out_more(broadcast_id: int) -> bool:
+    """One more batch of a sending or paused broadcast's fan-out, in a transaction of its
+    own, if it is unfinished: whether more remain after it (False once the fan-out is
+    complete, or the broadcast cancelled or over)."""
+    with transaction.atomic():
+        broadcast = Broadcast.objects.select_for_update().get(pk=broadcast_id)
+        fanning_out = broadcast.status in (Broadcast.Status.SENDING, Broadcast.Status.PAUSED)
+        if not fanning_out or broadcast.fan_out_after is None:
+            return False
+        fan_out(broadcast)
+        return broadcast.fan_out_after is not None
 
 
 def finish_if_complete(broadcast: Broadcast) -> bool:
-    if broadcast.deliveries.filter(status__in=(*UNFINISHED, Delivery.Status.HELD)).exists():
+    """sending -> done once the fan-out is complete and every delivery is final."""
+    fanned_out = Broadcast.objects.filter(pk=broadcast.pk, fan_out_after__isnull=True)
+    if not fanned_out.exists() or broadcast.deliveries.filter(status__in=(*UNFINISHED, Delivery.Status.HELD)).exists():
         return False
     return bool(
-        Broadcast.objects.filter(pk=broadcast.pk, status=Broadcast.Status.SENDING).update(
+        fanned_out.filter(status=Broadcast.Status.SENDING).update(
             status=Broadcast.Status.DONE, finished_at=timezone.now()
         )
     )
@@ -177,7 +182,7 @@ class Deferral:
 
 
 @dataclass
-class ChunkResult:
+class SendResult:
     sent: int = 0
     failed: int = 0
     skipped: int = 0
@@ -216,7 +221,7 @@ class Departures:
     - consecutive departures at least 1 / (CATCH_UP * rate) apart: catching up is no burst;
     - nothing during a 429 pause, and nothing else until the first send is answered;
     - with a shared `log` (queueing.departures), the bot's other senders count too (replies,
-      another chunk in another process). Every SYNC seconds this sender records its
+      another broadcast's sender in another process). Every SYNC seconds this sender records its
       departures since the last batch, in the background, which says when another sender
       last sent, and holds `places` in the shared window for the sends it makes until the
       next batch: a reply that checks the window counts them before they are recorded. A
@@ -413,35 +418,26 @@ class Departures:
             self.thread.submit(self.log.arrived_late, self.key, departure.shared, late)
 
 
-class ChunkSender:
-    """Sends the deliveries of one id range of a broadcast, as fast as the bot's rate lets.
+class BroadcastSender:
+    """Sends a broadcast's deliveries in id order, as fast as the bot's rate lets.
 
     1. Claim send slots from the shared limiter, at most SLOT_HORIZON ahead.
-    2. Mark as many pending deliveries `sending` and schedule each at its slot (see Departures).
+    2. Mark as many pending deliveries `sending` and schedule each at its slot (see Departures):
+       the claims walk on from the last one claimed (a keyset, so a million sent rows are
+       never read again), and look back from the start only when the walk finds too few (a
+       delivery a 429 put back, a retry now due, one an operator sends again).
     3. As answers come back, record them in bulk; 429 pauses the bot's slots for
        everyone and puts the delivery back; network errors retry it after a backoff.
-    4. When its range has nothing left to claim, move on to the `later` ranges in turn until
-       `continue_until` (a time.monotonic()): the claims run on without a pause, where a new
-       sender per range would leave the bot's slots unused for a while at each handover.
-    5. Stop when nothing is pending, waiting for a retry, or in flight; or when the
-       broadcast is paused or cancelled."""
+    4. When nothing is left to claim while the fan-out goes on (broadcasts.tasks.start_broadcast
+       fans out in batches of its own), fan out the next batch here.
+    5. Stop when nothing is pending, waiting for a retry, or in flight and the fan-out is
+       complete; when the broadcast is paused or cancelled; or at `until` (a
+       time.monotonic()), when the job carries on in a new run (`carry_on`)."""
 
-    def __init__(
-        self,
-        broadcast: Broadcast,
-        first_id: int,
-        last_id: int,
-        later: Sequence[IdRange] = (),
-        continue_until: float = 0.0,
-    ):
+    def __init__(self, broadcast: Broadcast, until: float = math.inf):
         self.broadcast = broadcast
-        self.first_id, self.last_id = first_id, last_id
-        self.claimer = f"{current_worker()}:deliveries {first_id}-{last_id}:{uuid.uuid4().hex[:8]}"
-        # Onwards first, then back to earlier ranges still unfinished (their job ran before).
-        above = sorted(r for r in later if r.last > last_id)
-        below = sorted((r for r in later if r.first < first_id), reverse=True)
-        self.later = deque(above + below)
-        self.continue_until = continue_until
+        self.claimer = f"{current_worker()}:{uuid.uuid4().hex[:8]}"
+        self.after = 0  # the walk's place: the last delivery id claimed
         paid = broadcast.allow_paid_broadcast
         limit = settings.TELEGRAM_PAID_RATE_LIMIT if paid else settings.TELEGRAM_RATE_LIMIT
         self.rate_key = f"bot:{broadcast.bot_id}" + (":paid" if paid else "")
@@ -449,7 +445,7 @@ class ChunkSender:
         self.departures = Departures(limit, settings.TELEGRAM_RATE_MARGIN, log=log, key=self.rate_key)
         self.rate = self.departures.rate
         self.limiter = get_limiter()
-        self.result = ChunkResult()
+        self.result = SendResult()
         self.parse_mode = broadcast.effective_parse_mode or None
         self.versions = Versions(broadcast)
         self.keyboards = Keyboards(self.versions)
@@ -463,9 +459,11 @@ class ChunkSender:
         self.room = asyncio.Event()
         # Claimed (marked `sending`) and not yet on their way: delivery id -> its send task.
         self.undeparted: dict[int, asyncio.Task] = {}
-        self.deadline = time.monotonic() + time_left() - DEADLINE_MARGIN
+        self.until = until
+        self.deadline = min(until, time.monotonic() + time_left() - DEADLINE_MARGIN)
         redaction.redact("")  # learns the secrets here: error texts are redacted on the event loop
         self.deferral: Deferral | None = None
+        self.carry_on = False  # stopped at `until` with more to send: the job runs again at once
         self.outage: Exception | None = None  # Telegram unreachable, or the token rejected
         self.circuit_key = telegram_api.circuit_key(broadcast.bot_id)
         self.cancelled = False
@@ -474,36 +472,21 @@ class ChunkSender:
 
     @property
     def deliveries(self):
-        """The deliveries of the ranges this sender has taken on so far."""
-        return Delivery.objects.filter(broadcast=self.broadcast, pk__gte=self.first_id, pk__lte=self.last_id)
+        return Delivery.objects.filter(broadcast=self.broadcast)
 
-    def _recover(self, first_id: int, last_id: int) -> None:
-        """Before sending from a range: `sending` rows another claimer holds there are a dead
-        worker's (see the module docstring), and retries left by it are due."""
-        rows = Delivery.objects.filter(broadcast=self.broadcast, pk__gte=first_id, pk__lte=last_id)
-        rows.left_by_others(self.claimer).update(
+    def _recover(self) -> None:
+        """Before sending: `sending` rows another claimer holds are a dead worker's (see the
+        module docstring), and retries left by it are due."""
+        self.deliveries.left_by_others(self.claimer).update(
             status=Delivery.Status.UNKNOWN,
             error="The worker sending this stopped before Telegram answered.",
             claimed_by="",
             claimed_at=None,
         )
-        rows.filter(status=Delivery.Status.RETRYING).update(status=Delivery.Status.PENDING)
+        self.deliveries.filter(status=Delivery.Status.RETRYING).update(status=Delivery.Status.PENDING)
 
-    def _move_on(self) -> bool:
-        """Take on the next of the `later` ranges, if there is one and time for it."""
-        if not self.later or time.monotonic() >= self.continue_until:
-            return False
-        first_id, last_id = self.later.popleft()
-        if last_id > self.last_id:
-            self._recover(self.last_id + 1, last_id)
-            self.last_id = last_id
-        if first_id < self.first_id:
-            self._recover(first_id, self.first_id - 1)
-            self.first_id = first_id
-        return True
-
-    def run(self) -> ChunkResult:
-        self._recover(self.first_id, self.last_id)
+    def run(self) -> SendResult:
+        self._recover()
         try:
             telegram_api.run(self._send_all())
         except BaseException:
@@ -546,6 +529,8 @@ class ChunkSender:
             if deferral := self._wait_outlives_job(exhausted and not tasks):
                 self.deferral = deferral
                 break
+            if self.carry_on:
+                break
             if exhausted and not self.retries and not tasks:
                 # Every answer recorded: a 429 answered after the last claim put its delivery
                 # back to pending, to be claimed again.
@@ -557,12 +542,12 @@ class ChunkSender:
                 await asyncio.sleep(0.05)
                 continue
             # A sender slower than the rate (a lifted limit) claims more only as sends finish:
-            # at most a chunk's worth in memory at once.
-            while self.unfinished > CHUNK_SIZE // 2:
+            # at most MOST_IN_FLIGHT in memory at once.
+            while self.unfinished > MOST_IN_FLIGHT // 2:
                 self.room.clear()
                 await self.room.wait()
             await asyncio.sleep(max(0.0, next_ask - time.monotonic()))
-            wanted = max(1, min(CHUNK_SIZE - self.unfinished, int(self.rate * SLOT_HORIZON)))
+            wanted = max(1, min(MOST_IN_FLIGHT - self.unfinished, int(self.rate * SLOT_HORIZON)))
             grant, granted_at = await self._in_db(self._take, wanted)
             if not grant.slots:
                 next_ask = granted_at + max(grant.delay, 0.01)
@@ -626,7 +611,11 @@ class ChunkSender:
         return False
 
     def _claimable_left(self) -> bool:
-        return self.deliveries.claimable(timezone.now()).exists()
+        """Something to claim, once the fan-out's next batches are made if need be."""
+        while not self.deliveries.claimable(timezone.now()).exists():
+            if not fan_out_more(self.broadcast.pk):
+                return self.deliveries.claimable(timezone.now()).exists()
+        return True
 
     def _cancel_unsent(self) -> None:
         self.deliveries.filter(status__in=[Delivery.Status.PENDING, Delivery.Status.RETRYING]).update(
@@ -673,17 +662,18 @@ class ChunkSender:
         if only_retries_left and self.retries and self.retries[0].due > self.deadline:
             return Deferral(self.retries[0].due - now, "retrying sends that failed")
         if now >= self.deadline:
-            return Deferral(0.0, "the job's time was up: carrying on in a new one")
+            self.carry_on = True
         return None
 
     def _claim(self, wanted: int) -> list[Send]:
         """The next pending deliveries, claimed and marked `sending`; members who opted out or
         blocked the bot since the fan-out are skipped instead."""
-        now = timezone.now()
-        ids = list(self.deliveries.claimable(now).order_by("pk").values_list("pk", flat=True)[:wanted])
-        while len(ids) < wanted and self._move_on():
-            more = self.deliveries.claimable(now).exclude(pk__in=ids).order_by("pk").values_list("pk", flat=True)
-            ids += more[: wanted - len(ids)]
+        claimable = self.deliveries.claimable(timezone.now()).order_by("pk").values_list("pk", flat=True)
+        ids = list(claimable.filter(pk__gt=self.after)[:wanted])
+        if ids:
+            self.after = ids[-1]
+        if len(ids) < wanted:
+            ids += claimable.filter(pk__lt=ids[0] if ids else self.after + 1)[: wanted - len(ids)]
         won = Delivery.objects.claim(ids, self.claimer)
         rows = list(
             Delivery.objects.filter(pk__in=won)
@@ -746,12 +736,12 @@ class ChunkSender:
                 )
         finally:
             self.unfinished -= 1
-            if self.unfinished <= CHUNK_SIZE // 2:
+            if self.unfinished <= MOST_IN_FLIGHT // 2:
                 self.room.set()
 
     async def _send(self, api: telegram.Bot, delivery: Delivery, text: str, version: Version) -> dict:
         """Raw answers: building a telegram.Message per send costs more than the send. An
-        attachment is uploaded once per chunk; every later send names Telegram's file_id."""
+        attachment is uploaded once per sender; every later send names Telegram's file_id."""
         chat_id, buttons = delivery.chat_id, self.keyboards.of(version, delivery.pk)
         if not version.attachment:
             return await api.do_api_request("sendMessage", api_kwargs=self._params(chat_id, buttons, text=text))

@@ -10,11 +10,12 @@ from broadcasts import variants
 from broadcasts.markup import keyboard_for_test
 from broadcasts.models import Broadcast
 from broadcasts.sending import (
+    FIRST_BATCH,
     SMALL_BROADCAST,
-    ChunkSender,
+    BroadcastSender,
     attachment,
-    chunk_bounds,
     fan_out,
+    fan_out_more,
     finish_if_complete,
 )
 from broadcasts.summary import marked_as_test
@@ -23,56 +24,68 @@ from queueing.errors import Deferred
 from queueing.jobs import job
 from queueing.locks import try_lock
 from queueing.queues import get_queue
+from queueing.runner import time_left
 
 
 @job(queue="telegram")
 def start_broadcast(broadcast_id: int) -> dict:
-    """draft/scheduled -> sending: create the deliveries and enqueue their chunks, in one
-    transaction, so a crash leaves either nothing or everything to do. Run again on a
-    broadcast already sending (a resume, or a retried job), it enqueues what is left."""
+    """draft/scheduled -> sending: the first batch of the fan-out in one transaction with the
+    status, so a crash leaves either nothing or a sending broadcast to carry on; then its
+    sender is enqueued at once, and the rest of the fan-out made here, a batch per transaction,
+    while it sends. At half the queue's timeout the job asks to run again at once. Run again on
+    a broadcast already sending (a resume, a retried job, an A/B winner), it carries on the
+    fan-out and enqueues the sender unless one is waiting or running."""
     with transaction.atomic():
         broadcast = Broadcast.objects.select_for_update().get(pk=broadcast_id)
-        created = 0
+        batches = 0
         if broadcast.status in (Broadcast.Status.DRAFT, Broadcast.Status.SCHEDULED):
             if broadcast.awaits_approval:  # edited after approval, after Send was pressed
                 return {"skipped": "awaiting approval"}
-            created = fan_out(broadcast)  # arms and languages included
+            broadcast.fan_out_after = 0
+            fan_out(broadcast, FIRST_BATCH)  # arms and languages included
+            batches = 1
             broadcast.status, broadcast.started_at = Broadcast.Status.SENDING, timezone.now()
             broadcast.save(update_fields=["status", "started_at"])
         elif broadcast.status != Broadcast.Status.SENDING:
             return {"skipped": f"broadcast is {broadcast.status}"}
-        chunks = chunk_bounds(broadcast)
-        small = broadcast.deliveries.count() < SMALL_BROADCAST
-        for first_id, last_id in chunks:
-            send_chunk.enqueue_with(
-                args=[broadcast.pk, first_id, last_id],
-                queue="telegram" if small else "broadcasts",
-                label=f"broadcast {broadcast.pk} deliveries {first_id}-{last_id}",
-            )
-    if not chunks:
-        finish_if_complete(broadcast)
-    return {"deliveries": created, "chunks": len(chunks)}
+    if not history.pending(send_deliveries, broadcast.pk):
+        small = (
+            broadcast.fan_out_after is None and broadcast.deliveries.all()[:SMALL_BROADCAST].count() < SMALL_BROADCAST
+        )
+        send_deliveries.enqueue_with(
+            args=[broadcast.pk],
+            queue="telegram" if small else "broadcasts",
+            label=f"broadcast {broadcast.pk}: send",
+        )
+    carry_on_until = time.monotonic() + get_queue("telegram").timeout / 2
+    more = broadcast.fan_out_after is not None
+    while more:
+        more = fan_out_more(broadcast.pk)
+        batches += 1
+        if more and time.monotonic() >= carry_on_until:
+            raise Deferred(0, f"fanned out {batches} batches: carrying on in a new run")
+    return {"batches": batches}
 
 
 @job(queue="broadcasts")
-def send_chunk(broadcast_id: int, first_id: int, last_id: int) -> dict:
+def send_deliveries(broadcast_id: int) -> dict:
     """One process sends for a bot at a time: it alone spaces its sends as they leave, so
     a worker that wakes late cannot crowd another's sends into Telegram's one-second
-    window. A second chunk waits its turn without using up an attempt.
+    window. Another broadcast of the bot waits its turn without using up an attempt.
 
-    Once its own range is done the sender carries on with the other chunks still waiting
-    for the lock, for half the queue's timeout: handing over would leave the bot's slots
-    unused for a second each time. Their own jobs then find nothing left."""
+    It sends for half the queue's timeout, then asks to run again at once (another
+    broadcast of the bot may take its turn in between)."""
     broadcast = Broadcast.objects.select_related("bot", "template").get(pk=broadcast_id)
     with try_lock(f"broadcast-sender:{broadcast.bot_id}") as held:
         if not held:
-            raise Deferred(1.0, f"another chunk is sending for {broadcast.bot}")
-        continue_until = time.monotonic() + get_queue("broadcasts").timeout / 2
-        sender = ChunkSender(broadcast, first_id, last_id, chunk_bounds(broadcast), continue_until)
+            raise Deferred(1.0, f"another broadcast is sending for {broadcast.bot}")
+        sender = BroadcastSender(broadcast, until=time.monotonic() + time_left() / 2)
         result = sender.run()
     if sender.deferral:
         broadcast.stall(sender.deferral.reason, sender.deferral.seconds)
         raise Deferred(sender.deferral.seconds, sender.deferral.reason)
+    if sender.carry_on:
+        raise Deferred(0, f"sent {result.sent}: carrying on in a new run")
     finish_if_complete(broadcast)
     return result.as_dict()
 

@@ -221,9 +221,9 @@ def best_arm(broadcast: Broadcast) -> str:
 
 def winner_due_at(broadcast: Broadcast) -> datetime | None:
     """When the winner is chosen on its own: the wait after the sample's last send. None
-    while the sample is still being sent."""
+    while the sample is still being fanned out or sent."""
     sample = broadcast.deliveries.exclude(status=Delivery.Status.HELD)
-    if sample.filter(status__in=SAMPLING).exists():
+    if broadcast.fan_out_after is not None or sample.filter(status__in=SAMPLING).exists():
         return None
     last = sample.aggregate(last=Max("sent_at"))["last"] or broadcast.started_at or timezone.now()
     return last + broadcast.ab_wait

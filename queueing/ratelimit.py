@@ -6,7 +6,7 @@ burst would be answered with 429). `take()` claims consecutive slots; a caller s
 its i-th message at `delay + i / rate` seconds from now.
 
 Replies take one slot with no horizon: they always get the next free slot. Broadcast
-chunks claim only slots that start within a short horizon, so they never hold more
+senders claim only slots that start within a short horizon, so they never hold more
 than a fraction of a second of future capacity: a reply waits at most that long, and a
 broadcast uses whatever replies leave. A 429 pushes the key's timeline past
 `retry_after`, for every process at once, and is counted where every process counts it

@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from broadcasts import sending as sending_module
 from broadcasts.models import Broadcast, Delivery
-from broadcasts.sending import chunk_bounds, fan_out
-from broadcasts.tasks import send_chunk
+from broadcasts.sending import fan_out
+from broadcasts.tasks import send_deliveries
 from queueing.models import ClusterHeartbeat
 from tests.broadcasts.support import make_members
 from tests.fake_telegram.objects import make_token
@@ -99,7 +99,7 @@ def test_a_dead_senders_rows_become_unknown_only_if_their_sends_may_have_left(te
     stale = timezone.now() - Delivery.CLAIM_STALE - timedelta(seconds=1)
     Delivery.objects.filter(pk__in=left + claimed_only).update(claimed_at=stale)
 
-    outcome = send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+    outcome = send_deliveries(broadcast.pk)
 
     assert outcome["sent"] == 4
     states = dict(broadcast.deliveries.values_list("pk", "status"))
@@ -181,7 +181,7 @@ def test_rows_cancelled_between_their_claim_and_their_sends_are_not_sent(telegra
 
     monkeypatch.setattr(sending_module, "render", cancelled_while_rendering)
 
-    send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+    send_deliveries(broadcast.pk)
 
     assert fake_telegram.calls("sendMessage") == []
     assert set(broadcast.deliveries.values_list("status", flat=True)) == {Delivery.Status.CANCELLED}

@@ -11,8 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from bots.models import Bot, TelegramUser
 from broadcasts import clicks
 from broadcasts.models import Broadcast, Click, Delivery, MessageVersion
-from broadcasts.sending import chunk_bounds
-from broadcasts.tasks import send_chunk, send_test, start_broadcast
+from broadcasts.tasks import send_deliveries, send_test, start_broadcast
 
 pytestmark = pytest.mark.django_db
 
@@ -115,7 +114,7 @@ def test_each_delivery_gets_its_own_tracked_urls_and_stop_button(telegram_bot, f
     )
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", buttons=BUTTONS)
     start_broadcast(broadcast.pk)
-    send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+    send_deliveries(broadcast.pk)
 
     for member in (ann, bob):
         delivery = broadcast.deliveries.get(member=member)
@@ -133,7 +132,7 @@ def test_without_public_url_buttons_go_direct_and_an_empty_stop_text_means_no_st
     TelegramUser.objects.create(bot=telegram_bot, telegram_id=501, first_name="Ann", is_subscribed=True)
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", buttons=BUTTONS, stop_button_text="")
     start_broadcast(broadcast.pk)
-    send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+    send_deliveries(broadcast.pk)
     markup = fake_telegram.calls("sendMessage", chat_id=501)[0].params["reply_markup"]
     assert markup == {"inline_keyboard": [[{"text": "Pay", "url": "https://pay.example.org/x"}]]}
 

@@ -56,7 +56,7 @@ def test_pause_broadcast_pauses_a_sending_broadcast_and_records_who(bot):
 
     out = run("pause_broadcast", broadcast.pk)
 
-    assert "Paused: chunks stop before their next send." in out
+    assert "Paused: sending stops before its next send." in out
     assert Broadcast.objects.get(pk=broadcast.pk).status == Status.PAUSED
     assert history(broadcast) == [(COMMAND_LINE, "Paused.")]
     command_line = User.objects.get(username=COMMAND_LINE)
@@ -156,11 +156,13 @@ def test_a_broadcast_paused_and_resumed_from_the_command_line_reaches_everyone_o
 
     run("pause_broadcast", broadcast.pk)
 
-    # The chunk stops before its next send and records what it sent: nothing is left sending.
+    # The sender stops before its next send and records what it sent: nothing is left sending.
     wait_for(
-        lambda: not JobRecord.objects.filter(kind="broadcasts.tasks.send_chunk").exclude(status="succeeded").exists(),
+        lambda: (
+            not JobRecord.objects.filter(kind="broadcasts.tasks.send_deliveries").exclude(status="succeeded").exists()
+        ),
         timeout=30,
-        what="the chunk to stop",
+        what="the sender to stop",
     )
     counts = broadcast.counts()
     assert counts["sending"] == 0 and 0 < counts["pending"] < 60

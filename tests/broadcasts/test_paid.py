@@ -8,8 +8,8 @@ from django.core.management import call_command
 
 from bots.models import Bot, TelegramUser
 from broadcasts.models import Broadcast
-from broadcasts.sending import chunk_bounds, fan_out
-from broadcasts.tasks import send_chunk
+from broadcasts.sending import fan_out
+from broadcasts.tasks import send_deliveries
 from tests.broadcasts.test_sending import most_in_one_second
 from tests.fake_telegram.objects import make_token
 
@@ -47,7 +47,7 @@ def test_without_paid_a_broadcast_is_free_and_no_cost_is_mentioned(members):
 
 
 @pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
-def test_a_paid_chunk_goes_past_the_free_limit_at_the_paid_one_with_no_429(telegram_bot, fake_telegram, settings):
+def test_a_paid_broadcast_goes_past_the_free_limit_at_the_paid_one_with_no_429(telegram_bot, fake_telegram, settings):
     settings.TELEGRAM_RATE_LIMIT, settings.TELEGRAM_PAID_RATE_LIMIT = FREE, PAID
     fake_telegram.enforce_limits(per_second=FREE, paid_per_second=PAID)
     count = 3 * PAID
@@ -59,9 +59,7 @@ def test_a_paid_chunk_goes_past_the_free_limit_at_the_paid_one_with_no_429(teleg
         bot=telegram_bot, text="Hi #first_name", status=Broadcast.Status.SENDING, allow_paid_broadcast=True
     )
     fan_out(broadcast)
-    [(first_id, last_id)] = chunk_bounds(broadcast)
-
-    outcome = send_chunk(broadcast.pk, first_id, last_id)
+    outcome = send_deliveries(broadcast.pk)
 
     assert outcome["sent"] == count and fake_telegram.rate_limited_count == 0
     calls = fake_telegram.calls("sendMessage")

@@ -16,8 +16,8 @@ from django.urls import reverse
 
 from bots.models import Bot, TelegramUser
 from broadcasts.models import Broadcast, Delivery
-from broadcasts.sending import ChunkSender, chunk_bounds, fan_out
-from broadcasts.tasks import send_chunk
+from broadcasts.sending import BroadcastSender, fan_out
+from broadcasts.tasks import send_deliveries
 from broadcasts.window import BadZone, SendWindow, zone
 from queueing.errors import Deferred
 from tests.broadcasts.support import compose
@@ -151,20 +151,19 @@ def test_a_broadcast_started_at_1959_stops_at_2000_and_finishes_the_next_morning
         window_timezone="Africa/Addis_Ababa",
     )
     fan_out(broadcast)
-    chunk = chunk_bounds(broadcast)[0]
     clock = WallClock(at(ADDIS, 2026, 12, 3, 19, 59, 58))
     monkeypatch.setattr("broadcasts.sending.timezone", SimpleNamespace(now=clock.now))
     handed_over = []  # the simulated time at which each request was handed to the client
-    send = ChunkSender._send
+    send = BroadcastSender._send
 
     async def recorded(self, *args):
         handed_over.append(clock.now())
         return await send(self, *args)
 
-    monkeypatch.setattr(ChunkSender, "_send", recorded)
+    monkeypatch.setattr(BroadcastSender, "_send", recorded)
 
     with pytest.raises(Deferred) as deferred:
-        send_chunk(broadcast.pk, *chunk)
+        send_deliveries(broadcast.pk)
 
     evening = fake_telegram.calls("sendMessage")
     assert 0 < len(evening) == len(handed_over) < 300
@@ -183,7 +182,7 @@ def test_a_broadcast_started_at_1959_stops_at_2000_and_finishes_the_next_morning
     assert reason in page
 
     clock.set(at(ADDIS, 2026, 12, 4, 9, 0))
-    send_chunk(broadcast.pk, *chunk)
+    send_deliveries(broadcast.pk)
 
     chats = [call.params["chat_id"] for call in fake_telegram.calls("sendMessage") if call.status == 200]
     assert sorted(chats) == sorted(m.telegram_id for m in members)

@@ -12,9 +12,11 @@ from django.db import connections
 
 from bots.models import TelegramUser
 from broadcasts.models import Broadcast, Delivery
-from broadcasts.sending import CATCH_UP, ChunkSender, Departures, chunk_bounds, fan_out
-from broadcasts.tasks import send_chunk
+from broadcasts.sending import CATCH_UP, BroadcastSender, Departures, fan_out, finish_if_complete
+from broadcasts.tasks import send_deliveries, start_broadcast
 from queueing.departures import DatabaseDepartureLog, window
+from queueing.errors import Deferred
+from queueing.models import JobRecord
 
 LIMIT, MARGIN = 30, 0.005
 RATE = LIMIT * (1 - MARGIN)
@@ -236,7 +238,7 @@ def test_without_the_shared_record_a_broadcast_and_late_replies_overshoot(log_on
 @pytest.fixture
 def stalling_event_loop(monkeypatch):
     """The sender's event loop freezes for 0.3 s, twice, as a busy machine makes it."""
-    send_all_for_real = ChunkSender._send_all
+    send_all_for_real = BroadcastSender._send_all
 
     async def with_stalls(self):
         loop = asyncio.get_running_loop()
@@ -244,7 +246,7 @@ def stalling_event_loop(monkeypatch):
             loop.call_later(after, time.sleep, 0.3)
         await send_all_for_real(self)
 
-    monkeypatch.setattr(ChunkSender, "_send_all", with_stalls)
+    monkeypatch.setattr(BroadcastSender, "_send_all", with_stalls)
 
 
 @pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
@@ -259,9 +261,7 @@ def test_a_late_sender_never_puts_more_than_the_limit_in_a_second_at_telegram(
     )
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi #first_name", status=Broadcast.Status.SENDING)
     fan_out(broadcast)
-    [(first_id, last_id)] = chunk_bounds(broadcast)
-
-    outcome = send_chunk(broadcast.pk, first_id, last_id)
+    outcome = send_deliveries(broadcast.pk)
 
     assert outcome["sent"] == len(members) and outcome["rate_limited"] == 0
     assert fake_telegram.rate_limited_count == 0
@@ -286,38 +286,62 @@ def test_a_late_sender_never_puts_more_than_the_limit_in_a_second_at_telegram(
 
 
 @pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
-def test_a_chunk_carries_on_with_the_other_chunks_recovering_each_before_sending_from_it(
+def test_the_sender_walks_in_id_order_fanning_out_the_rest_and_recovering_a_dead_workers_rows(
     telegram_bot, fake_telegram, settings, monkeypatch
 ):
-    """Without a pause between chunks (a new sender per chunk left the slots unused while it
-    started); a row a dead worker left `sending` in a later chunk becomes unknown, not resent."""
-    settings.TELEGRAM_RATE_LIMIT = 100  # claims of 24: fewer than a chunk
-    monkeypatch.setattr("broadcasts.sending.CHUNK_SIZE", 40)
+    """One sender sends the whole broadcast in id order, and makes the fan-out's next batch
+    itself when it has sent the last one (start_broadcast's fan-out may lag behind); a row a
+    dead worker left `sending` becomes unknown, not resent; a retry it left is sent, behind
+    the walk."""
+    settings.TELEGRAM_RATE_LIMIT = 100  # claims of 24: fewer than a batch
+    monkeypatch.setattr("broadcasts.sending.FAN_OUT_BATCH", 40)
     TelegramUser.objects.bulk_create(
         TelegramUser(bot=telegram_bot, telegram_id=6_000_000 + n, first_name=f"M{n}", is_subscribed=True)
         for n in range(120)
     )
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
-    fan_out(broadcast)
-    chunks = chunk_bounds(broadcast)
-    assert len(chunks) == 3
-    in_chunk = [list(broadcast.deliveries.filter(pk__range=c).order_by("pk")) for c in chunks]
-    in_flight, retry = in_chunk[2][5], in_chunk[0][7]
-    Delivery.objects.filter(pk=in_flight.pk).update(status=Delivery.Status.SENDING)
+    assert fan_out(broadcast) == 40 and broadcast.fan_out_after is not None
+    first_batch = list(broadcast.deliveries.order_by("pk"))
+    in_flight, retry = first_batch[5], first_batch[7]
+    Delivery.objects.filter(pk=in_flight.pk).update(status=Delivery.Status.SENDING, claimed_by="gone:1:dead")
     Delivery.objects.filter(pk=retry.pk).update(status=Delivery.Status.RETRYING, attempts=1)
 
-    outcome = send_chunk(broadcast.pk, *chunks[1])
+    outcome = send_deliveries(broadcast.pk)
 
     assert outcome["sent"] == 119
     assert Delivery.objects.get(pk=in_flight.pk).status == Delivery.Status.UNKNOWN
     assert Delivery.objects.get(pk=retry.pk).status == Delivery.Status.SENT
     arrivals = [c.chat_id for c in sorted(fake_telegram.calls("sendMessage"), key=lambda c: c.received_at)]
-    assert sorted(arrivals) == sorted(d.chat_id for d in broadcast.deliveries.exclude(pk=in_flight.pk))
-    # Its own chunk first, then onwards, then back to the earlier one.
-    assert set(arrivals[:30]) <= {d.chat_id for d in in_chunk[1]}
-    assert set(arrivals[45:70]) <= {d.chat_id for d in in_chunk[2]}
-    assert set(arrivals[-30:]) <= {d.chat_id for d in in_chunk[0]}
-    assert broadcast.deliveries.filter(status=Delivery.Status.SENT).count() == 119
+    everyone_else = [d.chat_id for d in broadcast.deliveries.exclude(pk=in_flight.pk).order_by("pk")]
+    assert sorted(arrivals) == sorted(everyone_else), "each exactly once"
+    assert broadcast.deliveries.count() == 120
+    # The batches in the order they were made (sends a few milliseconds apart may reach the
+    # fake in either order on a busy machine: whole batches are compared).
+    assert set(arrivals[:30]) <= {d.chat_id for d in first_batch}
+    assert set(arrivals[-30:]) <= set(everyone_else[-40:])
+    broadcast.refresh_from_db()
+    assert (broadcast.status, broadcast.fan_out_after) == (Broadcast.Status.DONE, None)
+
+
+@pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
+def test_a_delivery_put_back_behind_the_walk_is_sent_by_the_same_sender(telegram_bot, fake_telegram, settings):
+    """An operator's retry (or a 429) puts a delivery the walk has passed back to pending:
+    the claims look back for it once the walk finds too few ahead."""
+    settings.TELEGRAM_RATE_LIMIT = 100
+    TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=6_500_000 + n, first_name=f"M{n}", is_subscribed=True)
+        for n in range(60)
+    )
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
+    fan_out(broadcast)
+    sender = BroadcastSender(broadcast)
+    first = [send.delivery.pk for send in sender._claim(20)]
+    Delivery.objects.filter(pk=first[3]).update(status=Delivery.Status.PENDING, claimed_by="", claimed_at=None)
+
+    claimed = [send.delivery.pk for send in sender._claim(50)]
+
+    rest = list(broadcast.deliveries.order_by("pk").values_list("pk", flat=True)[20:])
+    assert claimed == [*rest, first[3]]
 
 
 @pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
@@ -334,7 +358,7 @@ def test_a_429_answered_after_the_last_claim_is_sent_after_the_pause(telegram_bo
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
     fan_out(broadcast)
 
-    outcome = send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+    outcome = send_deliveries(broadcast.pk)
 
     assert outcome == {"sent": 20, "failed": 0, "skipped": 0, "rate_limited": 1}
     attempts = [c for c in fake_telegram.calls("sendMessage") if c.chat_id == last]
@@ -355,7 +379,7 @@ def test_a_member_who_blocked_the_bot_is_failed_as_blocked_and_never_retried(tel
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
     fan_out(broadcast)
 
-    outcome = send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+    outcome = send_deliveries(broadcast.pk)
 
     assert (outcome["sent"], outcome["failed"]) == (2, 1)
     failed = Delivery.objects.get(member=blocked)
@@ -365,3 +389,41 @@ def test_a_member_who_blocked_the_bot_is_failed_as_blocked_and_never_retried(tel
     # Unblocked since (say, a /start): still not retried, the delivery says Telegram refused it.
     TelegramUser.objects.filter(pk=blocked.pk).update(is_blocked=False)
     assert broadcast.retry_failed() == 0
+
+
+def test_start_broadcast_enqueues_one_sender_after_the_first_batch_and_fans_out_the_rest_in_runs(
+    telegram_bot, settings, monkeypatch
+):
+    """The sender starts on a small first batch; the fan-out goes on in batches of their own, and
+    when the job's time is up it asks to run again at once. A run again (this one, a resume)
+    carries on, without a second sender."""
+    monkeypatch.setattr("broadcasts.sending.FAN_OUT_BATCH", 30)
+    monkeypatch.setattr("broadcasts.tasks.FIRST_BATCH", 10)
+    settings.QUEUES = {**settings.QUEUES, "telegram": {**settings.QUEUES["telegram"], "timeout": 0}}
+    TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=9_500_000 + n, first_name=f"M{n}", is_subscribed=True)
+        for n in range(95)
+    )
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi")
+
+    with pytest.raises(Deferred) as deferred:
+        start_broadcast(broadcast.pk)
+
+    assert deferred.value.retry_after == 0
+    broadcast.refresh_from_db()
+    assert broadcast.status == Broadcast.Status.SENDING and broadcast.deliveries.count() == 40
+    senders = JobRecord.objects.of_kinds(send_deliveries)
+    assert list(senders.values_list("queue", "args")) == [("broadcasts", [broadcast.pk])]
+    assert not finish_if_complete(broadcast)
+
+    with pytest.raises(Deferred):
+        start_broadcast(broadcast.pk)
+    assert broadcast.deliveries.count() == 70
+    assert start_broadcast(broadcast.pk) == {"batches": 1}
+
+    assert broadcast.deliveries.count() == 95 and senders.count() == 1
+    assert sorted(broadcast.deliveries.values_list("member_id", flat=True)) == sorted(
+        TelegramUser.objects.values_list("pk", flat=True)
+    )
+    broadcast.refresh_from_db()
+    assert broadcast.fan_out_after is None

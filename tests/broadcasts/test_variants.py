@@ -16,9 +16,9 @@ from bots.models import TelegramUser
 from broadcasts import variants
 from broadcasts.models import ABMeasure, Broadcast, Click, Delivery, MessageVersion
 from broadcasts.recovery import resume_stranded
-from broadcasts.sending import chunk_bounds, fan_out, finish_if_complete
+from broadcasts.sending import fan_out, finish_if_complete
 from broadcasts.summary import send_summary
-from broadcasts.tasks import send_chunk, send_due_winners, send_test, start_broadcast
+from broadcasts.tasks import send_deliveries, send_due_winners, send_test, start_broadcast
 from queueing.models import JobRecord
 from tests.broadcasts.support import NO_VERSIONS
 from tests.images import tiny_png
@@ -88,6 +88,45 @@ def test_a_resumed_or_retried_start_keeps_each_members_arm(bot):
     assert dict(broadcast.deliveries.values_list("member_id", "arm")) == first
 
 
+def test_a_fan_out_in_batches_splits_as_one_in_a_go_and_a_batch_after_the_winner_sends_it(bot, monkeypatch):
+    """The split is a hash of each member's id: batches do not change it. Members whose batch
+    is made after the A/B winner was chosen get the winner, pending, as the held ones do."""
+    members(bot, 500)
+    members(bot, 40, first_id=9_000, language_code="fr")
+    broadcast = broadcast_with(bot, "AB", percent=20, languages=["fr"], status=Broadcast.Status.SENDING)
+    fan_out(broadcast)
+    in_one_go = set(broadcast.deliveries.values_list("member_id", "status", "arm", "language"))
+    assert {s for _, s, *_ in in_one_go} == {Delivery.Status.PENDING, Delivery.Status.HELD}
+    assert {language for *_, language in in_one_go} == {"fr", ""}
+    broadcast.deliveries.all().delete()
+    broadcast.fan_out_after = 0
+    monkeypatch.setattr("broadcasts.sending.FAN_OUT_BATCH", 70)
+
+    batches = [fan_out(broadcast) for _ in range(3)]
+
+    assert batches == [70, 70, 70] and broadcast.fan_out_after is not None
+    assert set(broadcast.deliveries.values_list("member_id", "status", "arm", "language")) < in_one_go
+    assert not finish_if_complete(broadcast), "not done while the fan-out goes on"
+    sample = broadcast.deliveries.exclude(status=Delivery.Status.HELD)
+    sample.update(status=Delivery.Status.SENT)
+    assert variants.winner_due_at(broadcast) is None, "the rest of the sample is not made yet"
+    sample.update(status=Delivery.Status.PENDING)
+    held = broadcast.deliveries.filter(status=Delivery.Status.HELD).count()
+    assert held and variants.decide(broadcast, "B") == held
+
+    while broadcast.fan_out_after is not None:
+        fan_out(broadcast)
+
+    winner = {
+        (member, Delivery.Status.PENDING, "B", language)
+        if status == Delivery.Status.HELD
+        else (member, status, arm, language)
+        for member, status, arm, language in in_one_go
+    }
+    assert set(broadcast.deliveries.values_list("member_id", "status", "arm", "language")) == winner
+    assert broadcast.deliveries.count() == 540
+
+
 def test_outside_the_sample_deliveries_are_held_without_an_arm(bot):
     members(bot, 2000)
     broadcast = fanned_out(broadcast_with(bot, "AB", percent=10))
@@ -98,11 +137,8 @@ def test_outside_the_sample_deliveries_are_held_without_an_arm(bot):
     assert abs(sample.filter(arm="A").count() - sample.filter(arm="B").count()) <= 6
     assert held.count() == 2000 - sample.count()
     assert set(held.values_list("arm", flat=True)) == {""}
-    # Chunks are for what can be sent now; the broadcast is not done while rows are held.
-    bounds = chunk_bounds(broadcast)
-    assert sum(broadcast.deliveries.filter(pk__range=b, status=Delivery.Status.PENDING).count() for b in bounds) == (
-        sample.count()
-    )
+    # The sender claims what can be sent now; the broadcast is not done while rows are held.
+    assert broadcast.deliveries.claimable(timezone.now()).count() == sample.count()
     sample.update(status=Delivery.Status.SENT)
     broadcast.status = Broadcast.Status.SENDING
     broadcast.save()
@@ -270,7 +306,7 @@ def test_the_sender_sends_each_member_their_version_with_its_buttons(telegram_bo
     MessageVersion.objects.create(broadcast=broadcast, arm="A", language="fr", text="Bonjour #first_name")
     MessageVersion.objects.create(broadcast=broadcast, arm="B", language="fr", text="Salut #first_name")
     start_broadcast(broadcast.pk)
-    send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+    send_deliveries(broadcast.pk)
 
     calls = {c.chat_id: c for c in fake_telegram.calls("sendMessage")}
     arm = dict(broadcast.deliveries.values_list("chat_id", "arm"))
@@ -487,7 +523,7 @@ def test_an_arms_own_photo_is_uploaded_once_and_the_other_arm_sends_its_text(
     version.photo.save("poster.png", ContentFile(tiny_png()), save=False)
     version.save()
     start_broadcast(broadcast.pk)
-    send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+    send_deliveries(broadcast.pk)
 
     arm = dict(broadcast.deliveries.values_list("chat_id", "arm"))
     photos = [c for c in fake_telegram.calls("sendPhoto") if c.status == 200]

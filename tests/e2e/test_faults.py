@@ -16,7 +16,7 @@ from django.conf import settings
 from bots.models import TelegramUser, Update
 from bots.tasks import WORKER_DIED
 from broadcasts.models import Broadcast, Delivery
-from broadcasts.tasks import send_chunk, start_broadcast
+from broadcasts.tasks import send_deliveries, start_broadcast
 from queueing import circuit
 from queueing.models import Circuit, JobRecord
 from tests.fake_telegram import make_user, updates
@@ -191,10 +191,10 @@ def test_a_flood_wait_longer_than_the_job_defers_it_and_loses_nothing(
     fault = f"429 retry_after 12 s, {members}-member broadcast, 10 s job"
     statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram, fault, began)
     assert statuses == {Delivery.Status.SENT: members}, "0 missed, 0 duplicated, 0 unknown"
-    chunks = JobRecord.objects.of_kinds(send_chunk)
-    assert chunks.filter(queue=queue).exists()
-    assert not chunks.failed().exists()
-    assert any("flood control" in error for error in chunks.values_list("last_error", flat=True))
+    senders = JobRecord.objects.of_kinds(send_deliveries)
+    assert senders.filter(queue=queue).exists()
+    assert not senders.failed().exists()
+    assert any("flood control" in error for error in senders.values_list("last_error", flat=True))
 
 
 def test_a_send_telegram_answers_after_the_client_gave_up_is_unknown_and_never_sent_again(

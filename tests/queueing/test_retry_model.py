@@ -15,8 +15,8 @@ from bots.models import TelegramUser, Update
 from bots.tasks import ANSWERED_THEN_FAILED, WORKER_DIED, handle_one
 from broadcasts.models import Broadcast, Delivery
 from broadcasts.recovery import REPEATED_FAILURES, resume_stranded
-from broadcasts.sending import ChunkSender, fan_out, finish_if_complete
-from broadcasts.tasks import send_chunk, start_broadcast
+from broadcasts.sending import BroadcastSender, fan_out, finish_if_complete
+from broadcasts.tasks import send_deliveries, start_broadcast
 from queueing import circuit, health, models, queues
 from queueing.errors import (
     DEFERRED,
@@ -233,18 +233,17 @@ def test_an_update_older_than_the_outage_horizon_is_given_up(telegram_bot, fake_
 
 
 @pytest.mark.django_db
-def test_a_chunk_that_finds_telegram_unreachable_defers_with_every_delivery_still_pending(telegram_bot, fake_telegram):
+def test_a_sender_that_finds_telegram_unreachable_defers_with_every_delivery_still_pending(telegram_bot, fake_telegram):
 
     TelegramUser.objects.bulk_create(
         TelegramUser(bot=telegram_bot, telegram_id=8000 + n, is_subscribed=True) for n in range(5)
     )
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
     fan_out(broadcast)
-    ids = list(broadcast.deliveries.values_list("pk", flat=True))
     fake_telegram.fail("bad_gateway")
     telegram_api._state["pid"] = None  # a fresh process: its first call is getMe
 
-    sender = ChunkSender(broadcast, min(ids), max(ids))
+    sender = BroadcastSender(broadcast)
     sender.run()
 
     telegram_api._state["pid"] = None
@@ -267,7 +266,6 @@ def test_a_broadcast_blocked_past_the_outage_horizon_pauses_and_sends_the_rest_w
         bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING, started_at=two_minutes_ago
     )
     fan_out(broadcast)
-    ids = list(broadcast.deliveries.values_list("pk", flat=True))
     # Telegram has been unreachable for two minutes (a simulated clock) and is still down;
     # the next probe is due.
     key = telegram_api.circuit_key(telegram_bot.pk)
@@ -276,7 +274,7 @@ def test_a_broadcast_blocked_past_the_outage_horizon_pauses_and_sends_the_rest_w
     fake_telegram.fail("bad_gateway", method="sendMessage")
     telegram_api._state["pid"] = None  # a fresh process
 
-    blocked = ChunkSender(broadcast, min(ids), max(ids))
+    blocked = BroadcastSender(broadcast)
     blocked.run()
 
     broadcast.refresh_from_db()
@@ -295,7 +293,7 @@ def test_a_broadcast_blocked_past_the_outage_horizon_pauses_and_sends_the_rest_w
     fake_telegram.clear_faults()
     Circuit.objects.update(probe_at=timezone.now())
     assert broadcast.resume()
-    ChunkSender(Broadcast.objects.select_related("bot").get(pk=broadcast.pk), min(ids), max(ids)).run()
+    BroadcastSender(Broadcast.objects.select_related("bot").get(pk=broadcast.pk)).run()
 
     telegram_api._state["pid"] = None
     assert finish_if_complete(broadcast)
@@ -374,8 +372,8 @@ def test_a_broadcast_left_sending_with_no_job_is_sent_on_or_paused_after_repeate
         fan_out(broadcast)
     JobRecord.objects.create(
         queue="broadcasts",
-        kind=send_chunk.kind,
-        args=[crashed.pk, 1, 1],
+        kind=send_deliveries.kind,
+        args=[crashed.pk],
         status=JobRecord.Status.FAILED,
         error_class=JobRecord.ErrorClass.LOST,
         finished_at=long_ago,
@@ -383,8 +381,8 @@ def test_a_broadcast_left_sending_with_no_job_is_sent_on_or_paused_after_repeate
     for _ in range(REPEATED_FAILURES):
         JobRecord.objects.create(
             queue="broadcasts",
-            kind=send_chunk.kind,
-            args=[failing.pk, 1, 1],
+            kind=send_deliveries.kind,
+            args=[failing.pk],
             status=JobRecord.Status.FAILED,
             error_class=JobRecord.ErrorClass.RETRIABLE,
             last_error="RuntimeError: a bug",
@@ -398,3 +396,26 @@ def test_a_broadcast_left_sending_with_no_job_is_sent_on_or_paused_after_repeate
     assert failing.status == Broadcast.Status.PAUSED
     assert failing.stall_reason.endswith("RuntimeError: a bug")
     assert resume_stranded() == 0, "the resumed one has its job"
+
+
+@pytest.mark.django_db
+def test_a_broadcast_left_with_its_fan_out_unfinished_is_carried_on_never_done(telegram_bot, monkeypatch):
+    """Every delivery made so far is final, or held for an A/B winner: with members still
+    to fan out, the broadcast is neither done nor waiting for its winner."""
+    monkeypatch.setattr("broadcasts.sending.FAN_OUT_BATCH", 2)
+    TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=8300 + n, is_subscribed=True) for n in range(5)
+    )
+    long_ago = timezone.now() - timedelta(minutes=5)
+    sent, held = (
+        Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING, started_at=long_ago)
+        for _ in range(2)
+    )
+    for broadcast, status in ((sent, Delivery.Status.SENT), (held, Delivery.Status.HELD)):
+        fan_out(broadcast)
+        broadcast.deliveries.update(status=status)
+
+    assert resume_stranded() == 2
+
+    assert JobRecord.objects.of_kinds(start_broadcast).unfinished().first_args() == {sent.pk, held.pk}
+    assert set(Broadcast.objects.values_list("status", flat=True)) == {Broadcast.Status.SENDING}

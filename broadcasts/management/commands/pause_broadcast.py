@@ -4,7 +4,7 @@ from broadcasts.management.commands._control import ControlCommand
 
 class Command(ControlCommand):
     help = (
-        "Pause a sending broadcast: chunks stop before their next send; the rest waits, pending, for resume_broadcast. "
+        "Pause a sending broadcast: sending stops before its next send; the rest waits, pending, for resume_broadcast. "
         "Exactly what the admin's button does."
     )
     control = staticmethod(controls.pause)
