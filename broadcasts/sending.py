@@ -114,7 +114,7 @@ class IdRange(NamedTuple):
 def chunk_bounds(broadcast: Broadcast) -> list[IdRange]:
     """Id ranges of the unfinished deliveries, each small enough to send in half the
     `broadcasts` queue's timeout at the bot's rate."""
-    rate = settings.TELEGRAM_PAID_RATE_LIMIT if broadcast.allow_paid_broadcast else settings.TELEGRAM_RATE_LIMIT
+    rate = broadcast.bot.send_limit(broadcast.allow_paid_broadcast)
     size = max(10, min(CHUNK_SIZE, int(rate * get_queue("broadcasts").timeout / 2)))
     # Numbered and grouped in the database: a million ids never come to this process.
     numbered = (
@@ -443,7 +443,7 @@ class ChunkSender:
         self.later = deque(above + below)
         self.continue_until = continue_until
         paid = broadcast.allow_paid_broadcast
-        limit = settings.TELEGRAM_PAID_RATE_LIMIT if paid else settings.TELEGRAM_RATE_LIMIT
+        limit = broadcast.bot.send_limit(paid)
         self.rate_key = f"bot:{broadcast.bot_id}" + (":paid" if paid else "")
         log = None if paid else get_departure_log()
         self.departures = Departures(limit, settings.TELEGRAM_RATE_MARGIN, log=log, key=self.rate_key)

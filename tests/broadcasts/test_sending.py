@@ -365,3 +365,26 @@ def test_a_member_who_blocked_the_bot_is_failed_as_blocked_and_never_retried(tel
     # Unblocked since (say, a /start): still not retried, the delivery says Telegram refused it.
     TelegramUser.objects.filter(pk=blocked.pk).update(is_blocked=False)
     assert broadcast.retry_failed() == 0
+
+
+@pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
+def test_a_bot_with_a_rate_of_its_own_is_sent_to_at_that_rate(telegram_bot, fake_telegram, settings):
+    """Bot.rate_limit, not TELEGRAM_RATE_LIMIT, paces the bot's broadcast: Telegram (the fake)
+    allows this bot 20 a second, the others 30."""
+    settings.TELEGRAM_RATE_LIMIT, settings.TELEGRAM_RATE_MARGIN = LIMIT, MARGIN
+    telegram_bot.rate_limit = 20
+    telegram_bot.save()
+    fake_telegram.enforce_limits(per_second=LIMIT, per_bot={telegram_bot.token: 20})
+    members = TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=8_000_000 + n, first_name=f"M{n}", is_subscribed=True)
+        for n in range(70)
+    )
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
+    fan_out(broadcast)
+
+    outcome = send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+
+    assert outcome["sent"] == len(members) and outcome["rate_limited"] == 0
+    assert fake_telegram.rate_limited_count == 0
+    arrivals = sorted(c.received_at for c in fake_telegram.calls("sendMessage"))
+    assert most_in_one_second(arrivals) <= 20
