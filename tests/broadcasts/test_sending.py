@@ -15,6 +15,7 @@ from broadcasts.models import Broadcast, Delivery
 from broadcasts.sending import CATCH_UP, ChunkSender, Departures, chunk_bounds, fan_out
 from broadcasts.tasks import send_chunk
 from queueing.departures import DatabaseDepartureLog, window
+from queueing.errors import Deferred
 
 LIMIT, MARGIN = 30, 0.005
 RATE = LIMIT * (1 - MARGIN)
@@ -388,3 +389,28 @@ def test_a_bot_with_a_rate_of_its_own_is_sent_to_at_that_rate(telegram_bot, fake
     assert fake_telegram.rate_limited_count == 0
     arrivals = sorted(c.received_at for c in fake_telegram.calls("sendMessage"))
     assert most_in_one_second(arrivals) <= 20
+
+
+@pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
+def test_a_sender_that_stops_early_leaves_what_it_claimed_ahead_to_the_next_one(
+    telegram_bot, fake_telegram, settings, monkeypatch
+):
+    """Deliveries are claimed a second ahead: a sender stopped by a flood wait longer than its
+    job frees those it never sent, so that the next sender need not wait for the claim to go stale."""
+    settings.TELEGRAM_RATE_LIMIT = 30
+    monkeypatch.setattr("broadcasts.sending.time_left", lambda: 20.0)
+    members = TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=9_000_000 + n, first_name=f"M{n}", is_subscribed=True)
+        for n in range(80)
+    )
+    fake_telegram.fail("rate_limit", method="sendMessage", chat_id=members[10].telegram_id, retry_after=60, times=1)
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
+    fan_out(broadcast)
+
+    with pytest.raises(Deferred):
+        send_chunk(broadcast.pk, *chunk_bounds(broadcast)[0])
+
+    pending = broadcast.deliveries.filter(status=Delivery.Status.PENDING)
+    assert pending.count() >= len(members) - 30
+    assert not pending.exclude(claimed_by="").exists()
+    assert not broadcast.deliveries.filter(status=Delivery.Status.SENDING).exists()
