@@ -231,3 +231,22 @@ class RssSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+def cpu_seconds(pgids: Sequence[int] = (), database: str = "") -> float:
+    """CPU time (user + system, children reaped included) of every process in the process groups
+    `pgids`, plus PostgreSQL's backends serving `database`: take it before and after, the
+    difference is what a measurement cost in CPU, whatever else the machine was running."""
+    ticks = 0
+    for pid in (int(p) for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ours = int(fields[2]) in pgids  # fields[2] is the process group (stat field 5)
+            if not ours and database:
+                command = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+                ours = command.startswith("postgres: ") and f" {database} " in command
+        except (OSError, IndexError, ValueError):
+            continue
+        if ours:
+            ticks += sum(int(n) for n in fields[11:15])  # utime, stime, cutime, cstime
+    return ticks / os.sysconf("SC_CLK_TCK")

@@ -25,7 +25,9 @@ With --paid it measures only this instead:
 
   (--bots N instead: N bots, each broadcasting to --bot-members members (1,500: ~50 s) at its
   own 30/s at the same time, a broadcasts cluster of N workers, the fake enforcing 30/s per
-  bot: each bot's msg/s and 429s, and the total msg/s over the first to the last send.)
+  bot: each bot's msg/s and 429s, the total msg/s over the first to the last send, and the CPU
+  time per message sent of each part -- the clusters, the fake, PostgreSQL's backends -- which
+  does not depend on what else the machine runs.)
 
   paid          a paid broadcast (allow_paid_broadcast) to --paid-members members (30,000: ~30 s)
                 at TELEGRAM_PAID_RATE_LIMIT=1000 through real clusters, the fake enforcing 1000/s
@@ -51,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import itertools
 import os
 import pstats
 import sys
@@ -142,6 +145,9 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         print_rows(rows, results)
         for r in results:
             print("  per bot (msg/s, 429s): " + ", ".join(f"{rate:.2f}/{n}" for rate, n in r["bots_each"]))
+            cpu = r["bots_cpu_ms"]
+            parts = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
+            print(f"  CPU ms per message sent: {sum(cpu.values()):.2f} ({parts})")
         return
     if args.paid:
         row(f"paid, limit {PAID_RATE}/s: {args.paid_members:,} msgs, achieved (msg/s)", "paid_per_s", ",.0f")
@@ -194,7 +200,7 @@ def measure(args: argparse.Namespace) -> Result:
     result: Result = {"backend": BACKENDS[args.measure], "workers": settings.QUEUES["broadcasts"]["workers"]}
     var_dir = Path(settings.VAR_DIR)
     if args.bots:
-        result.update(many_bots(var_dir, args.bots, args.bot_members), workers=args.bots)
+        result.update(many_bots(var_dir, args.bots, args.bot_members, notes), workers=args.bots)
         result["notes"] = notes
         return result
     if args.paid:
@@ -294,8 +300,28 @@ def paid_broadcast(var_dir: Path, members: int, notes: list[str], profile: bool)
     return out
 
 
-def many_bots(var_dir: Path, bots: int, members: int) -> Result:
+def crowded_windows(calls: list) -> list[str]:
+    """For each 429 the fake answered: the accepted sends of the second before it, as the fake
+    received them, and the two that arrived closest together (a send that reached it late,
+    bunched with the next) -- which send crowded the window."""
+    accepted = sorted(c.received_at for c in calls if c.status == 200)
+    lines = []
+    for refused in (c for c in calls if c.status == 429):
+        inside = [t for t in accepted if refused.received_at - 1.0 < t <= refused.received_at]
+        gaps = [(b - a, i) for i, (a, b) in enumerate(itertools.pairwise([*inside, refused.received_at]))]
+        closest, at = min(gaps) if gaps else (0.0, 0)
+        lines.append(
+            f"429: {len(inside)} accepted within the second before it, over {inside[-1] - inside[0]:.3f} s; "
+            f"closest two {1000 * closest:.1f} ms apart, the {at + 1}th and {at + 2}th of the window"
+            if inside
+            else "429 with nothing accepted in the second before it"
+        )
+    return lines
+
+
+def many_bots(var_dir: Path, bots: int, members: int, notes: list[str]) -> Result:
     """`bots` bots broadcast at once, each at its own 30/s, through one pair of clusters."""
+    from django.conf import settings
     from django.db.models import Count, Max, Min
 
     from bots.models import Bot
@@ -311,9 +337,18 @@ def many_bots(var_dir: Path, bots: int, members: int) -> Result:
         fake.control.enforce_limits(per_second=SLOW_RATE)
         env = {"TELEGRAM_RATE_LIMIT": str(SLOW_RATE), "QUEUE_BROADCASTS_WORKERS": str(bots)}
         clusters = [ClusterProcess("telegram", var_dir, **env), ClusterProcess("broadcasts", var_dir, **env)]
+        database = (
+            settings.DATABASES["default"]["NAME"]
+            if settings.DATABASES["default"]["ENGINE"].endswith("postgresql")
+            else ""
+        )
         try:
             for cluster in clusters:
                 cluster.start(wait=120)
+            groups = {"broadcasts cluster": [clusters[1].process.pid], "telegram cluster": [clusters[0].process.pid]}
+            groups["fake Telegram"] = [fake.process.pid]
+            cpu_before = {name: backends.cpu_seconds(pgids) for name, pgids in groups.items()}
+            cpu_before["PostgreSQL"] = backends.cpu_seconds(database=database)
             sent = [Broadcast.objects.create(bot=bot, text="Hello #first_name") for bot in made]
             for broadcast in sent:
                 start_broadcast.enqueue(broadcast.pk)
@@ -322,6 +357,8 @@ def many_bots(var_dir: Path, bots: int, members: int) -> Result:
                 if time.monotonic() > deadline:
                     raise RuntimeError("the broadcasts did not finish in time")
                 time.sleep(0.5)
+            cpu = {name: backends.cpu_seconds(pgids) - cpu_before[name] for name, pgids in groups.items()}
+            cpu["PostgreSQL"] = backends.cpu_seconds(database=database) - cpu_before["PostgreSQL"]
         finally:
             for cluster in reversed(clusters):
                 try:
@@ -333,7 +370,9 @@ def many_bots(var_dir: Path, bots: int, members: int) -> Result:
             bounds = Delivery.objects.filter(broadcast=broadcast, status="sent").aggregate(
                 n=Count("pk"), first=Min("sent_at"), last=Max("sent_at")
             )
-            limited = sum(1 for c in fake.control.calls("sendMessage", token=bot.token) if c.status == 429)
+            calls = fake.control.calls("sendMessage", token=bot.token)
+            limited = sum(1 for c in calls if c.status == 429)
+            notes += [f"bot {bot.pk}: {line}" for line in crowded_windows(calls)]
             each.append((bounds["n"] / max((bounds["last"] - bounds["first"]).total_seconds(), 1e-6), limited))
         everything = Delivery.objects.filter(broadcast__in=sent, status="sent").aggregate(
             n=Count("pk"), first=Min("sent_at"), last=Max("sent_at")
@@ -345,6 +384,7 @@ def many_bots(var_dir: Path, bots: int, members: int) -> Result:
         "bots_slowest_per_s": min(rate for rate, _ in each),
         "bots_429": sum(n for _, n in each),
         "bots_each": each,
+        "bots_cpu_ms": {name: 1000 * seconds / everything["n"] for name, seconds in cpu.items()},
     }
     print(f"  {bots} bots: {total:.1f} msg/s in total (x{out['bots_ratio']:.3f}), {out['bots_429']} x 429", flush=True)
     return out

@@ -19,7 +19,16 @@ class BotForm(forms.ModelForm):
 
     class Meta:
         model = Bot
-        fields = ["token", "username", "first_name", "webhook_secret", "api_base_url", "is_active"]
+        fields = [
+            "token",
+            "username",
+            "first_name",
+            "webhook_secret",
+            "api_base_url",
+            "rate_limit",
+            "paid_rate_limit",
+            "is_active",
+        ]
         widgets = {"webhook_secret": forms.PasswordInput(render_value=False)}
 
     def clean_token(self) -> str:
@@ -39,8 +48,12 @@ class BotForm(forms.ModelForm):
 @admin.register(Bot)
 class BotAdmin(admin.ModelAdmin):
     form = BotForm
-    list_display = ["__str__", "telegram_id", "masked_token", "is_active", "webhook_url", "created_at"]
+    list_display = ["__str__", "telegram_id", "masked_token", "is_active", "send_rates", "webhook_url", "created_at"]
     readonly_fields = ["telegram_id", "masked_token", "webhook_url"]
+
+    @admin.display(description="messages/s (paid)")
+    def send_rates(self, bot: Bot) -> str:
+        return f"{bot.send_limit():g} ({bot.send_limit(paid=True):g})"
 
     @admin.display(description="webhook path")
     def webhook_url(self, bot: Bot) -> str:

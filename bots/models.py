@@ -3,6 +3,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models.functions import Now
 from django.urls import reverse
@@ -53,6 +54,19 @@ class Bot(models.Model):
         max_length=200, blank=True, help_text="Bot API base URL, e.g. http://127.0.0.1:8081/bot. Empty: the default."
     )
     is_active = models.BooleanField(default=True)
+    rate_limit = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.1)],
+        help_text="Messages per second Telegram allows this bot (replies and broadcasts together). "
+        "Empty: TELEGRAM_RATE_LIMIT.",
+    )
+    paid_rate_limit = models.FloatField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(0.1)],
+        help_text="Messages per second of this bot's paid broadcasts. Empty: TELEGRAM_PAID_RATE_LIMIT.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     objects = BotQuerySet.as_manager()
@@ -83,6 +97,13 @@ class Bot(models.Model):
     @property
     def base_url(self) -> str:
         return self.api_base_url or settings.TELEGRAM_API_BASE_URL
+
+    def send_limit(self, paid: bool = False) -> float:
+        """Messages per second Telegram allows this bot: its own setting, else the platform's.
+        `paid`: of a paid broadcast (allow_paid_broadcast)."""
+        if paid:
+            return self.paid_rate_limit or settings.TELEGRAM_PAID_RATE_LIMIT
+        return self.rate_limit or settings.TELEGRAM_RATE_LIMIT
 
     def webhook_path(self) -> str:
         return reverse("bots:webhook", args=[self.telegram_id])

@@ -37,7 +37,7 @@ def wait_for_reply_slot(bot: Bot, chat_id: int) -> None:
         raise Deferred(chat.delay, f"pacing replies into chat {chat_id}")
     # No horizon: a reply always gets the bot's next free slot, ahead of any broadcast
     # slot not yet claimed.
-    overall = limiter.take(f"bot:{bot.pk}", settings.TELEGRAM_RATE_LIMIT * margin, 1)
+    overall = limiter.take(f"bot:{bot.pk}", bot.send_limit() * margin, 1)
     time.sleep(max(chat.delay, overall.delay))
 
 
@@ -54,7 +54,7 @@ def departing(bot: Bot) -> Iterator[None]:
     second (measured with bench.replies: the 429s left once late sends were counted on the
     right departure). A worker sends one reply at a time: its process (machine:pid) is the sender."""
     log, key, sender = get_departure_log(), f"bot:{bot.pk}", f"replies:{current_worker()}"
-    limit, seconds = window(settings.TELEGRAM_RATE_LIMIT, settings.TELEGRAM_RATE_MARGIN)
+    limit, seconds = window(bot.send_limit(), settings.TELEGRAM_RATE_MARGIN)
     # A process's first reply sets up its client (getMe) before it leaves, not on the way.
     telegram_api.ready(bot)
     while True:

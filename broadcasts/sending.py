@@ -78,6 +78,10 @@ TOKEN_REJECTED = "Telegram rejected the bot's token: correct it in the bot's set
 SLOT_HORIZON = 0.25
 # A sender that fell behind its slots catches up at most this many times faster than the rate.
 CATCH_UP = 1.5
+# Deliveries are claimed and rendered this many seconds of sends ahead, in one round of queries,
+# and marked `sending` grant by grant: at 30/s a round of claim queries per grant (4 sends)
+# cost more CPU than the sends, and ten bots sending at once ran out of it.
+CLAIM_AHEAD = 1.0
 UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
 
 
@@ -422,10 +426,11 @@ class BroadcastSender:
     """Sends a broadcast's deliveries in id order, as fast as the bot's rate lets.
 
     1. Claim send slots from the shared limiter, at most SLOT_HORIZON ahead.
-    2. Mark as many pending deliveries `sending` and schedule each at its slot (see Departures):
-       the claims walk on from the last one claimed (a keyset, so a million sent rows are
-       never read again), and look back from the start only when the walk finds too few (a
-       delivery a 429 put back, a retry now due, one an operator sends again).
+    2. Mark as many pending deliveries `sending` and schedule each at its slot (see Departures),
+       from those claimed and rendered a second ahead (CLAIM_AHEAD): the claims walk on from
+       the last one claimed (a keyset, so a million sent rows are never read again), and look
+       back from the start only when the walk finds too few (a delivery a 429 put back, a
+       retry now due, one an operator sends again).
     3. As answers come back, record them in bulk; 429 pauses the bot's slots for
        everyone and puts the delivery back; network errors retry it after a backoff.
     4. When nothing is left to claim while the fan-out goes on (broadcasts.tasks.start_broadcast
@@ -439,7 +444,7 @@ class BroadcastSender:
         self.claimer = f"{current_worker()}:{uuid.uuid4().hex[:8]}"
         self.after = 0  # the walk's place: the last delivery id claimed
         paid = broadcast.allow_paid_broadcast
-        limit = settings.TELEGRAM_PAID_RATE_LIMIT if paid else settings.TELEGRAM_RATE_LIMIT
+        limit = broadcast.bot.send_limit(paid)
         self.rate_key = f"bot:{broadcast.bot_id}" + (":paid" if paid else "")
         log = None if paid else get_departure_log()
         self.departures = Departures(limit, settings.TELEGRAM_RATE_MARGIN, log=log, key=self.rate_key)
@@ -454,6 +459,7 @@ class BroadcastSender:
         self.retries: list[_Retry] = []
         self.policy = get_queue("broadcasts")  # each delivery's attempts and backoff
         self.finished: list[Outcome] = []
+        self.claimed: deque[Send] = deque()  # claimed and rendered ahead, not yet `sending`
         self.db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="broadcast-db")
         self.unfinished = 0  # sends scheduled and not answered yet
         self.room = asyncio.Event()
@@ -498,6 +504,7 @@ class BroadcastSender:
             )
             raise
         finally:
+            self._release_claimed()
             telegram_api.run(self.departures.close())
             self.db.submit(close_old_connections).result()
             self.db.shutdown()
@@ -565,8 +572,10 @@ class BroadcastSender:
                 self.undeparted[send.delivery.pk] = task
             self.unfinished += len(batch)
             # Ask for more slots shortly before these are used up (never far ahead): timed from
-            # the slots themselves, so time spent claiming does not make the next ask late.
-            next_ask = first_slot + grant.slots / self.rate - SLOT_HORIZON / 2
+            # the slots themselves, so time spent claiming does not make the next ask late. A
+            # quarter of the horizon ahead, so each grant covers three quarters of it: at 30/s,
+            # 6 sends a round of queries instead of 4 (a late ask is caught up, see Departures).
+            next_ask = first_slot + grant.slots / self.rate - SLOT_HORIZON / 4
         for task in self.undeparted.values():
             task.cancel()
         if tasks:
@@ -666,8 +675,34 @@ class BroadcastSender:
         return None
 
     def _claim(self, wanted: int) -> list[Send]:
-        """The next pending deliveries, claimed and marked `sending`; members who opted out or
-        blocked the bot since the fan-out are skipped instead."""
+        """The next `wanted` deliveries claimed ahead (CLAIM_AHEAD), claiming more first if
+        fewer are left, marked `sending`."""
+        if len(self.claimed) < wanted:
+            ahead = max(wanted, min(MOST_IN_FLIGHT, math.ceil(self.rate * CLAIM_AHEAD)))
+            self.claimed.extend(self._claim_more(ahead - len(self.claimed)))
+        sends = [self.claimed.popleft() for _ in range(min(wanted, len(self.claimed)))]
+        ids = [send.delivery.pk for send in sends]
+        if Delivery.objects.start_sending(ids, self.claimer) == len(ids):
+            return sends
+        # A cancel took some of them since the claim: send only those marked.
+        sending = set(
+            Delivery.objects.filter(pk__in=ids, status=Delivery.Status.SENDING, claimed_by=self.claimer).values_list(
+                "pk", flat=True
+            )
+        )
+        return [send for send in sends if send.delivery.pk in sending]
+
+    def _release_claimed(self) -> None:
+        """Deliveries claimed ahead and never marked `sending` are free for the next sender at once."""
+        ids, self.claimed = [send.delivery.pk for send in self.claimed], deque()
+        if ids:
+            Delivery.objects.filter(pk__in=ids, status=Delivery.Status.PENDING, claimed_by=self.claimer).update(
+                claimed_by="", claimed_at=None
+            )
+
+    def _claim_more(self, wanted: int) -> list[Send]:
+        """The next pending deliveries, claimed and rendered; members who opted out or blocked
+        the bot since the fan-out are skipped instead."""
         claimable = self.deliveries.claimable(timezone.now()).order_by("pk").values_list("pk", flat=True)
         ids = list(claimable.filter(pk__gt=self.after)[:wanted])
         if ids:
@@ -689,21 +724,11 @@ class BroadcastSender:
             )
             self.result.skipped += len(gone)
         fallback, mode = self.broadcast.no_pledge_fallback, self.parse_mode or ""
-        sends = [
+        return [
             Send(d, render(self.versions.of(d).text, d.member, list(d.member.pledges.all()), mode, fallback))
             for d in rows
             if d.pk not in gone
         ]
-        ids = [send.delivery.pk for send in sends]
-        if Delivery.objects.start_sending(ids, self.claimer) == len(ids):
-            return sends
-        # A cancel took some of them since the claim: send only those marked.
-        sending = set(
-            Delivery.objects.filter(pk__in=ids, status=Delivery.Status.SENDING, claimed_by=self.claimer).values_list(
-                "pk", flat=True
-            )
-        )
-        return [send for send in sends if send.delivery.pk in sending]
 
     async def _send_one(self, api: telegram.Bot, send: Send, slot: float) -> None:
         delivery = send.delivery

@@ -154,9 +154,8 @@ def marked_as_test(broadcast: Broadcast, member: TelegramUser, version: Version)
 
 
 def send_rate(broadcast: Broadcast) -> float:
-    """Messages per second the senders keep to (the limit less the safety margin)."""
-    limit = settings.TELEGRAM_PAID_RATE_LIMIT if broadcast.allow_paid_broadcast else settings.TELEGRAM_RATE_LIMIT
-    return round(limit * (1 - settings.TELEGRAM_RATE_MARGIN), 1)
+    """Messages per second the senders keep to (the bot's limit less the safety margin)."""
+    return round(broadcast.bot.send_limit(broadcast.allow_paid_broadcast) * (1 - settings.TELEGRAM_RATE_MARGIN), 1)
 
 
 def duration_in_words(seconds: float) -> str:

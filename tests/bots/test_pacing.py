@@ -4,10 +4,11 @@ history, the "waiting out a 429" metric and the 429 counter leave it out."""
 import pytest
 
 from bots.models import Bot
-from bots.pacing import wait_for_reply_slot
+from bots.pacing import departing, wait_for_reply_slot
+from queueing.departures import get_departure_log
 from queueing.errors import DEFERRED, Deferred, RateLimited, classify
 from queueing.models import JobRecord
-from queueing.ratelimit import get_limiter
+from queueing.ratelimit import Grant, get_limiter
 from queueing.stats import rate_limited_waits
 from tests.fake_telegram.objects import make_token
 
@@ -34,3 +35,25 @@ def test_a_reply_paced_into_its_chat_waits_without_being_counted_as_a_429():
     assert (record.status, record.error_class) == (JobRecord.Status.RETRYING, DEFERRED)
     assert rate_limited_waits()["telegram"] == 0
     assert get_limiter().throttled() == throttled
+
+
+def test_replies_keep_to_the_bots_own_rate(telegram_bot, settings, monkeypatch):
+    """A bot with a rate of its own (Bot.rate_limit) is paced at it, not at TELEGRAM_RATE_LIMIT:
+    its slots in the limiter and its window of departures."""
+    settings.TELEGRAM_RATE_LIMIT, settings.TELEGRAM_RATE_MARGIN = 30, 0.005
+    telegram_bot.rate_limit = 20
+    telegram_bot.save()
+    limiter, log = get_limiter(), get_departure_log()
+    rates, windows = [], []
+    monkeypatch.setattr(limiter, "take", lambda key, rate, *a, **kw: rates.append((key, rate)) or Grant(1, 0.0))
+    leave = log.leave
+    monkeypatch.setattr(
+        log, "leave", lambda key, sender, limit, seconds: windows.append(limit) or leave(key, sender, limit, seconds)
+    )
+
+    wait_for_reply_slot(telegram_bot, CHAT_ID)
+    with departing(telegram_bot):
+        pass
+
+    assert rates[-1] == (f"bot:{telegram_bot.pk}", pytest.approx(20 * 0.995))
+    assert windows == [20]

@@ -202,3 +202,13 @@ def test_confirm_then_send_in_a_browser(request, live_server):
     wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, ".messagelist"), what="the progress page")
     assert driver.current_url.endswith(url("progress", broadcast.pk))
     assert JobRecord.objects.get(kind=START).args == [broadcast.pk]
+
+
+def test_the_estimate_is_at_the_bots_own_rate(bot, settings):
+    settings.TELEGRAM_RATE_LIMIT, settings.TELEGRAM_PAID_RATE_LIMIT, settings.TELEGRAM_RATE_MARGIN = 30, 1000, 0.0
+    bot.rate_limit, bot.paid_rate_limit = 20, 500
+    bot.save()
+    audience(bot)
+
+    assert send_summary(Broadcast(bot=bot, text="x")).rate == 20
+    assert send_summary(Broadcast(bot=bot, text="x", allow_paid_broadcast=True)).rate == 500

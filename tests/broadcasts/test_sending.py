@@ -427,3 +427,51 @@ def test_start_broadcast_enqueues_one_sender_after_the_first_batch_and_fans_out_
     )
     broadcast.refresh_from_db()
     assert broadcast.fan_out_after is None
+
+
+@pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
+def test_a_bot_with_a_rate_of_its_own_is_sent_to_at_that_rate(telegram_bot, fake_telegram, settings):
+    """Bot.rate_limit, not TELEGRAM_RATE_LIMIT, paces the bot's broadcast: Telegram (the fake)
+    allows this bot 20 a second, the others 30."""
+    settings.TELEGRAM_RATE_LIMIT, settings.TELEGRAM_RATE_MARGIN = LIMIT, MARGIN
+    telegram_bot.rate_limit = 20
+    telegram_bot.save()
+    fake_telegram.enforce_limits(per_second=LIMIT, per_bot={telegram_bot.token: 20})
+    members = TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=8_000_000 + n, first_name=f"M{n}", is_subscribed=True)
+        for n in range(70)
+    )
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
+    fan_out(broadcast)
+
+    outcome = send_deliveries(broadcast.pk)
+
+    assert outcome["sent"] == len(members) and outcome["rate_limited"] == 0
+    assert fake_telegram.rate_limited_count == 0
+    arrivals = sorted(c.received_at for c in fake_telegram.calls("sendMessage"))
+    assert most_in_one_second(arrivals) <= 20
+
+
+@pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
+def test_a_sender_that_stops_early_leaves_what_it_claimed_ahead_to_the_next_one(
+    telegram_bot, fake_telegram, settings, monkeypatch
+):
+    """Deliveries are claimed a second ahead: a sender stopped by a flood wait longer than its
+    job frees those it never sent, so that the next sender need not wait for the claim to go stale."""
+    settings.TELEGRAM_RATE_LIMIT = 30
+    monkeypatch.setattr("broadcasts.sending.time_left", lambda: 20.0)
+    members = TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=9_000_000 + n, first_name=f"M{n}", is_subscribed=True)
+        for n in range(80)
+    )
+    fake_telegram.fail("rate_limit", method="sendMessage", chat_id=members[10].telegram_id, retry_after=60, times=1)
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
+    fan_out(broadcast)
+
+    with pytest.raises(Deferred):
+        send_deliveries(broadcast.pk)
+
+    pending = broadcast.deliveries.filter(status=Delivery.Status.PENDING)
+    assert pending.count() >= len(members) - 30
+    assert not pending.exclude(claimed_by="").exists()
+    assert not broadcast.deliveries.filter(status=Delivery.Status.SENDING).exists()

@@ -116,6 +116,7 @@ class FakeTelegramControl(FaultShortcuts):
         per_chat_per_second: int | None = 1,
         per_group_per_minute: int | None = 20,
         paid_per_second: int | None = 1000,
+        per_bot: dict[str, int] | None = None,
     ) -> None:
         """See FakeTelegram.enforce_limits."""
         limits = {
@@ -123,6 +124,7 @@ class FakeTelegramControl(FaultShortcuts):
             "per_chat_per_second": per_chat_per_second,
             "per_group_per_minute": per_group_per_minute,
             "paid_per_second": paid_per_second,
+            "per_bot": per_bot,
         }
         self._request("POST", "limits", limits)
 

@@ -50,7 +50,8 @@ class RateLimiter:
     """Telegram's documented limits as sliding windows, kept per bot token so bots do not share them:
     messages per second overall, per second in one chat, per minute in one group (negative chat id).
     A message sent with `allow_paid_broadcast` counts against the paid limit (1000/s) instead of
-    the free one: Telegram lets it past the free limit for Stars."""
+    the free one: Telegram lets it past the free limit for Stars. `per_bot`: token -> its own
+    messages per second overall, in place of `per_second` (bots with different limits)."""
 
     def __init__(
         self,
@@ -58,11 +59,13 @@ class RateLimiter:
         per_chat_per_second: int | None = 1,
         per_group_per_minute: int | None = 20,
         paid_per_second: int | None = 1000,
+        per_bot: dict[str, int] | None = None,
     ) -> None:
         self.per_second = per_second
         self.per_chat_per_second = per_chat_per_second
         self.per_group_per_minute = per_group_per_minute
         self.paid_per_second = paid_per_second
+        self.per_bot = dict(per_bot or {})
         self._windows: dict[Any, deque[float]] = {}
 
     def config(self) -> JSONDict:
@@ -71,6 +74,7 @@ class RateLimiter:
             "per_chat_per_second": self.per_chat_per_second,
             "per_group_per_minute": self.per_group_per_minute,
             "paid_per_second": self.paid_per_second,
+            "per_bot": self.per_bot,
         }
 
     def _wait(self, key: Any, limit: int | None, window: float, now: float) -> float:
@@ -87,7 +91,8 @@ class RateLimiter:
         """None if the message may go (and it is counted), else the retry_after to answer with."""
         now = time.monotonic() if now is None else now
         is_group = not isinstance(chat_id, int) or chat_id < 0
-        overall = ((token, "paid"), self.paid_per_second, 1.0) if paid else (token, self.per_second, 1.0)
+        free = self.per_bot.get(token, self.per_second)
+        overall = ((token, "paid"), self.paid_per_second, 1.0) if paid else (token, free, 1.0)
         windows = [overall, ((token, chat_id), self.per_chat_per_second, 1.0)]
         if is_group:
             windows.append(((token, chat_id, "minute"), self.per_group_per_minute, 60.0))
@@ -381,11 +386,13 @@ class FakeTelegram(FaultShortcuts):
         per_chat_per_second: int | None = 1,
         per_group_per_minute: int | None = 20,
         paid_per_second: int | None = 1000,
+        per_bot: dict[str, int] | None = None,
     ) -> None:
         """Answer 429 (with retry_after) to send* calls beyond these limits, per bot token. None: no limit.
-        `paid_per_second` applies to sends with allow_paid_broadcast, `per_second` to the others."""
+        `paid_per_second` applies to sends with allow_paid_broadcast, `per_second` to the others;
+        `per_bot` (token -> messages per second) replaces `per_second` for those bots."""
         with self._lock:
-            self._limiter = RateLimiter(per_second, per_chat_per_second, per_group_per_minute, paid_per_second)
+            self._limiter = RateLimiter(per_second, per_chat_per_second, per_group_per_minute, paid_per_second, per_bot)
 
     def disable_limits(self) -> None:
         """Stop enforcing rate limits (the default)."""
@@ -693,6 +700,7 @@ class FakeTelegram(FaultShortcuts):
                         data.get("per_chat_per_second"),
                         data.get("per_group_per_minute"),
                         data.get("paid_per_second", 1000),
+                        data.get("per_bot"),
                     )
                 else:
                     self.disable_limits()

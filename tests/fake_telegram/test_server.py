@@ -460,6 +460,13 @@ def test_rate_limiter_sliding_windows() -> None:
     assert limiter.check("t", -5, now=204.0) == 56  # 2 per minute in a group: wait for the first to expire
 
 
+def test_a_bot_may_have_a_limit_of_its_own() -> None:
+    limiter = RateLimiter(per_second=3, per_chat_per_second=None, per_bot={"slow": 2})
+    assert [limiter.check("slow", chat, now=100.0) for chat in range(1, 4)] == [None, None, 1]
+    assert [limiter.check("t", chat, now=100.0) for chat in range(1, 5)] == [None, None, None, 1]
+    assert limiter.check("slow", 9, now=101.01) is None  # its window slides as the others' do
+
+
 def test_paid_broadcast_sends_have_their_own_limit() -> None:
     limiter = RateLimiter(per_second=2, per_chat_per_second=1, paid_per_second=4)
     assert [limiter.check("t", chat, now=100.0, paid=True) for chat in range(1, 6)] == [None] * 4 + [1]
