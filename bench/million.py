@@ -63,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
             args.postgres_url,
             args.redis_url,
             TELEGRAM_RATE_LIMIT=str(RATE),
-            SECURE_SSL_REDIRECT="0",
         )
         options = ["--members", str(args.members), "--seconds", str(args.seconds)]
         result = backends.run_measurement("bench.million", "postgres", env, folder, options)
