@@ -134,7 +134,9 @@ class TelegramUser(models.Model):
             models.Index(fields=["bot", "is_subscribed", "is_blocked"]),
             # A broadcast's results: the few members who blocked the bot, not every member.
             models.Index(
-                fields=["bot", "blocked_at"], condition=models.Q(blocked_at__isnull=False), name="member_blocked"
+                fields=["bot", "blocked_at"],
+                condition=models.Q(blocked_at__isnull=False) | models.Q(is_blocked=True),
+                name="member_blocked",
             ),
         ]
 

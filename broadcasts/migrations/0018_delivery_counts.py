@@ -106,7 +106,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='delivery',
-            index=models.Index(condition=models.Q(('status', 'sent')), fields=['broadcast', 'sent_at'], name='delivery_sent_of_broadcast'),
+            index=models.Index(condition=models.Q(('status', 'sent')), fields=['sent_at'], name='delivery_sent_recently'),
         ),
         migrations.AddIndex(
             model_name='delivery',
