@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 
 from django.db import connection, transaction
 
-from broadcasts.models import Broadcast, DeliveryCount
+from broadcasts.models import DeliveryCount
 from queueing.locks import try_lock
 
 FOLD_INTERVAL = 5.0
@@ -29,8 +29,9 @@ KEY = ("arm", "language", "status")
 
 
 def fold(_cluster: str = "telegram") -> int:
-    """Replace the rows of every broadcast with new changes by their sums; drop those of
-    broadcasts deleted since. Returns how many rows it read."""
+    """Replace the rows of every broadcast with new changes by their sums, leaving out sums
+    of zero (a deleted broadcast's, whose deliveries' deletion took its counts back to
+    zero). Returns how many rows it read."""
     with try_lock("broadcasts:fold delivery counts") as held:
         if not held:
             return 0
@@ -47,7 +48,6 @@ def fold(_cluster: str = "telegram") -> int:
             sums: Counter[tuple] = Counter()
             for *key, n in rows:
                 sums[tuple(key)] += n
-            kept = set(Broadcast.objects.filter(pk__in={key[0] for key in sums}).values_list("pk", flat=True))
             DeliveryCount.objects.bulk_create(
                 (
                     DeliveryCount(
@@ -60,7 +60,7 @@ def fold(_cluster: str = "telegram") -> int:
                         folded=True,
                     )
                     for (broadcast, arm, language, status, minute), n in sums.items()
-                    if n and broadcast in kept
+                    if n
                 ),
                 batch_size=500,
             )

@@ -543,7 +543,7 @@ class DeliveryCount(models.Model):
     them. Pages read these few rows instead of counting a million deliveries."""
 
     # No constraint: deleting a broadcast deletes its deliveries, whose triggers write rows for
-    # it after Django collected these; the fold drops rows of broadcasts that are gone.
+    # it after Django collected these; they bring its sums to zero, which the fold drops.
     broadcast = models.ForeignKey(Broadcast, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
     arm = models.CharField(max_length=1, blank=True)
     language = models.CharField(max_length=16, blank=True)

@@ -171,10 +171,12 @@ def test_a_deleted_member_is_uncounted_and_a_deleted_broadcasts_counts_go_at_the
     assert_exact(other)
     assert sum(DeliveryCount.objects.filter(broadcast=broadcast).per_status().values()) == 4
 
+    deleted = broadcast.pk
     broadcast.delete()
+    assert DeliveryCount.objects.filter(broadcast_id=deleted).exists()
     delivery_counts.fold()
 
-    assert not DeliveryCount.objects.filter(broadcast_id=broadcast.pk).exists()
+    assert not DeliveryCount.objects.filter(broadcast_id=deleted).exists()
     assert_exact(other)
 
 
