@@ -151,7 +151,15 @@ class TelegramUser(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["bot", "telegram_id"], name="unique_member_per_bot")]
-        indexes = [models.Index(fields=["bot", "is_subscribed", "is_blocked"])]
+        indexes = [
+            models.Index(fields=["bot", "is_subscribed", "is_blocked"]),
+            # A broadcast's results: the few members who blocked the bot, not every member.
+            models.Index(
+                fields=["bot", "blocked_at"],
+                condition=models.Q(blocked_at__isnull=False) | models.Q(is_blocked=True),
+                name="member_blocked",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.full_name or self.username or str(self.telegram_id)

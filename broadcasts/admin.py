@@ -9,8 +9,8 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import PermissionDenied
 from django.core.validators import URLValidator
 from django.db import transaction
-from django.db.models import Count, F, Q, QuerySet, Sum, Value
-from django.db.models.functions import Greatest
+from django.db.models import BigIntegerField, Count, F, OuterRef, Q, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce, Greatest
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpResponseRedirect, JsonResponse
 from django.template.defaultfilters import pluralize
 from django.template.response import TemplateResponse
@@ -36,7 +36,7 @@ from broadcasts.importing import (
     keep_upload,
     kept_upload,
 )
-from broadcasts.models import Audience, Broadcast, Delivery, MessageTemplate, MessageVersion, Pledge
+from broadcasts.models import Audience, Broadcast, Delivery, DeliveryCount, MessageTemplate, MessageVersion, Pledge
 from broadcasts.operator_links import OperatorLinkAdmin  # noqa: F401  (registers it)
 from broadcasts.personalize import PLACEHOLDERS, unknown_hashtags
 from broadcasts.preview import Preview
@@ -487,8 +487,12 @@ class MessageVersionInline(admin.StackedInline):
 
 class BroadcastChangeList(ChangeList):
     def get_queryset(self, request: HttpRequest, exclude_parameters=None) -> QuerySet:
-        def count(*statuses: str) -> Count:
-            return Count("deliveries", filter=Q(deliveries__status__in=statuses))
+        def count(*statuses: str) -> Coalesce:
+            """From the kept counts (broadcasts.delivery_counts): a million deliveries are not counted."""
+            kept = DeliveryCount.objects.filter(broadcast=OuterRef("pk"))
+            kept = kept.filter(status__in=statuses) if statuses else kept
+            summed = kept.values("broadcast").annotate(total=Sum("n")).values("total")
+            return Coalesce(Subquery(summed), 0, output_field=BigIntegerField())
 
         return (
             super()
@@ -498,7 +502,7 @@ class BroadcastChangeList(ChangeList):
                 failed_count=count(Delivery.Status.FAILED),
                 skipped_count=count(Delivery.Status.SKIPPED),
                 unknown_count=count(Delivery.Status.UNKNOWN),
-                total_count=Count("deliveries"),
+                total_count=count(),
             )
         )
 
@@ -868,6 +872,7 @@ class BroadcastAdmin(admin.ModelAdmin):
     def progress_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         broadcast = self._broadcast(request, pk)
         progress = broadcast.progress()
+        arms = variants.arm_progress(broadcast)
         context = {
             **self._context(request, broadcast, f"Progress of {broadcast}"),
             "progress": progress,
@@ -877,8 +882,9 @@ class BroadcastAdmin(admin.ModelAdmin):
             ],
             "may_send": request.user.has_perm(controls.SEND_PERMISSION),
             "json_url": self._url("progress_json", broadcast.pk),
-            "arms": variants.arm_progress(broadcast),
-            "winner_due_at": variants.winner_due_at(broadcast) if broadcast.ab_send_winner else None,
+            "arms": arms,
+            # Only A/B tests have one: it reads every sent delivery of a finished broadcast.
+            "winner_due_at": variants.winner_due_at(broadcast) if arms and broadcast.ab_send_winner else None,
             "deliveries_url": reverse(f"{self.admin_site.name}:broadcasts_delivery_changelist")
             + f"?broadcast__id__exact={broadcast.pk}",
         }

@@ -8,7 +8,7 @@ class BroadcastsConfig(AppConfig):
     def ready(self) -> None:
         # Imported here: these modules use the models, which load after the app configs.
         from bots import handlers
-        from broadcasts import bot_commands, observability, recovery, tasks, unsubscribe, variants
+        from broadcasts import bot_commands, delivery_counts, observability, recovery, tasks, unsubscribe, variants
         from broadcasts.models import Broadcast, Pledge
         from queueing import metrics
         from queueing.dashboard import register_panel
@@ -22,6 +22,7 @@ class BroadcastsConfig(AppConfig):
         register_duty("telegram", recovery.RECOVERY_INTERVAL, recovery.resume_stranded)
         register_duty("default", tasks.DUE_INTERVAL, tasks.start_due_broadcasts)
         register_duty("telegram", variants.WINNER_INTERVAL, tasks.send_due_winners)
+        register_duty("telegram", delivery_counts.FOLD_INTERVAL, delivery_counts.fold)
         register_report_section("broadcasts", observability.broadcast_outcomes)
         metrics.collectors.register("broadcasts", observability.delivery_metrics)
         for task in (tasks.start_broadcast, tasks.send_deliveries):

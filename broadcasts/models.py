@@ -219,9 +219,10 @@ class Broadcast(models.Model):
 
     def counts(self) -> dict[str, int]:
         """Deliveries per status, and the total: from the summary kept when its delivery rows
-        were pruned (prune_deliveries), else counted on the (broadcast, status) index."""
-        found = dict(self.delivery_summaries.values_list("status").annotate(n=models.Sum("count")).order_by()) or dict(
-            self.deliveries.values_list("status").annotate(n=models.Count("id")).order_by()
+        were pruned (prune_deliveries), else as the database keeps them counted."""
+        found = (
+            dict(self.delivery_summaries.values_list("status").annotate(n=models.Sum("count")).order_by())
+            or DeliveryCount.objects.filter(broadcast=self).per_status()
         )
         counts = {status: found.get(status, 0) for status in Delivery.Status.values}
         counts["total"] = sum(found.values())
@@ -239,7 +240,15 @@ class Broadcast(models.Model):
         now = timezone.now()
         since = max(now - timedelta(seconds=window), self.started_at or now)
         seconds = max((now - since).total_seconds(), 1.0)
-        recent = self.deliveries.filter(status=Delivery.Status.SENT, sent_at__gte=since).count()
+        # Every broadcast's sends of the window, on their partial index, then this one's: asked
+        # for this broadcast, the planner may take its index and read all its rows while the
+        # statistics predate its fan-out (they say it has none).
+        recent = dict(
+            Delivery.objects.filter(status=Delivery.Status.SENT, sent_at__gte=since)
+            .values_list("broadcast")
+            .annotate(n=models.Count("pk"))
+            .order_by()
+        ).get(self.pk, 0)
         rate = recent / seconds if self.status == self.Status.SENDING else 0.0
         return {
             "id": self.pk,
@@ -480,6 +489,12 @@ class Delivery(models.Model):
             models.Index(fields=["broadcast", "status", "id"], name="delivery_by_status_and_id"),
             # The admin's list of a broadcast's deliveries, newest first: 100 rows read, not all.
             models.Index(fields=["broadcast", "id"], name="delivery_of_broadcast_by_id"),
+            # Progress's send rate: the last seconds' sends, not every sent row.
+            models.Index(fields=["sent_at"], condition=Q(status="sent"), name="delivery_sent_recently"),
+            # The results' unsubscribed members: the few who pressed Stop, not every row.
+            models.Index(
+                fields=["broadcast"], condition=Q(unsubscribed_at__isnull=False), name="delivery_unsubscribed"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -516,11 +531,63 @@ class DeliverySummary(models.Model):
         return f"{self.broadcast} {self.arm or '-'} {self.language or 'fallback'} {self.status}: {self.count}"
 
 
+class DeliveryCountQuerySet(models.QuerySet):
+    """Sums of the kept counts (broadcasts.delivery_counts); keys with none left out."""
+
+    def per_status(self) -> dict[str, int]:
+        rows = self.values_list("status").annotate(total=models.Sum("n")).order_by()
+        return {status: n for status, n in rows if n}
+
+    def per_key(self) -> dict[tuple[str, str, str], int]:
+        """Per (arm, language, status)."""
+        rows = self.values_list("arm", "language", "status").annotate(total=models.Sum("n")).order_by()
+        return {(arm, language, status): n for arm, language, status, n in rows if n}
+
+    def sent_per_minute(self) -> dict[datetime, int]:
+        """Deliveries sent per minute, in UTC."""
+        sent = self.filter(status=Delivery.Status.SENT, sent_minute__isnull=False)
+        return {
+            minute: n for minute, n in sent.values_list("sent_minute").annotate(total=models.Sum("n")).order_by() if n
+        }
+
+
+class DeliveryCount(models.Model):
+    """Deliveries per broadcast, arm, language, status and, for sent ones, the minute they were
+    sent, as changes to add up: the database's triggers on Delivery (migration 0018) write
+    +n/-n rows with every INSERT, UPDATE and DELETE, and broadcasts.delivery_counts folds
+    them. Pages read these few rows instead of counting a million deliveries."""
+
+    # No constraint: deleting a broadcast deletes its deliveries, whose triggers write rows for
+    # it after Django collected these; they bring its sums to zero, which the fold drops.
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    arm = models.CharField(max_length=1, blank=True)
+    language = models.CharField(max_length=16, blank=True)
+    status = models.CharField(max_length=16, choices=Delivery.Status.choices)
+    sent_minute = models.DateTimeField(null=True, blank=True, help_text="Of sent deliveries (UTC); else empty.")
+    n = models.BigIntegerField()
+    folded = models.BooleanField(default=False, help_text="The sum of earlier rows; else one statement's change.")
+
+    objects = DeliveryCountQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["broadcast"], condition=Q(folded=False), name="delivery_count_to_fold"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.broadcast_id} {self.arm or '-'} {self.language or 'fallback'} {self.status}: {self.n:+d}"
+
+
 class Click(models.Model):
     """A member's clicks on one URL button of one delivery, counted by the platform's own
     redirect (broadcasts.clicks): one row per delivery and button, however often it is pressed."""
 
     delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="clicks")
+    # The delivery's, copied when the first click is recorded: a broadcast's clicks per arm
+    # and language are read on their own, not joined to its million deliveries.
+    broadcast = models.ForeignKey(Broadcast, on_delete=models.CASCADE, related_name="clicks")
+    arm = models.CharField(max_length=1, blank=True)
+    language = models.CharField(max_length=16, blank=True)
     button = models.PositiveSmallIntegerField(help_text="The button's position among its version's URL buttons.")
     count = models.PositiveIntegerField(default=1)
     first_at = models.DateTimeField()
@@ -536,13 +603,15 @@ class Click(models.Model):
     def record(cls, delivery_id: int, button: int) -> None:
         """One indexed write whatever the history: the first click inserts, later ones count."""
         table = connection.ops.quote_name(cls._meta.db_table)
+        deliveries = connection.ops.quote_name(Delivery._meta.db_table)
         now = timezone.now()
         with connection.cursor() as cursor:
             cursor.execute(
-                f"INSERT INTO {table} (delivery_id, button, count, first_at, last_at) VALUES (%s, %s, 1, %s, %s)"
+                f"INSERT INTO {table} (delivery_id, broadcast_id, arm, language, button, count, first_at, last_at)"
+                f" SELECT id, broadcast_id, arm, language, %s, 1, %s, %s FROM {deliveries} WHERE id = %s"
                 f" ON CONFLICT (delivery_id, button)"
                 f" DO UPDATE SET count = {table}.count + 1, last_at = excluded.last_at",
-                [delivery_id, button, now, now],
+                [button, now, now, delivery_id],
             )
 
 

@@ -28,7 +28,8 @@ from django.db.models.lookups import Exact, LessThan
 from django.utils import timezone
 
 from bots.models import TelegramUser
-from broadcasts.models import ABMeasure, Broadcast, Click, Delivery
+from broadcasts.models import ABMeasure, Broadcast, Delivery, DeliveryCount
+from broadcasts.results import of_blocked_members
 
 PRIME = 2_147_483_647  # 2**31 - 1: every product below stays within 63 bits
 # The fractional parts of the golden ratio, of sqrt(2) and of sqrt(3), times PRIME: irrational steps.
@@ -175,7 +176,9 @@ class ArmResult:
 
 def results(broadcast: Broadcast) -> list[ArmResult]:
     """Per arm: deliveries (held rows aside), sent, failed, members who clicked, who blocked;
-    from the summary of a broadcast whose delivery rows were pruned (prune_deliveries)."""
+    from the counts the database keeps (broadcasts.delivery_counts), the clicks and the few
+    members who blocked the bot, or from the summary of a broadcast whose delivery rows were
+    pruned (prune_deliveries)."""
     if broadcast.delivery_summaries.exists():
         kept = (
             broadcast.delivery_summaries.exclude(arm="")
@@ -190,19 +193,26 @@ def results(broadcast: Broadcast) -> list[ArmResult]:
             .order_by("arm")
         )
         return [ArmResult(**row) for row in kept]
-    rows = (
-        broadcast.deliveries.exclude(arm="")
-        .values("arm")
-        .annotate(
-            deliveries=Count("pk"),
-            sent=Count("pk", filter=Q(status=Delivery.Status.SENT)),
-            failed=Count("pk", filter=Q(status=Delivery.Status.FAILED)),
-            clicked=Count("pk", filter=Q(Exists(Click.objects.filter(delivery=OuterRef("pk"))))),
-            blocked=Count("pk", filter=Q(member__is_blocked=True)),
-        )
-        .order_by("arm")
+    counted: dict[str, dict[str, int]] = {}
+    for (arm, _language, status), n in DeliveryCount.objects.filter(broadcast=broadcast).per_key().items():
+        if arm:
+            figures = counted.setdefault(arm, dict.fromkeys(("deliveries", "sent", "failed", "clicked", "blocked"), 0))
+            figures["deliveries"] += n
+            figures["sent"] += n if status == Delivery.Status.SENT else 0
+            figures["failed"] += n if status == Delivery.Status.FAILED else 0
+    clicked = broadcast.clicks.exclude(arm="").values_list("arm").annotate(n=Count("delivery", distinct=True))
+    blocked = (
+        of_blocked_members(broadcast)
+        .exclude(arm="")
+        .filter(member__is_blocked=True)
+        .values_list("arm")
+        .annotate(n=Count("pk"))
     )
-    return [ArmResult(**row) for row in rows]
+    for field, rows in (("clicked", clicked), ("blocked", blocked)):
+        for arm, n in rows.order_by():
+            if arm in counted:
+                counted[arm][field] = n
+    return [ArmResult(arm, **counted[arm]) for arm in sorted(counted)]
 
 
 def best_arm(broadcast: Broadcast) -> str:
@@ -273,7 +283,11 @@ def arm_progress(broadcast: Broadcast) -> list[dict]:
     deliveries (a million rows, joined to members and clicks, took seconds)."""
     if len(Split(broadcast).arms) == 1:
         return []
-    held = broadcast.deliveries.filter(status=Delivery.Status.HELD).count()
+    held = (
+        DeliveryCount.objects.filter(broadcast=broadcast, status=Delivery.Status.HELD)
+        .per_status()
+        .get(Delivery.Status.HELD, 0)
+    )
     rows = [
         {
             "arm": r.arm,

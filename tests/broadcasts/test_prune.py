@@ -53,8 +53,25 @@ def broadcast_with_deliveries(bot: Bot, finished_days_ago: float, status=Broadca
     )
     now = timezone.now()
     for delivery in deliveries[:3] + deliveries[13:15]:  # clicks in arms A and B, one member twice
-        Click.objects.create(delivery=delivery, button=0, count=2, first_at=now, last_at=now)
-    Click.objects.create(delivery=deliveries[0], button=1, first_at=now, last_at=now)
+        Click.objects.create(
+            delivery=delivery,
+            broadcast=broadcast,
+            arm=delivery.arm,
+            language=delivery.language,
+            button=0,
+            count=2,
+            first_at=now,
+            last_at=now,
+        )
+    Click.objects.create(
+        delivery=deliveries[0],
+        broadcast=broadcast,
+        arm=deliveries[0].arm,
+        language=deliveries[0].language,
+        button=1,
+        first_at=now,
+        last_at=now,
+    )
     return broadcast
 
 
