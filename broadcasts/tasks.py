@@ -48,6 +48,8 @@ def start_broadcast(broadcast_id: int) -> dict:
             broadcast.save(update_fields=["status", "started_at"])
         elif broadcast.status != Broadcast.Status.SENDING:
             return {"skipped": f"broadcast is {broadcast.status}"}
+    if broadcast.fan_out_after is None and finish_if_complete(broadcast):  # nobody to send to
+        return {"batches": batches}
     if not history.pending(send_deliveries, broadcast.pk):
         small = (
             broadcast.fan_out_after is None and broadcast.deliveries.all()[:SMALL_BROADCAST].count() < SMALL_BROADCAST

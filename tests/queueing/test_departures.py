@@ -253,7 +253,7 @@ def test_a_reply_counts_in_the_record_as_late_as_its_answer_came_back(monkeypatc
     monkeypatch.setattr(pacing.telegram_api, "ready", lambda bot: None)
     monkeypatch.setattr(pacing, "time", types.SimpleNamespace(monotonic=clock, sleep=None))
 
-    with pacing.departing(types.SimpleNamespace(pk=1)):
+    with pacing.departing(types.SimpleNamespace(pk=1, send_limit=lambda: 30)):
         clock.now += 0.008  # its request, and Telegram's answer
 
     assert log.counted_late == [("the reply", pytest.approx(0.008))]
