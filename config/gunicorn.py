@@ -9,8 +9,15 @@ bind = os.environ.get("BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "4"))
 timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
 graceful_timeout = 20
-max_requests = 10000
-max_requests_jitter = 1000
+# The master loads the project once (config.wsgi, URLconf included) and forks the workers from
+# it. Without this, each worker replacing one that reached max_requests imported Django and the
+# project for itself: over a second of CPU, 14 s on a loaded 2-CPU machine, and the workers,
+# equally loaded, reach max_requests together: the webhook's p99 and even whole seconds without
+# an answer (bench/webhook.py). Deploying new code needs a restart of the program, not a HUP.
+preload_app = True
+max_requests = int(os.environ.get("WEB_MAX_REQUESTS", "10000"))
+# Spread so that the workers are not all replaced at the same moment.
+max_requests_jitter = max_requests // 2
 accesslog = os.environ.get("WEB_ACCESS_LOG", "-")
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
 
