@@ -335,15 +335,18 @@ def measure(args: argparse.Namespace) -> Result:
                 flush=True,
             )
         per_slice = [
-            f"{w / i:.2f}"
+            f"{w / i:.2f}" if i else "-"
             for w, i in zip(results["webhook"]["load"]["slices"], results["one INSERT"]["load"]["slices"], strict=True)
         ]
         notes.append(f"webhook ÷ INSERT req/s in each interleaved slice: {' '.join(per_slice)}")
         per_round = [
-            f"{merged_percentile([w], 99) / merged_percentile([i], 99):.2f}"
+            f"{merged_percentile([w], 99) / merged_percentile([i], 99):.2f}" if w["requests"] and i["requests"] else "-"
             for w, i in zip(latency_slices["webhook"], latency_slices["one INSERT"], strict=True)
         ]
-        notes.append(f"webhook ÷ INSERT p99 @{LATENCY_CONNECTIONS} in each interleaved slice: {' '.join(per_round)}")
+        notes.append(
+            f"webhook ÷ INSERT p99 @{LATENCY_CONNECTIONS} in each interleaved slice ('-': a slice without answers): "
+            + " ".join(per_round)
+        )
         notes.append(f"gunicorn workers replaced after max_requests meanwhile: {web.restarts()}")
         notes.extend(check_stored(runs, endpoints))
         clear_backlog()
