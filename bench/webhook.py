@@ -315,6 +315,8 @@ def measure(args: argparse.Namespace) -> Result:
         results = {name: {} for name in endpoints}
         for connections, key in ((LOAD_CONNECTIONS, "load"), (LATENCY_CONNECTIONS, "latency")):
             slices = interleaved(runs, endpoints, connections, args.duration, args.rounds)
+            if key == "latency":
+                latency_slices = slices
             for name, measured in slices.items():
                 results[name][key] = combine(measured)
                 errors = results[name][key]["errors"]
@@ -333,10 +335,19 @@ def measure(args: argparse.Namespace) -> Result:
                 flush=True,
             )
         per_slice = [
-            f"{w / i:.2f}"
+            f"{w / i:.2f}" if i else "-"
             for w, i in zip(results["webhook"]["load"]["slices"], results["one INSERT"]["load"]["slices"], strict=True)
         ]
         notes.append(f"webhook ÷ INSERT req/s in each interleaved slice: {' '.join(per_slice)}")
+        per_round = [
+            f"{merged_percentile([w], 99) / merged_percentile([i], 99):.2f}" if w["requests"] and i["requests"] else "-"
+            for w, i in zip(latency_slices["webhook"], latency_slices["one INSERT"], strict=True)
+        ]
+        notes.append(
+            f"webhook ÷ INSERT p99 @{LATENCY_CONNECTIONS} in each interleaved slice ('-': a slice without answers): "
+            + " ".join(per_round)
+        )
+        notes.append(f"gunicorn workers replaced after max_requests meanwhile: {web.restarts()}")
         notes.extend(check_stored(runs, endpoints))
         clear_backlog()
 
@@ -471,7 +482,7 @@ class Gunicorn:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 break
@@ -483,6 +494,9 @@ class Gunicorn:
                 time.sleep(0.1)
         self.__exit__()
         raise RuntimeError(f"gunicorn did not start:\n{self.log_path.read_text(errors='replace')[-4000:]}")
+
+    def restarts(self) -> int:
+        return self.log_path.read_text(errors="replace").count("Autorestarting worker")
 
     def __exit__(self, *exc_info: object) -> None:
         stop_process_group(self.process, "gunicorn")
