@@ -20,7 +20,7 @@ of --redis-url, flushed, refused if another client is connected to it):
 
 --only picks parts (repeatable); each part's own progress lines are printed as it runs, then
 one table: measure, figure, goal, met?. A part that fails is reported and the others still
-run. About 15 minutes at the defaults (the million alone about 4); a quick run:
+run. About 12 minutes at the defaults (the million alone about 4); a quick run:
 
     .venv/bin/python -m bench.scale [--members 1000000] [--only million|bots|machines|webhook ...]
     .venv/bin/python -m bench.scale --members 50000 --bot-members 300 --machine-members 300 \\
@@ -123,7 +123,7 @@ def million_rows(args: argparse.Namespace) -> list[Row]:
         median, p95, _ = million.page_times(times)
         rows.append(
             row(
-                f"  {name} while sending: median / p95 (ms)",
+                f"  {name} while sending: median / p95 of {len(times)} (ms)",
                 f"{median:.0f} / {p95:.0f}",
                 f"< {goals['page_ms']}",
                 p95 < goals["page_ms"],
