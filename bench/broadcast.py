@@ -47,6 +47,9 @@ Run from the project folder (about 3 minutes per backend at the defaults, 1.5 wi
     .venv/bin/python -m bench.broadcast [--backend sqlite|postgres|all] [--members 20000] [--skip-slow]
     .venv/bin/python -m bench.broadcast --paid --backend postgres [--paid-members 30000] [--profile]
     .venv/bin/python -m bench.broadcast --bots 10 --backend postgres [--bot-members 1500]
+
+Another benchmark runs the --bots measurement with `run_many_bots(postgres_url, redis_url,
+bots=..., members=...)`, which returns its figures as a dict.
 """
 
 from __future__ import annotations
@@ -118,6 +121,13 @@ def run_backend(name: str, args: argparse.Namespace) -> Result:
             *(["--bots", str(args.bots), "--bot-members", str(args.bot_members)] if args.bots else []),
         ]
         return backends.run_measurement("bench.broadcast", name, backend_env(name, folder, args), folder, options)
+
+
+def run_many_bots(postgres_url: str, redis_url: str, bots: int = 10, members: int = 1500) -> Result:
+    """`--bots N --backend postgres` on throwaway storage, in a process of its own: the figures
+    print_table shows (bots_total_per_s, bots_each, bots_cpu_ms, ...), as a dict."""
+    options = ["--bots", str(bots), "--bot-members", str(members)]
+    return run_backend("postgres", parse_args([*options, "--postgres-url", postgres_url, "--redis-url", redis_url]))
 
 
 def backend_env(name: str, var_dir: Path, args: argparse.Namespace) -> dict[str, str]:

@@ -25,6 +25,9 @@ Goals (issue 15): fan-out < 20 s, first message < 5 s after Send, 30 msg/s, ever
 < 200 MB, every page < 300 ms during sending, sending stopped < 5 s after the cancel.
 
     .venv/bin/python -m bench.million [--members 1000000] [--seconds 60]
+
+Another benchmark runs the same measurement with `run_million(postgres_url, redis_url,
+members=..., seconds=...)`, which returns the figures as a dict (the keys print_report reads).
 """
 
 from __future__ import annotations
@@ -60,20 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         Path(args.result_file).write_text(json.dumps(measure(args)))
         return 0
-    with backends.throwaway_storage(
-        "postgres", "bench-million-", args.postgres_url, lambda: backends.flush_redis(args.redis_url)
-    ) as folder:
-        env = backends.backend_env(
-            "postgres",
-            folder,
-            args.postgres_url,
-            args.redis_url,
-            TELEGRAM_RATE_LIMIT=str(RATE),
-        )
-        options = ["--members", str(args.members), "--seconds", str(args.seconds)]
-        result = backends.run_measurement("bench.million", "postgres", env, folder, options)
-    print_report(result, args)
+    print_report(run_million(args.postgres_url, args.redis_url, args.members, args.seconds), args)
     return 0
+
+
+def run_million(postgres_url: str, redis_url: str, members: int = 1_000_000, seconds: float = 60.0) -> Result:
+    """The whole measurement on throwaway storage, in a process of its own: the figures
+    print_report shows, as a dict."""
+    flush = lambda: backends.flush_redis(redis_url)  # noqa: E731
+    with backends.throwaway_storage("postgres", "bench-million-", postgres_url, flush) as folder:
+        env = backends.backend_env("postgres", folder, postgres_url, redis_url, TELEGRAM_RATE_LIMIT=str(RATE))
+        options = ["--members", str(members), "--seconds", str(seconds)]
+        return backends.run_measurement("bench.million", "postgres", env, folder, options)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -110,13 +111,18 @@ def print_report(r: Result, args: argparse.Namespace) -> None:
     line("cancel_broadcast run -> last message at the fake (s)", f"{r['stopped_s']:.1f}", stopped)
     for name, times in r["pages"].items():
         if times:
-            p95 = statistics.quantiles(times, n=20, method="inclusive")[18] if len(times) > 1 else times[0]
-            value = f"{statistics.median(times):.0f} / {p95:.0f} / {max(times):.0f}"
+            value = " / ".join(f"{ms:.0f}" for ms in page_times(times))
             line(f"{name}: median / p95 / max (ms, {len(times)} times)", value, f"goal < {GOALS['page_ms']}")
     print(f"peak RSS per process (MB), goal < {GOALS['rss_mb']}:")
     for command, mb in sorted(r["rss"], key=lambda x: -x[1]):
         print(f"  {mb:6.0f}  {command}")
     print(f"load average at the end: {r['load']}")
+
+
+def page_times(times: list[float]) -> tuple[float, float, float]:
+    """Median, p95 and max of a page's times."""
+    p95 = statistics.quantiles(times, n=20, method="inclusive")[18] if len(times) > 1 else times[0]
+    return statistics.median(times), p95, max(times)
 
 
 # --- The child: settings from this process's environment -------------------------------------
