@@ -718,6 +718,8 @@ class BroadcastSender:
         order = {pk: i for i, pk in enumerate(won)}
         rows.sort(key=lambda d: order[d.pk])
         gone = [d.pk for d in rows if not d.member.is_subscribed or d.member.is_blocked]
+        # Its member deleted while the fan-out made it (no constraint in the database).
+        gone += sorted(set(won) - {d.pk for d in rows})
         if gone:
             Delivery.objects.filter(pk__in=gone, claimed_by=self.claimer).update(
                 status=Delivery.Status.SKIPPED, error="Opted out or blocked", claimed_by="", claimed_at=None

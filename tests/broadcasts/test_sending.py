@@ -430,6 +430,33 @@ def test_start_broadcast_enqueues_one_sender_after_the_first_batch_and_fans_out_
 
 
 @pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
+def test_a_delivery_whose_member_was_deleted_during_the_fan_out_is_skipped_and_the_broadcast_finishes(
+    telegram_bot, fake_telegram
+):
+    """Deliveries have no foreign-key constraints in the database (a million checks at COMMIT):
+    a member deleted while the fan-out read them leaves a delivery without its member, which
+    the sender skips instead of holding it claimed for ever."""
+    members = TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=8_500_000 + n, first_name=f"M{n}", is_subscribed=True)
+        for n in range(5)
+    )
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
+    fan_out(broadcast)
+    gone = members[2]
+    TelegramUser.objects.filter(pk=gone.pk)._raw_delete(using="default")  # no cascade: as in the race
+
+    outcome = send_deliveries(broadcast.pk)
+
+    assert (outcome["sent"], outcome["skipped"]) == (4, 1)
+    assert broadcast.deliveries.get(member_id=gone.pk).status == Delivery.Status.SKIPPED
+    assert sorted(c.params["chat_id"] for c in fake_telegram.calls("sendMessage")) == sorted(
+        m.telegram_id for m in members if m.pk != gone.pk
+    )
+    broadcast.refresh_from_db()
+    assert broadcast.status == Broadcast.Status.DONE
+
+
+@pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
 def test_a_bot_with_a_rate_of_its_own_is_sent_to_at_that_rate(telegram_bot, fake_telegram, settings):
     """Bot.rate_limit, not TELEGRAM_RATE_LIMIT, paces the bot's broadcast: Telegram (the fake)
     allows this bot 20 a second, the others 30."""
