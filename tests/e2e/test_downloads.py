@@ -199,7 +199,7 @@ def test_a_member_has_one_download_running_and_a_few_waiting(webhook_bot, fake_t
     for link in links:
         send(fake_telegram, webhook_bot, link, 606)
 
-    fake_telegram.wait_for_calls(3, method="sendMessage", chat_id=606)
+    fake_telegram.wait_for_calls(3, method="sendMessage", chat_id=606, timeout=20)
     assert texts(fake_telegram, 606) == [
         "Downloading…",
         "Queued: you have 1 download waiting. Downloading…",
