@@ -412,7 +412,9 @@ def make_members(bot: Any, count: int, first_id: int = 10_000_000) -> None:
     )
 
 
-def time_fan_out(bot: Any) -> Result:
+def fan_out_timed(bot: Any, members: int) -> tuple[Any, Result]:
+    """A sending broadcast to `bot`'s members fanned out as start_broadcast does it (a first
+    batch, then the rest batch by batch): the broadcast, and how long each part took."""
     from django.db import transaction
 
     from broadcasts.models import Broadcast
@@ -420,18 +422,23 @@ def time_fan_out(bot: Any) -> Result:
 
     broadcast = Broadcast.objects.create(bot=bot, text="Hello #first_name", status=Broadcast.Status.SENDING)
     started = time.perf_counter()
-    with transaction.atomic():  # as start_broadcast makes it
+    with transaction.atomic():
         fan_out(broadcast, FIRST_BATCH)
     first_batch_s = time.perf_counter() - started
     while fan_out_more(broadcast.pk):
         pass
     fanout_s = time.perf_counter() - started
     created = broadcast.deliveries.count()
-    if created != bot.members.count():
-        raise RuntimeError(f"the fan-out created {created} deliveries for {bot.members.count()} members")
+    if created != members:
+        raise RuntimeError(f"the fan-out created {created} deliveries for {members} members")
+    return broadcast, {"fanout_s": fanout_s, "first_batch_s": first_batch_s}
+
+
+def time_fan_out(bot: Any) -> Result:
+    broadcast, figures = fan_out_timed(bot, bot.members.count())
     broadcast.deliveries.all()._raw_delete(broadcast.deliveries.db)
     broadcast.delete()
-    return {"fanout_s": fanout_s, "first_batch_s": first_batch_s}
+    return figures
 
 
 def in_process_sender(bot: Any, notes: list[str], paid: bool = False) -> float:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import backends
+from bench.broadcast import fan_out_timed
 from bench.fake_telegram_process import FakeTelegramProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -178,22 +179,11 @@ def make_members(bot: Any, count: int) -> None:
 
 
 def time_fan_out(bot: Any, members: int) -> Result:
-    from django.db import connection, transaction
+    from django.db import connection
 
-    from broadcasts.models import Broadcast, Delivery
-    from broadcasts.sending import FIRST_BATCH, fan_out, fan_out_more
+    from broadcasts.models import Delivery
 
-    broadcast = Broadcast.objects.create(bot=bot, text="Hello #first_name", status=Broadcast.Status.SENDING)
-    started = time.perf_counter()
-    with transaction.atomic():  # as start_broadcast makes it
-        fan_out(broadcast, FIRST_BATCH)
-    first_batch_s = time.perf_counter() - started
-    while fan_out_more(broadcast.pk):
-        pass
-    fanout_s = time.perf_counter() - started
-    created = broadcast.deliveries.count()
-    if created != members:
-        raise RuntimeError(f"the fan-out created {created} deliveries for {members} members")
+    broadcast, figures = fan_out_timed(bot, members)
     table = Delivery._meta.db_table
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {table}")
@@ -201,11 +191,7 @@ def time_fan_out(bot: Any, members: int) -> Result:
         size = cursor.fetchone()[0]
         cursor.execute(f"TRUNCATE {table} CASCADE")
     broadcast.delete()
-    return {
-        "fanout_s": fanout_s,
-        "first_batch_s": first_batch_s,
-        "table_mb_per_million": size / 2**20 * 1_000_000 / members,
-    }
+    return {**figures, "table_mb_per_million": size / 2**20 * 1_000_000 / members}
 
 
 def send_and_watch(bot: Any, var_dir: Path, fake: FakeTelegramProcess, seconds: float) -> Result:
