@@ -61,6 +61,7 @@ class MediaServer:
         self.hls_elsewhere = ""
         self.on_request: Callable[[str], None] | None = None
         self.requests: Counter[str] = Counter()
+        self.requested_at: list[tuple[float, str]] = []  # (time.time(), path with its query)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -87,9 +88,10 @@ class MediaServer:
         with self._lock:
             return self.requests[path]
 
-    def _record(self, path: str) -> None:
+    def _record(self, path: str, path_and_query: str) -> None:
         with self._lock:
             self.requests[path] += 1
+            self.requested_at.append((time.time(), path_and_query))
 
 
 def _handler(server: MediaServer) -> type[BaseHTTPRequestHandler]:
@@ -104,7 +106,7 @@ def _handler(server: MediaServer) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self, head: bool = False) -> None:
             parts = urlsplit(self.path)
-            server._record(parts.path)
+            server._record(parts.path, self.path)
             if server.on_request:
                 server.on_request(parts.path)
             name = parts.path.removeprefix("/hls/").removesuffix(".m3u8")
