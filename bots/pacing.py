@@ -24,7 +24,6 @@ PRIVATE_CHAT_RATE = 1.0
 GROUP_CHAT_RATE = 20 / 60
 # Waiting longer than this would hold a worker idle: the update is handled again later.
 LONGEST_WAIT = 0.1
-MAX_LATE = 1.0
 
 
 def wait_for_reply_slot(bot: Bot, chat_id: int) -> None:
@@ -44,7 +43,7 @@ def wait_for_reply_slot(bot: Bot, chat_id: int) -> None:
 @contextmanager
 def departing(bot: Bot) -> Iterator[None]:
     """Around a reply's request: it leaves when fewer than the bot's limit of messages
-    (replies and broadcasts, from every process) left within Telegram's sliding second, and
+    (replies and broadcasts, from every process) count within Telegram's sliding second, and
     it counts as late as its answer came back, as it may have reached Telegram that late.
 
     Its round trip beyond the fastest one is not enough: the circuit's database check,
@@ -66,14 +65,12 @@ def departing(bot: Bot) -> Iterator[None]:
     try:
         yield
     finally:
-        round_trip = time.monotonic() - left
-        # The window's slack covers a little lateness.
-        if round_trip > seconds - 1.0:
-            try:
-                log.arrived_late(key, room.departure, min(round_trip, MAX_LATE))
-            except Exception:
-                # The reply went out: failing now would send it again.
-                logger.warning("Could not count a late reply in the shared record of departures", exc_info=True)
+        try:
+            log.arrived(key, room.departure, time.monotonic() - left)
+        except Exception:
+            # The reply went out: failing now would send it again. Unanswered in the log, it
+            # counts as late as a reply can be.
+            logger.warning("Could not count a reply's answer in the shared record of departures", exc_info=True)
 
 
 def pause_after_429(bot: Bot, exc: telegram.error.RetryAfter) -> None:

@@ -52,7 +52,7 @@ from broadcasts.models import Broadcast, Delivery, Pledge
 from broadcasts.personalize import render
 from broadcasts.variants import Split, Version, Versions
 from queueing import circuit, redaction
-from queueing.departures import MOST_HELD, DepartureLog, get_departure_log, window
+from queueing.departures import MOST_HELD, Answered, DepartureLog, get_departure_log, window
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
 from queueing.queues import current_worker, get_queue
 from queueing.ratelimit import Grant, get_limiter
@@ -232,11 +232,11 @@ class Departures:
       send waits for a batch only when no place is left or they are about to lapse.
       While another sender sent or waited within the last SHARED seconds, each send instead
       checks the shared window and records itself there in one step (see the module docstring
-      of queueing.departures). Either way a send counts there as late as its answer says it
-      may have reached Telegram, as in this sender's own record. Calls of the log run in a
-      thread of their own: the event loop never waits for Redis or the database. Paid
-      broadcasts have a key of their own, which no reply shares, and up to 1000 sends a
-      second: they keep to their own record only.
+      of queueing.departures). Either way a send counts there as late as its answer came
+      back (until then as late as it could), as it may have reached Telegram that late.
+      Calls of the log run in a thread of their own: the event loop never waits for Redis
+      or the database. Paid broadcasts have a key of their own, which no reply shares, and
+      up to 1000 sends a second: they keep to their own record only.
 
     `clock` and `sleep` are the event loop's, `offload(func)` runs a blocking call of the log
     (by default in a thread of its own); tests pass their own."""
@@ -275,6 +275,7 @@ class Departures:
         self.sharing = False
         self.asked_at = 0.0  # when the last check of the shared window began
         self.recorded = ""  # the name the shared log gave the departure it last recorded
+        self.answers: list[Answered] = []  # of departures `leave` recorded, told with the next check
         self.syncing: asyncio.Task | None = None  # a batch being recorded in the background
         self.recording = 0  # departures in that batch
         self.log_down = False
@@ -349,7 +350,8 @@ class Departures:
         # The log records the departure before it answers: the send counts from here.
         self.asked_at = self.clock()
         try:
-            room = await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window)
+            answers, self.answers = self.answers, []
+            room = await self.offload(self.log.leave, self.key, self.sender, self.burst, self.window, answers)
         except Exception:
             self._unavailable()
             self.recorded = ""
@@ -393,10 +395,10 @@ class Departures:
         self.log_down = True
 
     def _ages(self, batch: list[Departure]) -> list[float]:
-        """How long ago each departure left, counted as late as it may have reached Telegram."""
+        """How long ago each departure left, counted as late as its answer came back (one
+        still unanswered as answered now), as it may have reached Telegram that late."""
         now = self.clock()
-        fastest = 0.0 if math.isinf(self.fastest) else self.fastest
-        return [now - d.at - self.late(d, now, fastest) for d in batch]
+        return [now - d.at - self.late(d, now, 0.0) for d in batch]
 
     async def _in_thread(self, func, *args):
         return await asyncio.get_running_loop().run_in_executor(self.thread, func, *args)
@@ -416,10 +418,9 @@ class Departures:
     def answered(self, departure: Departure, at: float | None = None) -> None:
         departure.answered = self.clock() if at is None else at
         self.fastest = min(self.fastest, departure.answered - departure.at)
-        late = self.late(departure, departure.answered, self.fastest)
-        if departure.shared and self.log and late > self.window - 1.0:
-            # Not awaited: the log's thread runs it before this sender's next call.
-            self.thread.submit(self.log.arrived_late, self.key, departure.shared, late)
+        if departure.shared:
+            # Told with the next send's check: until then it counts as late as it could be.
+            self.answers.append((departure.shared, departure.answered - departure.at))
 
 
 class BroadcastSender:

@@ -8,14 +8,17 @@ actually leave, and a message leaves only when fewer than `limit` of the bot's m
 left within the last `window` seconds (one second plus a small slack), checked and recorded
 in one atomic step.
 
-Replies check and record each departure (`leave`) and count as late as their answer came
-back (`arrived_late`), as they may have reached Telegram that late (bots.pacing.departing);
-a broadcast's send, which leaves within a millisecond of its record, as late as its round
-trip beyond the fastest. The correction names the departure `leave` recorded, not the
-sender's latest: a sender with several requests on their way (a broadcast) learns that an
-earlier one was late after later ones have left, and moving one of those left the late one
-at its departure, so that the message closing its window reached Telegram within the same
-second (8 of 13 windows that drew a 429 in a traced bench.replies run).
+A message recorded by `leave` may reach Telegram later than it left: a busy machine holds
+the request back, or the process is killed with it on its way. So it counts as reaching
+Telegram as late as it could (UNANSWERED_LATE) until its sender says when the answer came
+back (`arrived`, or with its next `leave`): a reply as late as its answer came, a
+broadcast's send likewise. Counted at its record instead, a message that reached Telegram
+late left room in the window that the message closing it took, and both arrived within one
+second (a reply's 429 in the two-machine e2e test at load 8; corrected only once answered,
+a correction written after the closing message checked the window came too late). The
+correction names the departure `leave` recorded, not the sender's latest: a sender with
+several requests on their way (a broadcast) learns that an earlier one was late after
+later ones have left.
 
 A broadcast sender, up to the bot's rate from one process, records its departures in
 batches (`record`) and holds places in the window for those it makes before the next batch,
@@ -28,8 +31,10 @@ reply. A reply that finds no room says so, so that the sender holding places giv
 at its next batch: replies, which take the limiter's slots first, are never starved by
 places held for sends that were never made."""
 
+import itertools
 import math
 import time
+from collections.abc import Sequence
 from functools import cache
 
 import redis
@@ -47,6 +52,10 @@ WINDOW_SLACK = 0.25
 # Departures are kept this long, so that a sender can tell whether others sent lately.
 KEEP = 5.0
 MOST_HELD = 100  # places one sender may hold in the window
+# How late after leaving a message recorded by `leave` counts until its answer is known;
+# while the window is full up to one of those, a sender asks again this often.
+UNANSWERED_LATE = 1.0
+UNANSWERED_POLL = 0.005
 
 
 def window(limit: float, margin: float) -> tuple[int, float]:
@@ -57,7 +66,7 @@ def window(limit: float, margin: float) -> tuple[int, float]:
 
 class Room(float):
     """What `leave` answers: the seconds to wait for room, 0.0 when the departure was recorded;
-    `departure` then names it for `arrived_late`."""
+    `departure` then names it for `arrived`."""
 
     departure: str
 
@@ -68,24 +77,31 @@ class Room(float):
 
 
 def wait_for_room(times: list[float], now: float, limit: int, window: float) -> float:
-    """Seconds until fewer than `limit` of `times` (sorted) are within `window` before now; 0 if already."""
+    """Seconds until fewer than `limit` of `times` (sorted) are within `window` before now; 0 if already.
+    A time after now is a message still unanswered: ask again soon."""
     inside = [t for t in times if t > now - window]
     if len(inside) < limit:
         return 0.0
-    return max(inside[len(inside) - limit] + window - now, 1e-6)
+    oldest = inside[len(inside) - limit]
+    return UNANSWERED_POLL if oldest > now else max(oldest + window - now, 1e-6)
+
+
+Answered = tuple[str, float]  # a departure `leave` named, and how late it counts: see `arrived`
 
 
 class DepartureLog:
-    def leave(self, key: str, sender: str, limit: int, window: float) -> Room:
-        """Record a departure of `sender` now if fewer than `limit` departures (and held
-        places) of `key` are within the last `window` seconds, and return 0 (with the
-        departure's name); else record that it waits and return how long until there is room."""
+    def leave(self, key: str, sender: str, limit: int, window: float, answered: Sequence[Answered] = ()) -> Room:
+        """Record a departure of `sender` now, counted UNANSWERED_LATE later, if fewer than
+        `limit` departures (and held places) of `key` count within the last `window` seconds,
+        and return 0 (with the departure's name); else record that it waits and return how
+        long until there is room. `answered`: earlier departures of this sender whose answers
+        came back, as for `arrived`, counted first."""
         raise NotImplementedError
 
-    def arrived_late(self, key: str, departure: str, seconds: float) -> None:
+    def arrived(self, key: str, departure: str, seconds: float) -> None:
         """The `departure` (as `leave` named it) may have reached Telegram up to `seconds`
-        after it left, as its sender judges from the answer: it counts as that much later, so
-        that the message closing its window does not reach Telegram within the same second."""
+        after it left (at most UNANSWERED_LATE), as its sender judges from the answer: it
+        counts as that much later than it left."""
         raise NotImplementedError
 
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
@@ -104,19 +120,27 @@ class DatabaseDepartureLog(DepartureLog):
     def __init__(self, clock=time.time):
         self.clock = clock
 
-    def leave(self, key: str, sender: str, limit: int, window: float) -> Room:
+    def leave(self, key: str, sender: str, limit: int, window: float, answered: Sequence[Answered] = ()) -> Room:
         with transaction.atomic():
             now = self._locked(key, max(KEEP, window))
+            for departure, seconds in answered:
+                self._count_as_late(key, departure, seconds)
             inside = Departure.objects.filter(key=key, at__gt=now - window).exclude(kind=Departure.Kind.WAITING)
             wait = wait_for_room(list(inside.order_by("at").values_list("at", flat=True)), now, limit, window)
-            kind = Departure.Kind.WAITING if wait else Departure.Kind.LEFT
-            row = Departure.objects.create(key=key, sender=sender, kind=kind, at=now)
-        return Room(wait) if wait else Room(0.0, str(row.pk))
+            if wait:
+                Departure.objects.create(key=key, sender=sender, kind=Departure.Kind.WAITING, at=now)
+                return Room(wait)
+            row = Departure.objects.create(key=key, sender=sender, at=now + UNANSWERED_LATE)
+        return Room(0.0, str(row.pk))
 
-    def arrived_late(self, key: str, departure: str, seconds: float) -> None:
+    def arrived(self, key: str, departure: str, seconds: float) -> None:
         with transaction.atomic():
             self._locked(key, KEEP)
-            Departure.objects.filter(key=key, pk=int(departure)).update(at=F("at") + seconds)
+            self._count_as_late(key, departure, seconds)
+
+    def _count_as_late(self, key: str, departure: str, seconds: float) -> None:
+        late = min(seconds, UNANSWERED_LATE) - UNANSWERED_LATE
+        Departure.objects.filter(key=key, pk=int(departure)).update(at=F("at") + late)
 
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
         with transaction.atomic():
@@ -155,22 +179,34 @@ end
 local function depart(sender, at)
   local entry = redis.call('HINCRBY', KEYS[2], 'serial', 1) .. ':' .. sender
   redis.call('ZADD', KEYS[1], at, entry)
-  seen(sender, at)
+  seen(sender, math.min(at, now))
   return entry
 end
 """
+# ARGV[7..]: pairs of an answered departure and how late it counts (see `_ARRIVED`).
 _LEAVE = (
     _NOW
     + """
-local sender, limit, window = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local sender, limit, window, unanswered = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local unanswered_poll = tonumber(ARGV[6])
+for i = 7, #ARGV, 2 do
+  local at = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if at then
+    redis.call('ZADD', KEYS[1], 'XX', tonumber(at) - unanswered + math.min(tonumber(ARGV[i + 1]), unanswered), ARGV[i])
+  end
+end
 local inside = redis.call('ZCOUNT', KEYS[1], '(' .. string.format('%.6f', now - window), '+inf')
 if inside >= limit then
   local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%.6f', now - window), '+inf',
                            'WITHSCORES', 'LIMIT', inside - limit, 1)
   seen(sender, now)
-  return {tostring(math.max(tonumber(first[2]) + window - now, 0.000001)), ''}
+  local oldest = tonumber(first[2])
+  if oldest > now then
+    return {tostring(unanswered_poll), ''}
+  end
+  return {tostring(math.max(oldest + window - now, 0.000001)), ''}
 end
-return {'0', depart(sender, now)}
+return {'0', depart(sender, now + unanswered)}
 """
 )
 _RECORD = (
@@ -205,10 +241,12 @@ return tostring(now - others)
 """
 )
 
-_ARRIVED_LATE = """
+# ARGV: the departure, how late it counts, UNANSWERED_LATE.
+_ARRIVED = """
 local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if at then
-  redis.call('ZADD', KEYS[1], 'XX', tonumber(at) + tonumber(ARGV[2]), ARGV[1])
+  local unanswered = tonumber(ARGV[3])
+  redis.call('ZADD', KEYS[1], 'XX', tonumber(at) - unanswered + math.min(tonumber(ARGV[2]), unanswered), ARGV[1])
 end
 """
 
@@ -220,17 +258,19 @@ class RedisDepartureLog(DepartureLog):
         client = redis.Redis.from_url(url)
         self._leave = client.register_script(_LEAVE)
         self._record = client.register_script(_RECORD)
-        self._arrived_late = client.register_script(_ARRIVED_LATE)
+        self._arrived = client.register_script(_ARRIVED)
 
     def _keys(self, key: str) -> list[str]:
         return [self.PREFIX + key, self.PREFIX + key + ":senders"]
 
-    def leave(self, key: str, sender: str, limit: int, window: float) -> Room:
-        wait, departure = self._leave(keys=self._keys(key), args=[max(KEEP, window), sender, limit, window])
+    def leave(self, key: str, sender: str, limit: int, window: float, answered: Sequence[Answered] = ()) -> Room:
+        args = [max(KEEP, window), sender, limit, window, UNANSWERED_LATE, UNANSWERED_POLL]
+        args += itertools.chain.from_iterable(answered)
+        wait, departure = self._leave(keys=self._keys(key), args=args)
         return Room(float(wait), departure.decode())
 
-    def arrived_late(self, key: str, departure: str, seconds: float) -> None:
-        self._arrived_late(keys=self._keys(key)[:1], args=[departure, seconds])
+    def arrived(self, key: str, departure: str, seconds: float) -> None:
+        self._arrived(keys=self._keys(key)[:1], args=[departure, seconds, UNANSWERED_LATE])
 
     def record(self, key: str, sender: str, ages: list[float], reserve: int, until: float) -> float | None:
         args = [KEEP, sender, reserve, until, MOST_HELD, *ages]

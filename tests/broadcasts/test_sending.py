@@ -182,6 +182,7 @@ class RepliesMeanwhile(SimulatedClock):
             if wait := self.log.leave("bot:sim", "replies", limit, seconds):
                 heapq.heappush(self.due, (self.now + wait, reply))
             else:
+                self.log.arrived("bot:sim", wait.departure, 0.005)  # its answer
                 self.left[reply] = self.now
         self.now = until
 

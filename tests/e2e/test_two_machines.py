@@ -121,6 +121,15 @@ def test_two_machines_send_one_bots_broadcast_and_replies_at_its_rate_and_one_fi
         f" | duplicated {len(duplicated)} | unknown {len(unknown)} | finished {finished_in:.1f} s after the kill"
         f" | 429s {fake_telegram.rate_limited_count}"
     )
+    for call in fake_telegram.calls("sendMessage"):
+        if call.status == 429:
+            print(f"429 at {call.received_at - killed_at:+.3f} s from the kill: {call.params['text'][:30]!r}")
+            import os
+
+            if os.environ.get("DUMP429"):
+                for c in fake_telegram.calls("sendMessage"):
+                    if call.received_at - 1.2 <= c.received_at <= call.received_at + 0.05:
+                        print(f"  {c.received_at - call.received_at:+.4f} {c.status} {c.params['text'][:12]!r}")
     assert len(members) == MEMBERS
     assert not duplicated, "nobody got the broadcast twice"
     assert not lost, "every member has their copy or is shown unknown"

@@ -12,7 +12,14 @@ import pytest
 import redis
 from django.db import connections
 
-from queueing.departures import DatabaseDepartureLog, get_departure_log, wait_for_room, window
+from queueing.departures import (
+    UNANSWERED_LATE,
+    UNANSWERED_POLL,
+    DatabaseDepartureLog,
+    get_departure_log,
+    wait_for_room,
+    window,
+)
 from queueing.ratelimit import _claim, get_limiter
 
 
@@ -150,6 +157,7 @@ def test_sends_that_leave_late_off_their_slots_stay_under_the_limit_only_with_th
         if wait := log.leave("bot:sim", "replies", limit, seconds):
             heapq.heappush(due, (clock.now + wait, i))
         else:
+            log.arrived("bot:sim", wait.departure, 0.0)  # answered: see the test after the next
             left[i] = clock.now
 
     assert len(left) == len(intended)
@@ -202,10 +210,35 @@ def test_a_late_arrival_moves_the_departure_that_was_late_not_the_senders_latest
         room = log.leave("bot:sim", sender, limit, seconds)
         assert room == 0.0
         left[name] = room.departure
-    log.arrived_late("bot:sim", left["first"], 0.3)  # it reached Telegram at 1000.3
+    log.arrived("bot:sim", left["first"], 0.3)  # it reached Telegram at 1000.3
+    log.arrived("bot:sim", left["second"], 0.0)
+    log.arrived("bot:sim", left["r"], 0.0)
 
     clock.now = 1001.05  # 1.05 s after the first left, 0.75 s after it arrived
     assert log.leave("bot:sim", "replies", limit, seconds) == pytest.approx(0.05), "three within the last second"
+
+
+def test_a_departure_counts_as_late_as_it_could_be_until_its_answer_comes_back(db):
+    """A message on its way when its process stalls or dies may reach Telegram long after it
+    left: counted at its record, the message closing its window would arrive within the same
+    second. Until answered it counts UNANSWERED_LATE after leaving; others ask again shortly
+    instead of waiting that out."""
+    clock = SimulatedClock()
+    log = DatabaseDepartureLog(clock=clock)
+    limit, seconds = 2, 1.0
+    clock.now = 1000.0
+    answered = log.leave("bot:sim", "replies", limit, seconds)
+    log.arrived("bot:sim", answered.departure, 0.01)
+    clock.now = 1000.1
+    on_its_way = log.leave("bot:sim", "broadcast", limit, seconds)
+    assert (answered, on_its_way) == (0.0, 0.0)
+
+    clock.now = 1001.05  # the first is out of the window; the second left 0.95 s ago
+    assert log.leave("bot:sim", "replies", limit, seconds) == 0.0, "room for one"
+    assert log.leave("bot:sim", "replies", limit, seconds) == UNANSWERED_POLL, "full until the second is answered"
+
+    log.arrived("bot:sim", on_its_way.departure, 0.3)  # it reached Telegram by 1000.4
+    assert log.leave("bot:sim", "replies", limit, seconds) == pytest.approx(0.35)
 
 
 def test_each_backend_moves_the_departure_named_not_another(transactional_db):
@@ -225,9 +258,11 @@ def test_each_backend_moves_the_departure_named_not_another(transactional_db):
         return Departure.objects.get(pk=int(room.departure)).at
 
     before = counted_at(first), counted_at(second)
-    log.arrived_late(key, first.departure, 0.3)
+    log.arrived(key, first.departure, 0.3)
 
-    assert (counted_at(first), counted_at(second)) == pytest.approx((before[0] + 0.3, before[1]))
+    assert (counted_at(first), counted_at(second)) == pytest.approx((before[0] - UNANSWERED_LATE + 0.3, before[1]))
+    log.leave(key, "broadcast", limit=10, window=1.0, answered=[(second.departure, 0.2)])
+    assert counted_at(second) == pytest.approx(before[1] - UNANSWERED_LATE + 0.2), "told with the next departure"
 
 
 def test_a_reply_counts_in_the_record_as_late_as_its_answer_came_back(monkeypatch):
@@ -245,7 +280,7 @@ def test_a_reply_counts_in_the_record_as_late_as_its_answer_came_back(monkeypatc
         def leave(self, key, sender, limit, window):
             return Room(0.0, "the reply")
 
-        def arrived_late(self, key, departure, seconds):
+        def arrived(self, key, departure, seconds):
             self.counted_late.append((departure, seconds))
 
     log, clock = Log(), SimulatedClock()
