@@ -20,6 +20,7 @@ from broadcasts.tasks import send_deliveries, start_broadcast
 from queueing import circuit
 from queueing.models import Circuit, JobRecord
 from tests.fake_telegram import make_user, updates
+from tests.stalls import killed_now, report_stalls
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -241,6 +242,7 @@ def test_eight_kills_in_a_row_the_broadcast_still_finishes_and_nobody_gets_two(t
     clusters.start("telegram", **env)
     broadcast = broadcast_to_everyone(telegram_bot)
 
+    kills = []
     for kill in range(8):
         sent_before = len(delivered(fake_telegram))
         cluster = clusters.start("broadcasts", **env)
@@ -250,6 +252,7 @@ def test_eight_kills_in_a_row_the_broadcast_still_finishes_and_nobody_gets_two(t
             what=f"sending to go on after kill {kill}",
         )
         cluster.kill()
+        kills.append(killed_now())
     clusters.start("broadcasts", **env)
     restarted = time.monotonic()
 
@@ -257,6 +260,7 @@ def test_eight_kills_in_a_row_the_broadcast_still_finishes_and_nobody_gets_two(t
     fault = "8 SIGKILLs of the broadcasts cluster"
     statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram, fault, restarted)
     assert statuses[Delivery.Status.SENT] + statuses[Delivery.Status.UNKNOWN] == len(members)
+    report_stalls(fake_telegram, kills, fault)
 
 
 def test_a_rejected_token_pauses_the_broadcast_until_it_is_fixed_and_resumed(telegram_bot, fake_telegram, clusters):
@@ -295,6 +299,7 @@ def test_killing_the_telegram_cluster_mid_traffic_answers_each_member_once_or_sa
     wait_for(lambda: len(delivered(fake_telegram)) >= 5, what="replies to be under way")
 
     first.kill()
+    killed_at = killed_now()
     clusters.start("telegram", **env)
     restarted = time.monotonic()
 
@@ -308,7 +313,9 @@ def test_killing_the_telegram_cluster_mid_traffic_answers_each_member_once_or_sa
     assert max(copies.values()) == 1, "nobody was answered twice"
     assert {user["id"] for user in members} == set(copies) | set(failed), "answered, or shown as failed"
     assert set(failed.values()) <= {WORKER_DIED}
-    report("SIGKILL of the telegram cluster mid-replies", {u["id"] for u in members}, copies, set(failed), restarted)
+    fault = "SIGKILL of the telegram cluster mid-replies"
+    report(fault, {u["id"] for u in members}, copies, set(failed), restarted)
+    report_stalls(fake_telegram, [killed_at], fault)
 
 
 def _kill_database_connections() -> int:
