@@ -102,15 +102,15 @@ def recover_prefetched(queue: str) -> int:
     token would not run it)."""
     if _other_clusters_alive(queue):
         return 0
-    candidates = list(
-        JobRecord.objects.in_queue(queue).filter(
-            # The grace: a job whose dispatch is being pushed right now is in no broker yet.
-            status=JobRecord.Status.QUEUED,
-            dispatched_at__lt=timezone.now() - UNDISPATCHED_GRACE,
-        )
+    waiting = JobRecord.objects.in_queue(queue).filter(
+        status=JobRecord.Status.QUEUED,
+        # The grace: a job whose dispatch is being pushed right now is in no broker yet.
+        dispatched_at__lt=timezone.now() - UNDISPATCHED_GRACE,
     )
-    present = dispatch_ids_in_broker(queue) if candidates else set()
-    lost = [record for record in candidates if str(record.dispatch_id) not in present]
+    # Only the tokens: a backlog of many thousand jobs is not loaded to find a few.
+    tokens = {str(token) for token in waiting.values_list("dispatch_id", flat=True)}
+    missing = tokens - dispatch_ids_in_broker(queue) if tokens else set()
+    lost = list(waiting.filter(dispatch_id__in=missing))
     for record in lost:
         logger.warning("Job %s: taken from the broker by a cluster that died before starting it", record.pk)
     return sum(redispatch(record) for record in lost)
