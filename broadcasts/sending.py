@@ -13,7 +13,7 @@ One sender sends for a bot at a time (broadcasts.tasks.send_deliveries holds the
 so `sending` rows another claimer holds when a sender starts are a dead worker's, and they
 become `unknown`: they may have reached the member, so they are never sent again
 automatically. So is a send that left and got no answer. A claim the dead worker made on
-rows it never marked `sending` is taken over once stale (Delivery.CLAIM_STALE).
+rows it never marked `sending` is freed when the next sender starts.
 
 No wait outlives a job: when Telegram's flood control, an outage (queueing.circuit) or a
 retry's backoff would keep a sender past its job's timeout, it puts its unsent deliveries
@@ -482,14 +482,16 @@ class BroadcastSender:
         return Delivery.objects.filter(broadcast=self.broadcast)
 
     def _recover(self) -> None:
-        """Before sending: `sending` rows another claimer holds are a dead worker's (see the
-        module docstring), and retries left by it are due."""
+        """Before sending: rows another claimer holds are a dead worker's (see the module
+        docstring): those it marked `sending` may have left, those it only claimed ahead are
+        free at once; and retries left by it are due."""
         self.deliveries.left_by_others(self.claimer).update(
             status=Delivery.Status.UNKNOWN,
             error="The worker sending this stopped before Telegram answered.",
             claimed_by="",
             claimed_at=None,
         )
+        self.deliveries.pending().exclude(claimed_by="").update(claimed_by="", claimed_at=None)
         self.deliveries.filter(status=Delivery.Status.RETRYING).update(status=Delivery.Status.PENDING)
 
     def run(self) -> SendResult:

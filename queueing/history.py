@@ -43,9 +43,10 @@ def ended_before(moment: datetime) -> JobQuerySet:
 def busy_with(*jobs: Job, since: datetime) -> set:
     """What jobs of these kinds are about (their first argument: an update, a broadcast)
     while one is queued, retrying or running, or ended since `since` (its successor may not
-    be recorded yet)."""
+    be recorded yet; one that failed because its worker died on its last attempt has none)."""
     records = JobRecord.objects.of_kinds(*jobs)
-    return records.unfinished().first_args() | records.finished_since(since).first_args()
+    ended = records.finished_since(since).exclude(status=JobRecord.Status.FAILED, error_class=JobRecord.ErrorClass.LOST)
+    return records.unfinished().first_args() | ended.first_args()
 
 
 def failures(*jobs: Job, about) -> JobQuerySet:

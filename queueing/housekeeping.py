@@ -93,6 +93,40 @@ def recover_lost_jobs(queue: str) -> int:
     return recovered
 
 
+def recover_prefetched(queue: str) -> int:
+    """Called by a cluster before it takes its first task. django-q2 takes tasks from the
+    broker ahead of its workers (queue_limit), so a queued job that is in no broker was taken
+    by a cluster of the queue: when no other cluster of the queue is alive, by one that died
+    before starting it. It is dispatched again now, not after recover_lost_jobs' patience,
+    and spends no attempt: it never started (were its old task still somewhere, its stale
+    token would not run it)."""
+    if _other_clusters_alive(queue):
+        return 0
+    waiting = JobRecord.objects.in_queue(queue).filter(
+        status=JobRecord.Status.QUEUED,
+        # The grace: a job whose dispatch is being pushed right now is in no broker yet.
+        dispatched_at__lt=timezone.now() - UNDISPATCHED_GRACE,
+    )
+    # Only the tokens: a backlog of many thousand jobs is not loaded to find a few.
+    tokens = {str(token) for token in waiting.values_list("dispatch_id", flat=True)}
+    missing = tokens - dispatch_ids_in_broker(queue) if tokens else set()
+    lost = list(waiting.filter(dispatch_id__in=missing))
+    for record in lost:
+        logger.warning("Job %s: taken from the broker by a cluster that died before starting it", record.pk)
+    return sum(redispatch(record) for record in lost)
+
+
+def _other_clusters_alive(queue: str) -> bool:
+    """Whether a cluster of the queue other than this process beats: on another machine
+    lately, on this one lately and with its process still there (a killed cluster's
+    heartbeat stays fresh for HEARTBEAT_TIMEOUT)."""
+    here, me = settings.MACHINE_NAME, os.getpid()
+    return any(
+        host != here or (pid != me and not _process_is_dead(pid))
+        for host, pid in alive_clusters(queue).values_list("host", "pid")
+    )
+
+
 def _requeue_lost(record: JobRecord, reason: str) -> bool:
     return record.requeue_lost(reason) and dispatch(record)
 
@@ -101,10 +135,13 @@ def _worker_is_dead(worker: str, machines_alive: set[str]) -> bool:
     machine, _, pid = worker.rpartition(":")
     if machine != settings.MACHINE_NAME:
         return bool(machine) and machine not in machines_alive
-    if not pid.isdigit():
-        return False
+    return pid.isdigit() and _process_is_dead(int(pid))
+
+
+def _process_is_dead(pid: int) -> bool:
+    """A process of this machine; one of another user's is taken for alive."""
     try:
-        os.kill(int(pid), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
@@ -188,6 +225,14 @@ class Housekeeper:
         """Before the cluster takes its first job: another machine takes the jobs of a machine
         whose clusters do not beat for lost (recover_dead_workers)."""
         self._run(self.heartbeat.beat)
+
+    def before_start(self) -> None:
+        """Before the cluster takes its first job: beat, and run again the jobs a killed
+        cluster of the queue took and never started (recover_prefetched). Those it was running
+        are recovered by the first tick (recover_dead_workers)."""
+        self.beat()
+        if self.queue in settings.QUEUES:
+            self._run(recover_prefetched)
 
     def run(self, keep_going: Callable[[], bool]) -> None:
         while keep_going():

@@ -8,6 +8,7 @@ from bots.models import TelegramUser
 from broadcasts.models import Broadcast, Delivery, Pledge
 from broadcasts.tasks import start_broadcast
 from tests.images import tiny_png
+from tests.stalls import killed_now, report_stalls
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -120,6 +121,7 @@ def test_killing_every_cluster_mid_broadcast_serves_each_member_at_most_once(tel
 
     for cluster in first:
         cluster.kill()
+    killed_at = killed_now()
     clusters.start("telegram", **env)
     clusters.start("broadcasts", **env)
 
@@ -133,6 +135,7 @@ def test_killing_every_cluster_mid_broadcast_serves_each_member_at_most_once(tel
     assert counts["unknown"] < 100
     unknown = set(Delivery.objects.filter(status=Delivery.Status.UNKNOWN).values_list("chat_id", flat=True))
     assert set(sent) | unknown == {m.telegram_id for m in members}
+    report_stalls(fake_telegram, [killed_at], "SIGKILL of every cluster mid-broadcast")
 
 
 def test_a_photo_is_uploaded_once_and_sent_to_everyone_by_file_id(telegram_bot, fake_telegram, clusters):

@@ -9,9 +9,11 @@ import itertools
 import math
 import time
 from collections import Counter
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
 from bots.models import TelegramUser, Update
 from bots.tasks import WORKER_DIED
@@ -19,7 +21,10 @@ from broadcasts.models import Broadcast, Delivery
 from broadcasts.tasks import send_deliveries, start_broadcast
 from queueing import circuit
 from queueing.models import Circuit, JobRecord
+from queueing.queues import dispatch_ids_in_broker
+from tests import jobs
 from tests.fake_telegram import make_user, updates
+from tests.stalls import killed_now, report_stalls
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -241,6 +246,7 @@ def test_eight_kills_in_a_row_the_broadcast_still_finishes_and_nobody_gets_two(t
     clusters.start("telegram", **env)
     broadcast = broadcast_to_everyone(telegram_bot)
 
+    kills = []
     for kill in range(8):
         sent_before = len(delivered(fake_telegram))
         cluster = clusters.start("broadcasts", **env)
@@ -250,6 +256,7 @@ def test_eight_kills_in_a_row_the_broadcast_still_finishes_and_nobody_gets_two(t
             what=f"sending to go on after kill {kill}",
         )
         cluster.kill()
+        kills.append(killed_now())
     clusters.start("broadcasts", **env)
     restarted = time.monotonic()
 
@@ -257,6 +264,50 @@ def test_eight_kills_in_a_row_the_broadcast_still_finishes_and_nobody_gets_two(t
     fault = "8 SIGKILLs of the broadcasts cluster"
     statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram, fault, restarted)
     assert statuses[Delivery.Status.SENT] + statuses[Delivery.Status.UNKNOWN] == len(members)
+    report_stalls(fake_telegram, kills, fault)
+
+
+def taken_ahead_of_the_workers(record: JobRecord) -> bool:
+    """Its task is in no broker a second after its dispatch: a cluster took it (a push takes
+    milliseconds) and has not started it."""
+    record.refresh_from_db()
+    dispatched_a_while_ago = record.dispatched_at < timezone.now() - timedelta(seconds=1)
+    in_broker = str(record.dispatch_id) in dispatch_ids_in_broker(record.queue)
+    return record.status == JobRecord.Status.QUEUED and dispatched_a_while_ago and not in_broker
+
+
+def test_a_sender_the_killed_cluster_took_and_never_started_sends_as_soon_as_a_cluster_is_back(
+    telegram_bot, fake_telegram, clusters
+):
+    """django-q2 takes tasks ahead of its workers: with its one worker busy, the broadcasts
+    cluster holds the broadcast's sender when it is killed. The restarted cluster dispatches
+    it again before taking anything, not after recover_lost_jobs' patience (twice the queue's
+    timeout: ten minutes) while the broadcast counted as busy."""
+    members = make_members(telegram_bot, 150)  # not a small broadcast: sent on the broadcasts queue
+    env = {"TELEGRAM_RATE_LIMIT": "100", "QUEUE_BROADCASTS_WORKERS": "1"}
+    clusters.start("telegram", **env)
+    first = clusters.start("broadcasts", **env)
+    busy = jobs.sleep_for.enqueue_with(args=[60], queue="broadcasts")
+    wait_for(
+        lambda: JobRecord.objects.filter(pk=busy.pk, status=JobRecord.Status.RUNNING).exists(),
+        what="the worker to be busy",
+    )
+    broadcast = broadcast_to_everyone(telegram_bot)
+    sender = wait_for(lambda: JobRecord.objects.of_kinds(send_deliveries).first(), what="the sender")
+    wait_for(lambda: taken_ahead_of_the_workers(sender), what="the cluster to take the sender ahead of its worker")
+
+    first.kill()
+    killed_at = killed_now()
+    # It only kept the worker busy: not run again.
+    JobRecord.objects.filter(pk=busy.pk).update(status=JobRecord.Status.CANCELLED, finished_at=timezone.now())
+    clusters.start("broadcasts", **env)
+    restarted = time.monotonic()
+
+    wait_for(lambda: status_of(broadcast) == Broadcast.Status.DONE, timeout=60, what="the broadcast to finish")
+    fault = "SIGKILL of the broadcasts cluster holding the sender it had not started"
+    statuses = assert_exactly_once_or_unknown(broadcast, fake_telegram, fault, restarted)
+    assert statuses == {Delivery.Status.SENT: len(members)}
+    report_stalls(fake_telegram, [killed_at], fault)
 
 
 def test_a_rejected_token_pauses_the_broadcast_until_it_is_fixed_and_resumed(telegram_bot, fake_telegram, clusters):
@@ -295,6 +346,7 @@ def test_killing_the_telegram_cluster_mid_traffic_answers_each_member_once_or_sa
     wait_for(lambda: len(delivered(fake_telegram)) >= 5, what="replies to be under way")
 
     first.kill()
+    killed_at = killed_now()
     clusters.start("telegram", **env)
     restarted = time.monotonic()
 
@@ -308,7 +360,9 @@ def test_killing_the_telegram_cluster_mid_traffic_answers_each_member_once_or_sa
     assert max(copies.values()) == 1, "nobody was answered twice"
     assert {user["id"] for user in members} == set(copies) | set(failed), "answered, or shown as failed"
     assert set(failed.values()) <= {WORKER_DIED}
-    report("SIGKILL of the telegram cluster mid-replies", {u["id"] for u in members}, copies, set(failed), restarted)
+    fault = "SIGKILL of the telegram cluster mid-replies"
+    report(fault, {u["id"] for u in members}, copies, set(failed), restarted)
+    report_stalls(fake_telegram, [killed_at], fault)
 
 
 def _kill_database_connections() -> int:

@@ -58,6 +58,16 @@ def test_busy_with_names_what_unfinished_or_just_ended_jobs_of_the_kinds_are_abo
     assert history.busy_with(jobs.echo, jobs.sleep_for, since=timezone.now()) == {1, 4}
 
 
+def test_a_job_whose_worker_died_on_its_last_attempt_is_not_busy_while_the_others_settle():
+    """Nothing follows it: the work it was about may be taken up again at once."""
+    lost = finished(jobs.echo.enqueue(1))
+    JobRecord.objects.filter(pk=lost.pk).update(error_class=JobRecord.ErrorClass.LOST)
+    lost_then_done = finished(jobs.echo.enqueue(2), Status.SUCCEEDED)  # lost once, then ran
+    JobRecord.objects.filter(pk=lost_then_done.pk).update(error_class=JobRecord.ErrorClass.LOST)
+
+    assert history.busy_with(jobs.echo, since=timezone.now() - timedelta(days=1)) == {2}
+
+
 def test_failures_about_a_subject_leave_out_lost_workers_and_come_newest_first():
     older = finished(jobs.echo.enqueue(5), days_ago=2)
     newer = finished(jobs.sleep_for.enqueue(5), days_ago=1)

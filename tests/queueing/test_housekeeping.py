@@ -1,9 +1,13 @@
 """The housekeeping loop of every qcluster: duties at their intervals, failures reported once."""
 
 import logging
+import os
+import subprocess
+import sys
 import time
 from datetime import timedelta
 
+import pytest
 from django.db import connection
 from django.utils import timezone
 
@@ -11,7 +15,9 @@ from queueing import housekeeping
 from queueing.heartbeat import Heartbeat
 from queueing.housekeeping import Housekeeper
 from queueing.models import ClusterHeartbeat, JobRecord
+from queueing.queues import broker_for, dispatch_ids_in_broker
 from queueing.registry import Registry
+from tests import jobs
 
 
 def test_a_failing_duty_is_logged_once_until_it_works_again(db, monkeypatch, caplog):
@@ -69,9 +75,9 @@ def running_job(worker: str, started_seconds_ago: float = 1) -> JobRecord:
     )
 
 
-def beat(machine: str, queue: str, seconds_ago: float) -> None:
+def beat(machine: str, queue: str, seconds_ago: float, pid: int | None = None) -> None:
     seen = timezone.now() - timedelta(seconds=seconds_ago)
-    pid = ClusterHeartbeat.objects.count() + 1
+    pid = pid or ClusterHeartbeat.objects.count() + 1
     ClusterHeartbeat.objects.create(queue=queue, host=machine, pid=pid, workers=1, started_at=seen, last_seen=seen)
 
 
@@ -125,3 +131,56 @@ def test_a_stopping_cluster_beats_until_its_running_jobs_have_ended_then_its_hea
 
     assert seen_while_stopping[0] > first
     assert not ClusterHeartbeat.objects.exists()
+
+
+def ended_process() -> int:
+    """The pid of a process that is gone, as a SIGKILLed cluster's is."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def taken_by_a_cluster(job: JobRecord) -> JobRecord:
+    """Its task taken from the broker, as a cluster takes tasks ahead of its busy workers."""
+    assert broker_for(job.queue).dequeue()
+    JobRecord.objects.filter(pk=job.pk).update(dispatched_at=timezone.now() - timedelta(seconds=5))
+    job.refresh_from_db()
+    return job
+
+
+def test_a_cluster_starting_after_a_killed_one_dispatches_again_the_jobs_it_took_and_never_started(
+    transactional_db, broker, settings
+):
+    """The killed cluster's heartbeat is still fresh, but its process is gone: the job it took
+    runs again before the new cluster takes its first task, not after recover_lost_jobs'
+    patience (twice the queue's timeout), and without spending an attempt: it never started."""
+    beat(settings.MACHINE_NAME, "telegram", seconds_ago=0, pid=ended_process())
+    taken = taken_by_a_cluster(jobs.echo.enqueue("taken"))
+    waiting = jobs.echo.enqueue("waiting")
+    JobRecord.objects.filter(pk=waiting.pk).update(dispatched_at=taken.dispatched_at)
+
+    Housekeeper("telegram").before_start()
+
+    again = JobRecord.objects.get(pk=taken.pk)
+    assert (again.status, again.attempts) == (JobRecord.Status.QUEUED, 0)
+    assert again.dispatch_id != taken.dispatch_id, "the task the dead cluster took can no longer run it"
+    assert dispatch_ids_in_broker("telegram") == {str(again.dispatch_id), str(waiting.dispatch_id)}
+    assert JobRecord.objects.get(pk=waiting.pk).dispatch_id == waiting.dispatch_id
+
+
+@pytest.mark.parametrize("machine", ["machine-a", "this machine"])
+def test_a_starting_cluster_leaves_the_jobs_a_live_cluster_of_its_queue_may_be_about_to_start(
+    transactional_db, broker, settings, machine
+):
+    """A cluster of the queue that beats, on another machine or on this one with its process
+    alive, may have taken them: recover_lost_jobs waits for it to start them."""
+    if machine == "this machine":
+        beat(settings.MACHINE_NAME, "telegram", seconds_ago=0, pid=os.getppid())
+    else:
+        beat(machine, "telegram", seconds_ago=0)
+    taken = taken_by_a_cluster(jobs.echo.enqueue("taken"))
+
+    Housekeeper("telegram").before_start()
+
+    assert JobRecord.objects.get(pk=taken.pk).dispatch_id == taken.dispatch_id
+    assert not dispatch_ids_in_broker("telegram")

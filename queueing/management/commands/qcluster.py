@@ -23,7 +23,7 @@ class Command(DjangoQCommand):
         stop_requested = _stop_between_ticks()
         queue = Conf.CLUSTER_NAME
         housekeeper = Housekeeper(queue)
-        housekeeper.beat()
+        housekeeper.before_start()
         cluster.start()
         if options.get("run_once"):
             housekeeper.beat_while(cluster.stop)
