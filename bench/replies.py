@@ -12,7 +12,10 @@ bot and 1/s per chat. It prints:
   rate          messages the fake accepted per second while replies were being answered (the
                 first to the last reply), and over the whole run;
   replies       stored in the inbox -> the fake received the reply: p50, p95, max;
-  broadcast     its messages sent while replies were being answered, and in all.
+  broadcast     its messages sent while replies were being answered, and in all (told from
+                replies by their Stop button: a member whose /start subscribed them before the
+                fan-out reached them gets both, which a note counts);
+  notes         replies sent twice, with each such chat's calls, update and jobs.
 
 Each backend runs in its own subprocess with its own environment on throwaway storage: a
 /tmp/bench-replies-* folder (VAR_DIR; SQLite's database) and, for PostgreSQL + Redis, the
