@@ -12,7 +12,10 @@ bot and 1/s per chat. It prints:
   rate          messages the fake accepted per second while replies were being answered (the
                 first to the last reply), and over the whole run;
   replies       stored in the inbox -> the fake received the reply: p50, p95, max;
-  broadcast     its messages sent while replies were being answered, and in all.
+  broadcast     its messages sent while replies were being answered, and in all (told from
+                replies by their Stop button: a member whose /start subscribed them before the
+                fan-out reached them gets both, which a note counts);
+  notes         replies sent twice, with each such chat's calls, update and jobs.
 
 Each backend runs in its own subprocess with its own environment on throwaway storage: a
 /tmp/bench-replies-* folder (VAR_DIR; SQLite's database) and, for PostgreSQL + Redis, the
@@ -95,7 +98,7 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     row("  max (ms)", "max_ms", ",.0f")
     row("replies answered", "replied", "d")
     row("broadcast msgs sent while replies were answered", "broadcast_during", "d")
-    row(f"broadcast msgs sent of {args.members:,}", "broadcast_sent", "d")
+    row(f"broadcast msgs sent ({args.members:,} members + those subscribed first)", "broadcast_sent", "d")
     print()
     backends.print_aligned(rows, underline=True)
     print(
@@ -138,7 +141,9 @@ def measure(args: argparse.Namespace) -> Result:
             repliers = range(FIRST_REPLIER, FIRST_REPLIER + args.replies)
             stored = store_starts(bot, repliers, rate=args.rate)
             wait_until_done(broadcast, WARMUP + args.replies, clusters, timeout=120 + args.members / 10)
-        result = figures(fake.control.calls("sendMessage"), stored, set(repliers), notes)
+        calls = fake.control.calls("sendMessage")
+        result = figures(calls, stored, set(repliers), notes)
+        notes.extend(duplicate_evidence(calls, set(repliers), clusters))
         result["limited"] = fake.control.rate_limited_count - limited_before
     result.update(backend=BACKENDS[args.measure], workers=settings.QUEUES["telegram"]["workers"], notes=notes)
     print(
@@ -186,15 +191,19 @@ def wait_until_done(broadcast: Any, updates: int, clusters: list[Any], timeout: 
 
 
 def figures(calls: list[Any], stored: dict[int, float], repliers: set[int], notes: list[str]) -> Result:
+    """A replier can get the broadcast too: /start subscribes them, and the broadcast's fan-out
+    takes in every member subscribed when it reaches them. Its message is told from a reply by
+    its Stop button, so it is neither a reply nor counted as one sent twice."""
     accepted = sorted((c for c in calls if c.status == 200 and c.received_at >= min(stored.values())), key=_received)
-    replies = [c for c in accepted if c.chat_id in repliers]
-    broadcast = [c for c in accepted if c.chat_id < FIRST_REPLIER - WARMUP]
+    broadcast = [c for c in accepted if is_broadcast_message(c)]
+    replies = [c for c in accepted if is_reply(c, repliers)]
     first_reply, last_reply = replies[0].received_at, replies[-1].received_at
     during = [c for c in accepted if first_reply <= c.received_at <= last_reply]
     latencies = sorted((c.received_at - stored[c.chat_id]) * 1000 for c in replies)
-    twice = len(replies) - len({c.chat_id for c in replies})
-    if twice:
+    if twice := len(replies) - len({c.chat_id for c in replies}):
         notes.append(f"{twice} replies sent twice")
+    if repliers_in_broadcast := sum(1 for c in broadcast if c.chat_id in repliers):
+        notes.append(f"{repliers_in_broadcast} repliers also got the broadcast (subscribed before its fan-out)")
     return {
         "rate_during": len(during) / max(last_reply - first_reply, 1e-6),
         "rate_all": len(accepted) / max(accepted[-1].received_at - min(stored.values()), 1e-6),
@@ -202,9 +211,61 @@ def figures(calls: list[Any], stored: dict[int, float], repliers: set[int], note
         "p95_ms": statistics.quantiles(latencies, n=20, method="inclusive")[18] if len(latencies) > 1 else latencies[0],
         "max_ms": latencies[-1],
         "replied": len({c.chat_id for c in replies}),
-        "broadcast_during": sum(1 for c in during if c.chat_id < FIRST_REPLIER - WARMUP),
+        "broadcast_during": sum(1 for c in during if is_broadcast_message(c)),
         "broadcast_sent": len(broadcast),
     }
+
+
+def is_reply(call: Any, repliers: set[int]) -> bool:
+    return call.chat_id in repliers and not is_broadcast_message(call)
+
+
+def is_broadcast_message(call: Any) -> bool:
+    """A broadcast's message carries the Stop button (broadcasts.unsubscribe); a reply has none."""
+    from broadcasts.unsubscribe import PREFIX
+
+    keyboard = (call.params.get("reply_markup") or {}).get("inline_keyboard", [])
+    return any(str(button.get("callback_data", "")).startswith(f"{PREFIX}:") for row in keyboard for button in row)
+
+
+def duplicate_evidence(calls: list[Any], repliers: set[int], clusters: list[Any]) -> list[str]:
+    """For each chat that was accepted two replies: the calls, its Update row, the jobs that
+    took it on and the clusters' log lines that name them -- read before the throwaway storage goes."""
+    from bots.models import Update
+    from bots.tasks import handle_update
+    from queueing.models import JobRecord
+
+    by_chat: dict[int, list[Any]] = {}
+    for call in calls:
+        if call.status == 200 and is_reply(call, repliers):
+            by_chat.setdefault(call.chat_id, []).append(call)
+    lines = []
+    for chat_id, twice in by_chat.items():
+        if len(twice) < 2:
+            continue
+        lines.append(f"chat {chat_id} answered {len(twice)} times:")
+        lines += [f"  call received {c.received_at:.3f} answered {c.answered_at:.3f} {c.params}" for c in twice]
+        for update in Update.objects.filter(chat_id=chat_id):
+            lines.append(
+                f"  update pk {update.pk} id {update.update_id}: {update.status} attempts {update.attempts} "
+                f"error {update.error!r} handling_since {update.handling_since} received {update.received_at} "
+                f"processed {update.processed_at} job {update.job_id}"
+            )
+            records = JobRecord.objects.of_kinds(handle_update).with_first_arg(update.pk)
+            for r in records:
+                lines.append(
+                    f"    job {r.pk} {r.status} attempts {r.attempts}/{r.max_attempts} {r.error_class!r} "
+                    f"{r.last_error[:300]!r} worker {r.worker} enqueued {r.enqueued_at} dispatched {r.dispatched_at} "
+                    f"started {r.started_at} finished {r.finished_at} retry_of {r.retry_of_id} task {r.task_id}"
+                )
+            named = [str(chat_id), *(f"Job {r.pk} " for r in records)]
+            for cluster in clusters:
+                lines += [
+                    f"    log {cluster.queue}: {line}"
+                    for line in cluster.log().splitlines()
+                    if any(name in line for name in named)
+                ]
+    return lines
 
 
 def _received(call: Any) -> float:

@@ -72,8 +72,10 @@ def _guarded(bot: Bot, use: Callable[[telegram.Bot], Any], proves_reachable: boo
     except NoAnswer as exc:
         raise MaybeDone(str(exc)) from exc
     if proves_reachable:  # a client set up earlier proves nothing about now
-        circuit.reset(key)
+        # Counted before closing the circuit, which writes to the database: a failure there
+        # must not make an answered call look unanswered, and so be sent again.
         _process_state()["done"] += 1
+        circuit.reset(key)
     return result
 
 

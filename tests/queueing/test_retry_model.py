@@ -3,6 +3,7 @@ apart, updates handed on when their job ended, and an outage logged once."""
 
 import logging
 import socket
+import time
 from datetime import timedelta
 
 import pytest
@@ -12,7 +13,7 @@ from django.utils import timezone
 from bots import handlers, telegram_api
 from bots.inbox import hand_on_orphans
 from bots.models import TelegramUser, Update
-from bots.tasks import ANSWERED_THEN_FAILED, WORKER_DIED, handle_one
+from bots.tasks import ANSWERED_THEN_FAILED, WORKER_DIED, handle_one, handle_update
 from broadcasts.models import Broadcast, Delivery
 from broadcasts.recovery import REPEATED_FAILURES, resume_stranded
 from broadcasts.sending import BroadcastSender, fan_out, finish_if_complete
@@ -21,6 +22,7 @@ from queueing import circuit, health, models, queues
 from queueing.errors import (
     DEFERRED,
     MAYBE_DONE,
+    Deferred,
     MaybeDone,
     RateLimited,
     RetriableError,
@@ -301,6 +303,38 @@ def test_a_broadcast_blocked_past_the_outage_horizon_pauses_and_sends_the_rest_w
     assert sorted(sent) == [8200 + n for n in range(5)]
     assert set(broadcast.deliveries.values_list("status", flat=True)) == {Delivery.Status.SENT}
     assert not Circuit.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_reply_that_ended_an_outage_is_not_sent_again_when_closing_the_circuit_fails(
+    telegram_bot, fake_telegram, monkeypatch
+):
+    key = telegram_api.circuit_key(telegram_bot.pk)
+    circuit.trip(key, "502 Bad Gateway")
+    Circuit.objects.update(probe_at=timezone.now() - timedelta(seconds=1))
+
+    def locked_database(key):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(circuit, "reset", locked_database)
+    update = _update(telegram_bot, 8, status=Update.Status.ENQUEUED)
+
+    attempts = 0
+    while attempts < handle_update.attempt_budget:  # as the update's job would try it
+        try:
+            handle_one(Update.objects.select_related("bot").get(pk=update.pk))
+        except Deferred as exc:  # waited out, at no attempt's cost
+            time.sleep(exc.retry_after)
+        except OperationalError:
+            attempts += 1
+        else:
+            break
+
+    answered = [call.params["chat_id"] for call in fake_telegram.calls("sendMessage") if call.status == 200]
+    assert answered == [update.chat_id], "the probe's reply reached the member, once"
+    update.refresh_from_db()
+    assert update.status == Update.Status.FAILED
+    assert update.error == f"{ANSWERED_THEN_FAILED} OperationalError: database is locked"
 
 
 @pytest.mark.django_db
