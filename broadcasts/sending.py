@@ -38,7 +38,7 @@ from typing import NamedTuple
 import telegram
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
-from django.db.models import Case, F, Prefetch, Value, When
+from django.db.models import Case, F, Value, When
 from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 from telegram.warnings import PTBUserWarning
@@ -49,7 +49,7 @@ from bots.transport import NoAnswer, Unreachable
 from broadcasts.audiences import recipients
 from broadcasts.markup import Keyboards
 from broadcasts.models import Broadcast, Delivery, Pledge
-from broadcasts.personalize import render
+from broadcasts.personalize import needs_pledge, render
 from broadcasts.variants import Split, Version, Versions
 from queueing import circuit, redaction
 from queueing.departures import MOST_HELD, DepartureLog, get_departure_log, window
@@ -170,10 +170,21 @@ class Outcome(NamedTuple):
     attempt: int = 1
 
 
+class Claimed(NamedTuple):
+    """What sending a claimed delivery needs of its row (read as values: a model instance,
+    its member and a prefetch per member cost more CPU than its send)."""
+
+    pk: int
+    chat_id: int
+    attempts: int
+    arm: str
+    language: str
+
+
 class Send(NamedTuple):
     """A claimed delivery and the text rendered for its member."""
 
-    delivery: Delivery
+    delivery: Claimed
     text: str
 
 
@@ -454,6 +465,7 @@ class BroadcastSender:
         self.parse_mode = broadcast.effective_parse_mode or None
         self.versions = Versions(broadcast)
         self.keyboards = Keyboards(self.versions)
+        self.needs_pledges = any(needs_pledge(version.text) for version in self.versions)
         self.file_ids: dict[str, str] = {}  # attachment -> Telegram's file_id, once uploaded
         self.uploading = asyncio.Lock()
         self.retries: list[_Retry] = []
@@ -710,26 +722,38 @@ class BroadcastSender:
         if len(ids) < wanted:
             ids += claimable.filter(pk__lt=ids[0] if ids else self.after + 1)[: wanted - len(ids)]
         won = Delivery.objects.claim(ids, self.claimer)
-        rows = list(
-            Delivery.objects.filter(pk__in=won)
-            .select_related("member")
-            .prefetch_related(Prefetch("member__pledges", queryset=Pledge.objects.order_by("created_at")))
-        )
-        order = {pk: i for i, pk in enumerate(won)}
-        rows.sort(key=lambda d: order[d.pk])
-        gone = [d.pk for d in rows if not d.member.is_subscribed or d.member.is_blocked]
-        # Its member deleted while the fan-out made it (no constraint in the database).
-        gone += sorted(set(won) - {d.pk for d in rows})
+        rows = {
+            row[0]: row
+            for row in Delivery.objects.filter(pk__in=won).values_list(
+                *Claimed._fields,
+                *("member_id", "member__first_name", "member__last_name", "member__username"),
+                *("member__is_subscribed", "member__is_blocked"),
+            )
+        }
+        claimed, members, gone = [], [], []
+        for pk in won:
+            if pk not in rows:  # Its member deleted while the fan-out made it (no constraint in the database).
+                gone.append(pk)
+                continue
+            *delivery, member_id, first_name, last_name, username, subscribed, blocked = rows[pk]
+            if not subscribed or blocked:
+                gone.append(pk)
+                continue
+            claimed.append(Claimed(*delivery))
+            members.append(TelegramUser(pk=member_id, first_name=first_name, last_name=last_name, username=username))
         if gone:
             Delivery.objects.filter(pk__in=gone, claimed_by=self.claimer).update(
                 status=Delivery.Status.SKIPPED, error="Opted out or blocked", claimed_by="", claimed_at=None
             )
             self.result.skipped += len(gone)
+        pledges: dict[int, list[Pledge]] = {}
+        if self.needs_pledges:
+            for pledge in Pledge.objects.filter(member__in=[m.pk for m in members]).order_by("created_at"):
+                pledges.setdefault(pledge.member_id, []).append(pledge)
         fallback, mode = self.broadcast.no_pledge_fallback, self.parse_mode or ""
         return [
-            Send(d, render(self.versions.of(d).text, d.member, list(d.member.pledges.all()), mode, fallback))
-            for d in rows
-            if d.pk not in gone
+            Send(d, render(self.versions.of(d).text, m, pledges.get(m.pk, []), mode, fallback))
+            for d, m in zip(claimed, members, strict=True)
         ]
 
     async def _send_one(self, api: telegram.Bot, send: Send, slot: float) -> None:
@@ -766,7 +790,7 @@ class BroadcastSender:
             if self.unfinished <= MOST_IN_FLIGHT // 2:
                 self.room.set()
 
-    async def _send(self, api: telegram.Bot, delivery: Delivery, text: str, version: Version) -> dict:
+    async def _send(self, api: telegram.Bot, delivery: Claimed, text: str, version: Version) -> dict:
         """Raw answers: building a telegram.Message per send costs more than the send. An
         attachment is uploaded once per sender; every later send names Telegram's file_id."""
         chat_id, buttons = delivery.chat_id, self.keyboards.of(version, delivery.pk)
@@ -795,7 +819,7 @@ class BroadcastSender:
             params["allow_paid_broadcast"] = True
         return params
 
-    def _on_error(self, delivery: Delivery, exc: Exception) -> None:
+    def _on_error(self, delivery: Claimed, exc: Exception) -> None:
         """Sort a failed send: an outage or a 429 puts it back (not a try); one that may
         have arrived is `unknown`; a permanent error or the last attempt fails it; anything
         else is retried after the queue's backoff."""
