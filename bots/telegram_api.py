@@ -36,10 +36,10 @@ async def api_for_async(bot: Bot) -> telegram.Bot:
     apis = _process_state()["apis"]
     key = (bot.token, bot.base_url)
     if key not in apis:
-        # getUpdates gets a transport of its own too: PTB's default (httpx) loads the system's CA
+        # getUpdates shares the transport: PTB's default for it (httpx) loads the system's CA
         # certificates, 40-250 ms of CPU for each bot in each process.
-        updates = AiohttpRequest(connections=1)
-        api = telegram.Bot(bot.token, base_url=bot.base_url, request=AiohttpRequest(), get_updates_request=updates)
+        request = AiohttpRequest()
+        api = telegram.Bot(bot.token, base_url=bot.base_url, request=request, get_updates_request=request)
         await api.initialize()
         apis[key] = api
     return apis[key]

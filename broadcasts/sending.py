@@ -45,7 +45,7 @@ from telegram.warnings import PTBUserWarning
 
 from bots import telegram_api
 from bots.models import TelegramUser
-from bots.transport import NoAnswer, Unreachable
+from bots.transport import JsonBody, NoAnswer, Unreachable
 from broadcasts.audiences import recipients
 from broadcasts.markup import Keyboards
 from broadcasts.models import Broadcast, Delivery, Pledge
@@ -60,7 +60,7 @@ from queueing.runner import time_left
 from queueing.wording import duration
 
 logger = logging.getLogger(__name__)
-# sendMessage through do_api_request on purpose (see BroadcastSender._send); PTB would say so each time.
+# sendPhoto/sendDocument uploads through do_api_request on purpose (see BroadcastSender._send); PTB would say so.
 warnings.filterwarnings("ignore", message="Please use 'Bot.send", category=PTBUserWarning)
 
 SMALL_BROADCAST = 100
@@ -82,6 +82,10 @@ CATCH_UP = 1.5
 # and marked `sending` grant by grant: at 30/s a round of claim queries per grant (4 sends)
 # cost more CPU than the sends, and ten bots sending at once ran out of it.
 CLAIM_AHEAD = 1.0
+# Whether the broadcast was paused or cancelled, its send window closed or Telegram found
+# unreachable by another process is asked this often, not every round of claims (five a
+# second, and two queries each time).
+STOP_CHECK = 0.5
 UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
 
 
@@ -534,16 +538,21 @@ class BroadcastSender:
             return
         tasks: set[asyncio.Task] = set()
         exhausted = False
-        next_ask = 0.0
+        next_ask = next_stop_check = 0.0
         while True:
-            # Bookkeeping first: it runs while the sends just scheduled wait for their slots.
-            await self._flush()
+            # Bookkeeping first, in one call of the database thread: it runs while the sends just
+            # scheduled wait for their slots.
+            check_stop = self.outage is None and time.monotonic() >= next_stop_check
+            if check_stop:
+                next_stop_check = time.monotonic() + STOP_CHECK
+            done, self.finished = self.finished, []
+            stopped, retries_due = await self._in_db(self._bookkeeping, done, check_stop, exhausted)
             if self.outage is not None:
                 self.deferral = await self._in_db(self._trip)
                 break
-            if await self._in_db(self._stopped):
+            if stopped:
                 break
-            exhausted = exhausted and not await self._in_db(self._due_retries)
+            exhausted = exhausted and not retries_due
             tasks = {t for t in tasks if not t.done()}
             if deferral := self._wait_outlives_job(exhausted and not tasks):
                 self.deferral = deferral
@@ -567,14 +576,13 @@ class BroadcastSender:
                 await self.room.wait()
             await asyncio.sleep(max(0.0, next_ask - time.monotonic()))
             wanted = max(1, min(MOST_IN_FLIGHT - self.unfinished, int(self.rate * SLOT_HORIZON)))
-            grant, granted_at = await self._in_db(self._take, wanted)
+            grant, granted_at, batch = await self._in_db(self._take_and_claim, wanted)
             if not grant.slots:
                 next_ask = granted_at + max(grant.delay, 0.01)
                 if grant.delay > FLOOD_WAIT and next_ask > self.deadline:
                     self.deferral = Deferral(grant.delay, _flood_wait(grant.delay))
                     break
                 continue
-            batch = await self._in_db(self._claim, grant.slots)
             if len(batch) < grant.slots:
                 exhausted = True
             first_slot = granted_at + grant.delay
@@ -601,8 +609,19 @@ class BroadcastSender:
         if done:
             await self._in_db(self._record, done)
 
-    def _take(self, wanted: int) -> tuple[Grant, float]:
-        return self.limiter.take(self.rate_key, self.rate, wanted, SLOT_HORIZON), time.monotonic()
+    def _bookkeeping(self, done: list[Outcome], check_stop: bool, check_retries: bool) -> tuple[bool, bool]:
+        """Record `done`; then whether the sender stops (asked when `check_stop`) and whether
+        retries fell due (asked when `check_retries`)."""
+        if done:
+            self._record(done)
+        if check_stop and self._stopped():
+            return True, False
+        return False, check_retries and self._due_retries()
+
+    def _take_and_claim(self, wanted: int) -> tuple[Grant, float, list[Send]]:
+        """Up to `wanted` send slots, when they were granted, and as many deliveries claimed."""
+        grant = self.limiter.take(self.rate_key, self.rate, wanted, SLOT_HORIZON)
+        return grant, time.monotonic(), self._claim(grant.slots) if grant.slots else []
 
     def _due_retries(self) -> bool:
         now = time.monotonic()
@@ -791,11 +810,12 @@ class BroadcastSender:
                 self.room.set()
 
     async def _send(self, api: telegram.Bot, delivery: Claimed, text: str, version: Version) -> dict:
-        """Raw answers: building a telegram.Message per send costs more than the send. An
-        attachment is uploaded once per sender; every later send names Telegram's file_id."""
+        """Raw answers: building a telegram.Message per send costs more than the send, and
+        parameters encoded at once (bots.transport.JsonBody). An attachment is uploaded once
+        per sender (PTB builds its multipart body); every later send names Telegram's file_id."""
         chat_id, buttons = delivery.chat_id, self.keyboards.of(version, delivery.pk)
         if not version.attachment:
-            return await api.do_api_request("sendMessage", api_kwargs=self._params(chat_id, buttons, text=text))
+            return await self._post(api, "sendMessage", self._params(chat_id, buttons, text=text))
         method, field = ("sendPhoto", "photo") if version.is_photo else ("sendDocument", "document")
         caption = self._params(chat_id, buttons, caption=text)
         name = version.attachment.name
@@ -807,7 +827,11 @@ class BroadcastSender:
                     answer = message[field]
                     self.file_ids[name] = (answer[-1] if isinstance(answer, list) else answer)["file_id"]
                     return message
-        return await api.do_api_request(method, api_kwargs={**caption, field: self.file_ids[name]})
+        return await self._post(api, method, {**caption, field: self.file_ids[name]})
+
+    @staticmethod
+    async def _post(api: telegram.Bot, method: str, params: dict) -> dict:
+        return await api.request.post(f"{api.base_url}/{method}", request_data=JsonBody(params))
 
     def _params(self, chat_id: int, buttons: dict | None, **content: str) -> dict:
         params = {"chat_id": chat_id, **content}
