@@ -54,6 +54,7 @@ from broadcasts.variants import Split, Version, Versions
 from queueing import circuit, redaction
 from queueing.departures import MOST_HELD, DepartureLog, get_departure_log, window
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
+from queueing.heartbeat import machines_gone
 from queueing.queues import current_worker, get_queue
 from queueing.ratelimit import Grant, get_limiter
 from queueing.runner import time_left
@@ -734,13 +735,14 @@ class BroadcastSender:
     def _claim_more(self, wanted: int) -> list[Send]:
         """The next pending deliveries, claimed and rendered; members who opted out or blocked
         the bot since the fan-out are skipped instead."""
-        claimable = self.deliveries.claimable(timezone.now()).order_by("pk").values_list("pk", flat=True)
+        gone_machines = machines_gone()  # read once for the walk and the claim
+        claimable = self.deliveries.claimable(timezone.now(), gone_machines).order_by("pk").values_list("pk", flat=True)
         ids = list(claimable.filter(pk__gt=self.after)[:wanted])
         if ids:
             self.after = ids[-1]
         if len(ids) < wanted:
             ids += claimable.filter(pk__lt=ids[0] if ids else self.after + 1)[: wanted - len(ids)]
-        won = Delivery.objects.claim(ids, self.claimer)
+        won = Delivery.objects.claim(ids, self.claimer, gone_machines)
         rows = {
             row[0]: row
             for row in Delivery.objects.filter(pk__in=won).values_list(
