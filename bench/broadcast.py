@@ -32,7 +32,8 @@ With --paid it measures only this instead:
   paid          a paid broadcast (allow_paid_broadcast) to --paid-members members (30,000: ~30 s)
                 at TELEGRAM_PAID_RATE_LIMIT=1000 through real clusters, the fake enforcing 1000/s
                 for paid sends and 30/s for the others: achieved rate over sent_at, its ratio to
-                1000, the 429s, and the broadcasts cluster's peak RSS.
+                1000, the 429s, the broadcasts cluster's peak RSS, and the CPU time per message
+                sent of each part, as with --bots.
 
 Delivery.sent_at is stamped per message as Telegram's answer arrives (BroadcastSender._send_one), so
 rates from sent_at are accurate to the answer's latency (about a millisecond against the fake).
@@ -155,9 +156,7 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         print_rows(rows, results)
         for r in results:
             print("  per bot (msg/s, 429s): " + ", ".join(f"{rate:.2f}/{n}" for rate, n in r["bots_each"]))
-            cpu = r["bots_cpu_ms"]
-            parts = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
-            print(f"  CPU ms per message sent: {sum(cpu.values()):.2f} ({parts})")
+            print_cpu(r["bots_cpu_ms"])
         return
     if args.paid:
         row(f"paid, limit {PAID_RATE}/s: {args.paid_members:,} msgs, achieved (msg/s)", "paid_per_s", ",.0f")
@@ -166,6 +165,8 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         row("  wall time enqueue -> done (s)", "paid_wall_s", ".1f")
         row("  peak RSS, largest cluster process (MB)", "peak_rss_mb", ".0f")
         print_rows(rows, results)
+        for r in results:
+            print_cpu(r["paid_cpu_ms"])
         return
     row(f"fan-out of {args.fanout_members:,} deliveries, batch by batch (s)", "fanout_s", ".2f")
     row("its first batch (s)", "first_batch_s", ".3f")
@@ -181,6 +182,11 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
         row("  429s answered by the fake (goal 0)", "slow_429", "d")
     print_rows(rows, results)
     print("Goals: >= 1,000 msg/s with the limit lifted, >= 29.4 msg/s at 30/s with no 429, < 200 MB per worker.")
+
+
+def print_cpu(cpu: dict[str, float]) -> None:
+    parts = ", ".join(f"{name} {ms:.2f}" for name, ms in cpu.items())
+    print(f"  CPU ms per message sent: {sum(cpu.values()):.2f} ({parts})")
 
 
 def print_rows(rows: list[tuple[str, ...]], results: list[Result]) -> None:
@@ -293,7 +299,7 @@ def paid_broadcast(var_dir: Path, members: int, notes: list[str], profile: bool)
         make_members(bot, members)
         fake.control.enforce_limits(per_second=SLOW_RATE, paid_per_second=PAID_RATE)
         env = {"TELEGRAM_RATE_LIMIT": str(SLOW_RATE), "TELEGRAM_PAID_RATE_LIMIT": str(PAID_RATE)}
-        paid = cluster_broadcast(bot, var_dir, env, members, notes, paid=True)
+        paid = cluster_broadcast(bot, var_dir, env, members, notes, paid=True, fake=fake)
         rate = paid["sent"] / paid["span_s"]
         out: Result = {
             "paid_per_s": rate,
@@ -301,6 +307,7 @@ def paid_broadcast(var_dir: Path, members: int, notes: list[str], profile: bool)
             "paid_429": fake.control.rate_limited_count,
             "paid_wall_s": paid["wall_s"],
             "peak_rss_mb": paid["peak_rss_mb"],
+            "paid_cpu_ms": paid["cpu_ms"],
         }
     print(
         f"  paid at {PAID_RATE}/s: {rate:,.0f} msg/s (x{out['paid_ratio']:.3f}), {out['paid_429']} x 429, "
@@ -475,8 +482,10 @@ def cluster_broadcast(
     notes: list[str],
     sample_memory: bool = True,
     paid: bool = False,
+    fake: FakeTelegramProcess | None = None,
 ) -> Result:
-    """start_broadcast enqueued as the admin does, run by fresh telegram and broadcasts clusters."""
+    """start_broadcast enqueued as the admin does, run by fresh telegram and broadcasts clusters;
+    with `fake`, the CPU time per message sent of each part (cpu_ms)."""
     from django.db.models import Max, Min
     from django.utils import timezone
 
@@ -487,6 +496,7 @@ def cluster_broadcast(
     clusters = [ClusterProcess("telegram", var_dir, **env), ClusterProcess("broadcasts", var_dir, **env)]
     with backends.clusters_running(clusters):
         sampler = backends.RssSampler([clusters[1].process.pid]) if sample_memory else None
+        cpu_before = cpu_parts(clusters, fake)
         broadcast = Broadcast.objects.create(
             bot=bot, text="Hello #first_name, thank you for your support!", allow_paid_broadcast=paid
         )
@@ -503,6 +513,7 @@ def cluster_broadcast(
             if time.monotonic() > deadline:
                 raise RuntimeError(f"broadcast not done in time: {broadcast.counts()}")
             time.sleep(0.2)
+        cpu = {part: seconds - cpu_before[part] for part, seconds in cpu_parts(clusters, fake).items()}
         if sampler:
             sampler.stop()
     counts = broadcast.counts()
@@ -517,7 +528,23 @@ def cluster_broadcast(
     }
     if sampler:
         out.update(peak_rss_mb=sampler.peak_process / 1024, peak_group_rss_mb=sampler.peak_group / 1024)
+    if fake is not None:
+        out["cpu_ms"] = {part: 1000 * seconds / max(out["sent"], 1) for part, seconds in cpu.items()}
     return out
+
+
+def cpu_parts(clusters: list, fake: FakeTelegramProcess | None) -> dict[str, float]:
+    """CPU seconds so far of each part (backends.cpu_seconds): the clusters, and with `fake`,
+    the fake Telegram and PostgreSQL's backends serving the benchmark's database."""
+    from django.conf import settings
+
+    if fake is None:
+        return {}
+    parts = {f"{c.queue} cluster": backends.cpu_seconds([c.process.pid]) for c in clusters}
+    parts["fake Telegram"] = backends.cpu_seconds([fake.process.pid])
+    database = settings.DATABASES["default"]
+    parts["PostgreSQL"] = backends.cpu_seconds(database=database["NAME"] if "postgresql" in database["ENGINE"] else "")
+    return parts
 
 
 if __name__ == "__main__":

@@ -7,6 +7,8 @@ What failed is told apart by whether the request can have reached Telegram: `Unr
 when it cannot (no connection, or Telegram answered 5xx), `NoAnswer` when it was sent and no
 answer came back (it may have been delivered, so it must not be sent again blindly)."""
 
+import json
+
 import aiohttp
 from django.conf import settings
 from telegram.error import NetworkError, TimedOut
@@ -94,3 +96,17 @@ class AiohttpRequest(BaseRequest):
         for name, (filename, content, mimetype) in request_data.multipart_data.items():
             form.add_field(name, content, filename=filename, content_type=mimetype)
         return form
+
+
+class JsonBody(RequestData):
+    """Parameters of JSON types, encoded once, for `BaseRequest.post`, which still turns error
+    answers into PTB's exceptions: a Bot method builds an object per parameter and encodes
+    markup twice, a quarter of a send's CPU."""
+
+    def __init__(self, params: dict):
+        super().__init__()
+        self._payload = json.dumps(params).encode()
+
+    @property
+    def json_payload(self) -> bytes:
+        return self._payload

@@ -387,21 +387,22 @@ class DeliveryQuerySet(models.QuerySet):
     def pending(self) -> "DeliveryQuerySet":
         return self.filter(status=Delivery.Status.PENDING)
 
-    def claimable(self, now: datetime) -> "DeliveryQuerySet":
+    def claimable(self, now: datetime, gone_machines: set[str] | None = None) -> "DeliveryQuerySet":
         """Pending and claimed by nobody, or by a claimer that stopped before sending them:
-        its claim is stale, or its machine is gone (a claimer is named machine:pid:...)."""
+        its claim is stale, or its machine is gone (a claimer is named machine:pid:...).
+        `gone_machines`: machines_gone(), when the caller has just read it."""
         unclaimed = Q(claimed_by="") | Q(claimed_at__lt=now - Delivery.CLAIM_STALE)
-        for machine in machines_gone():
+        for machine in machines_gone() if gone_machines is None else gone_machines:
             unclaimed |= Q(claimed_by__startswith=f"{machine}:")
         return self.pending().filter(unclaimed)
 
-    def claim(self, ids: Iterable[int], claimer: str) -> list[int]:
+    def claim(self, ids: Iterable[int], claimer: str, gone_machines: set[str] | None = None) -> list[int]:
         """One conditional UPDATE: the rows of `ids` still claimable become `claimer`'s. The
         ids this UPDATE won, re-read (by claimer and moment): a row another claimer took
         first is not among them."""
         now = timezone.now()
         ids = list(ids)
-        self.claimable(now).filter(pk__in=ids).update(claimed_by=claimer, claimed_at=now)
+        self.claimable(now, gone_machines).filter(pk__in=ids).update(claimed_by=claimer, claimed_at=now)
         mine = self.filter(pk__in=ids, status=Delivery.Status.PENDING, claimed_by=claimer, claimed_at=now)
         won = set(mine.values_list("pk", flat=True))
         return [pk for pk in ids if pk in won]

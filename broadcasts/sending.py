@@ -38,29 +38,30 @@ from typing import NamedTuple
 import telegram
 from django.conf import settings
 from django.db import close_old_connections, connection, connections, transaction
-from django.db.models import Case, F, Prefetch, Value, When
+from django.db.models import Case, F, Value, When
 from django.db.models.fields.files import FieldFile
 from django.utils import timezone
 from telegram.warnings import PTBUserWarning
 
 from bots import telegram_api
 from bots.models import TelegramUser
-from bots.transport import NoAnswer, Unreachable
+from bots.transport import JsonBody, NoAnswer, Unreachable
 from broadcasts.audiences import recipients
 from broadcasts.markup import Keyboards
 from broadcasts.models import Broadcast, Delivery, Pledge
-from broadcasts.personalize import render
+from broadcasts.personalize import needs_pledge, render
 from broadcasts.variants import Split, Version, Versions
 from queueing import circuit, redaction
 from queueing.departures import MOST_HELD, Answered, DepartureLog, get_departure_log, window
 from queueing.errors import DEFERRED, MAYBE_DONE, PERMANENT, RATE_LIMITED, RETRIABLE, classify
+from queueing.heartbeat import machines_gone
 from queueing.queues import current_worker, get_queue
 from queueing.ratelimit import Grant, get_limiter
 from queueing.runner import time_left
 from queueing.wording import duration
 
 logger = logging.getLogger(__name__)
-# sendMessage through do_api_request on purpose (see BroadcastSender._send); PTB would say so each time.
+# sendPhoto/sendDocument uploads through do_api_request on purpose (see BroadcastSender._send); PTB would say so.
 warnings.filterwarnings("ignore", message="Please use 'Bot.send", category=PTBUserWarning)
 
 SMALL_BROADCAST = 100
@@ -82,6 +83,10 @@ CATCH_UP = 1.5
 # and marked `sending` grant by grant: at 30/s a round of claim queries per grant (4 sends)
 # cost more CPU than the sends, and ten bots sending at once ran out of it.
 CLAIM_AHEAD = 1.0
+# Whether the broadcast was paused or cancelled, its send window closed or Telegram found
+# unreachable by another process is asked this often, not every round of claims (five a
+# second, and two queries each time).
+STOP_CHECK = 0.5
 UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.SENDING, Delivery.Status.RETRYING)
 
 
@@ -170,10 +175,21 @@ class Outcome(NamedTuple):
     attempt: int = 1
 
 
+class Claimed(NamedTuple):
+    """What sending a claimed delivery needs of its row (read as values: a model instance,
+    its member and a prefetch per member cost more CPU than its send)."""
+
+    pk: int
+    chat_id: int
+    attempts: int
+    arm: str
+    language: str
+
+
 class Send(NamedTuple):
     """A claimed delivery and the text rendered for its member."""
 
-    delivery: Delivery
+    delivery: Claimed
     text: str
 
 
@@ -455,6 +471,7 @@ class BroadcastSender:
         self.parse_mode = broadcast.effective_parse_mode or None
         self.versions = Versions(broadcast)
         self.keyboards = Keyboards(self.versions)
+        self.needs_pledges = any(needs_pledge(version.text) for version in self.versions)
         self.file_ids: dict[str, str] = {}  # attachment -> Telegram's file_id, once uploaded
         self.uploading = asyncio.Lock()
         self.retries: list[_Retry] = []
@@ -525,16 +542,21 @@ class BroadcastSender:
             return
         tasks: set[asyncio.Task] = set()
         exhausted = False
-        next_ask = 0.0
+        next_ask = next_stop_check = 0.0
         while True:
-            # Bookkeeping first: it runs while the sends just scheduled wait for their slots.
-            await self._flush()
+            # Bookkeeping first, in one call of the database thread: it runs while the sends just
+            # scheduled wait for their slots.
+            check_stop = self.outage is None and time.monotonic() >= next_stop_check
+            if check_stop:
+                next_stop_check = time.monotonic() + STOP_CHECK
+            done, self.finished = self.finished, []
+            stopped, retries_due = await self._in_db(self._bookkeeping, done, check_stop, exhausted)
             if self.outage is not None:
                 self.deferral = await self._in_db(self._trip)
                 break
-            if await self._in_db(self._stopped):
+            if stopped:
                 break
-            exhausted = exhausted and not await self._in_db(self._due_retries)
+            exhausted = exhausted and not retries_due
             tasks = {t for t in tasks if not t.done()}
             if deferral := self._wait_outlives_job(exhausted and not tasks):
                 self.deferral = deferral
@@ -558,14 +580,13 @@ class BroadcastSender:
                 await self.room.wait()
             await asyncio.sleep(max(0.0, next_ask - time.monotonic()))
             wanted = max(1, min(MOST_IN_FLIGHT - self.unfinished, int(self.rate * SLOT_HORIZON)))
-            grant, granted_at = await self._in_db(self._take, wanted)
+            grant, granted_at, batch = await self._in_db(self._take_and_claim, wanted)
             if not grant.slots:
                 next_ask = granted_at + max(grant.delay, 0.01)
                 if grant.delay > FLOOD_WAIT and next_ask > self.deadline:
                     self.deferral = Deferral(grant.delay, _flood_wait(grant.delay))
                     break
                 continue
-            batch = await self._in_db(self._claim, grant.slots)
             if len(batch) < grant.slots:
                 exhausted = True
             first_slot = granted_at + grant.delay
@@ -592,8 +613,19 @@ class BroadcastSender:
         if done:
             await self._in_db(self._record, done)
 
-    def _take(self, wanted: int) -> tuple[Grant, float]:
-        return self.limiter.take(self.rate_key, self.rate, wanted, SLOT_HORIZON), time.monotonic()
+    def _bookkeeping(self, done: list[Outcome], check_stop: bool, check_retries: bool) -> tuple[bool, bool]:
+        """Record `done`; then whether the sender stops (asked when `check_stop`) and whether
+        retries fell due (asked when `check_retries`)."""
+        if done:
+            self._record(done)
+        if check_stop and self._stopped():
+            return True, False
+        return False, check_retries and self._due_retries()
+
+    def _take_and_claim(self, wanted: int) -> tuple[Grant, float, list[Send]]:
+        """Up to `wanted` send slots, when they were granted, and as many deliveries claimed."""
+        grant = self.limiter.take(self.rate_key, self.rate, wanted, SLOT_HORIZON)
+        return grant, time.monotonic(), self._claim(grant.slots) if grant.slots else []
 
     def _due_retries(self) -> bool:
         now = time.monotonic()
@@ -706,33 +738,46 @@ class BroadcastSender:
     def _claim_more(self, wanted: int) -> list[Send]:
         """The next pending deliveries, claimed and rendered; members who opted out or blocked
         the bot since the fan-out are skipped instead."""
-        claimable = self.deliveries.claimable(timezone.now()).order_by("pk").values_list("pk", flat=True)
+        gone_machines = machines_gone()  # read once for the walk and the claim
+        claimable = self.deliveries.claimable(timezone.now(), gone_machines).order_by("pk").values_list("pk", flat=True)
         ids = list(claimable.filter(pk__gt=self.after)[:wanted])
         if ids:
             self.after = ids[-1]
         if len(ids) < wanted:
             ids += claimable.filter(pk__lt=ids[0] if ids else self.after + 1)[: wanted - len(ids)]
-        won = Delivery.objects.claim(ids, self.claimer)
-        rows = list(
-            Delivery.objects.filter(pk__in=won)
-            .select_related("member")
-            .prefetch_related(Prefetch("member__pledges", queryset=Pledge.objects.order_by("created_at")))
-        )
-        order = {pk: i for i, pk in enumerate(won)}
-        rows.sort(key=lambda d: order[d.pk])
-        gone = [d.pk for d in rows if not d.member.is_subscribed or d.member.is_blocked]
-        # Its member deleted while the fan-out made it (no constraint in the database).
-        gone += sorted(set(won) - {d.pk for d in rows})
+        won = Delivery.objects.claim(ids, self.claimer, gone_machines)
+        rows = {
+            row[0]: row
+            for row in Delivery.objects.filter(pk__in=won).values_list(
+                *Claimed._fields,
+                *("member_id", "member__first_name", "member__last_name", "member__username"),
+                *("member__is_subscribed", "member__is_blocked"),
+            )
+        }
+        claimed, members, gone = [], [], []
+        for pk in won:
+            if pk not in rows:  # Its member deleted while the fan-out made it (no constraint in the database).
+                gone.append(pk)
+                continue
+            *delivery, member_id, first_name, last_name, username, subscribed, blocked = rows[pk]
+            if not subscribed or blocked:
+                gone.append(pk)
+                continue
+            claimed.append(Claimed(*delivery))
+            members.append(TelegramUser(pk=member_id, first_name=first_name, last_name=last_name, username=username))
         if gone:
             Delivery.objects.filter(pk__in=gone, claimed_by=self.claimer).update(
                 status=Delivery.Status.SKIPPED, error="Opted out or blocked", claimed_by="", claimed_at=None
             )
             self.result.skipped += len(gone)
+        pledges: dict[int, list[Pledge]] = {}
+        if self.needs_pledges:
+            for pledge in Pledge.objects.filter(member__in=[m.pk for m in members]).order_by("created_at"):
+                pledges.setdefault(pledge.member_id, []).append(pledge)
         fallback, mode = self.broadcast.no_pledge_fallback, self.parse_mode or ""
         return [
-            Send(d, render(self.versions.of(d).text, d.member, list(d.member.pledges.all()), mode, fallback))
-            for d in rows
-            if d.pk not in gone
+            Send(d, render(self.versions.of(d).text, m, pledges.get(m.pk, []), mode, fallback))
+            for d, m in zip(claimed, members, strict=True)
         ]
 
     async def _send_one(self, api: telegram.Bot, send: Send, slot: float) -> None:
@@ -769,12 +814,13 @@ class BroadcastSender:
             if self.unfinished <= MOST_IN_FLIGHT // 2:
                 self.room.set()
 
-    async def _send(self, api: telegram.Bot, delivery: Delivery, text: str, version: Version) -> dict:
-        """Raw answers: building a telegram.Message per send costs more than the send. An
-        attachment is uploaded once per sender; every later send names Telegram's file_id."""
+    async def _send(self, api: telegram.Bot, delivery: Claimed, text: str, version: Version) -> dict:
+        """Raw answers: building a telegram.Message per send costs more than the send, and
+        parameters encoded at once (bots.transport.JsonBody). An attachment is uploaded once
+        per sender (PTB builds its multipart body); every later send names Telegram's file_id."""
         chat_id, buttons = delivery.chat_id, self.keyboards.of(version, delivery.pk)
         if not version.attachment:
-            return await api.do_api_request("sendMessage", api_kwargs=self._params(chat_id, buttons, text=text))
+            return await self._post(api, "sendMessage", self._params(chat_id, buttons, text=text))
         method, field = ("sendPhoto", "photo") if version.is_photo else ("sendDocument", "document")
         caption = self._params(chat_id, buttons, caption=text)
         name = version.attachment.name
@@ -786,7 +832,11 @@ class BroadcastSender:
                     answer = message[field]
                     self.file_ids[name] = (answer[-1] if isinstance(answer, list) else answer)["file_id"]
                     return message
-        return await api.do_api_request(method, api_kwargs={**caption, field: self.file_ids[name]})
+        return await self._post(api, method, {**caption, field: self.file_ids[name]})
+
+    @staticmethod
+    async def _post(api: telegram.Bot, method: str, params: dict) -> dict:
+        return await api.request.post(f"{api.base_url}/{method}", request_data=JsonBody(params))
 
     def _params(self, chat_id: int, buttons: dict | None, **content: str) -> dict:
         params = {"chat_id": chat_id, **content}
@@ -798,7 +848,7 @@ class BroadcastSender:
             params["allow_paid_broadcast"] = True
         return params
 
-    def _on_error(self, delivery: Delivery, exc: Exception) -> None:
+    def _on_error(self, delivery: Claimed, exc: Exception) -> None:
         """Sort a failed send: an outage or a 429 puts it back (not a try); one that may
         have arrived is `unknown`; a permanent error or the last attempt fails it; anything
         else is retried after the queue's backoff."""

@@ -6,12 +6,14 @@ import heapq
 import itertools
 import random
 import time
+from datetime import timedelta
 
 import pytest
 from django.db import connections
+from django.utils import timezone
 
 from bots.models import TelegramUser
-from broadcasts.models import Broadcast, Delivery
+from broadcasts.models import Broadcast, Delivery, Pledge
 from broadcasts.sending import CATCH_UP, BroadcastSender, Departures, fan_out, finish_if_complete
 from broadcasts.tasks import send_deliveries, start_broadcast
 from queueing.departures import DatabaseDepartureLog, window
@@ -455,6 +457,50 @@ def test_a_delivery_whose_member_was_deleted_during_the_fan_out_is_skipped_and_t
     )
     broadcast.refresh_from_db()
     assert broadcast.status == Broadcast.Status.DONE
+
+
+@pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
+def test_each_member_gets_their_own_names_and_pledges_and_members_who_left_since_the_fan_out_nothing(
+    telegram_bot, fake_telegram
+):
+    """The sender reads each claimed delivery's member and pledges in bulk: every text is its
+    own member's, pledges summed in the order they were made (the first one's currency)."""
+    members = TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=8_600_000 + n, first_name=f"M{n}", is_subscribed=True)
+        for n in range(4)
+    )
+    members[1].last_name, members[1].first_name, members[1].username = "Lee", "", "lee"
+    members[1].save()
+    later = timezone.now()
+    for member, amount, currency, made in (
+        (members[0], 100, "EUR", later),
+        (members[0], 50, "USD", later - timedelta(days=1)),
+        (members[2], 7, "GBP", later),
+    ):
+        Pledge.objects.create(
+            bot=telegram_bot,
+            member=member,
+            telegram_id=member.telegram_id,
+            amount=amount,
+            currency=currency,
+            created_at=made,
+        )
+    broadcast = Broadcast.objects.create(
+        bot=telegram_bot, text="Dear #first_name (#username): #pledge", status=Broadcast.Status.SENDING
+    )
+    fan_out(broadcast)
+    TelegramUser.objects.filter(pk=members[3].pk).update(is_blocked=True)
+
+    outcome = send_deliveries(broadcast.pk)
+
+    assert (outcome["sent"], outcome["skipped"]) == (3, 1)
+    texts = {c.params["chat_id"]: c.params["text"] for c in fake_telegram.calls("sendMessage")}
+    assert texts == {
+        members[0].telegram_id: "Dear M0 (): 150 USD",
+        members[1].telegram_id: "Dear Lee (@lee): -",
+        members[2].telegram_id: "Dear M2 (): 7 GBP",
+    }
+    assert broadcast.deliveries.get(member=members[3]).status == Delivery.Status.SKIPPED
 
 
 @pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
