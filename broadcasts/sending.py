@@ -22,6 +22,7 @@ send window closing (broadcasts.window): each send checks it as it leaves, and t
 to run again at the window's next opening."""
 
 import asyncio
+import contextlib
 import heapq
 import logging
 import math
@@ -83,6 +84,8 @@ CATCH_UP = 1.5
 # and marked `sending` grant by grant: at 30/s a round of claim queries per grant (4 sends)
 # cost more CPU than the sends, and ten bots sending at once ran out of it.
 CLAIM_AHEAD = 1.0
+# A sender behind its slots looks again this often whether it has caught up.
+BEHIND_LOOK_AGAIN = 0.05
 # Whether the broadcast was paused or cancelled, its send window closed or Telegram found
 # unreachable by another process is asked this often, not every round of claims (five a
 # second, and two queries each time).
@@ -483,6 +486,7 @@ class BroadcastSender:
         self.room = asyncio.Event()
         # Claimed (marked `sending`) and not yet on their way: delivery id -> its send task.
         self.undeparted: dict[int, asyncio.Task] = {}
+        self.left = asyncio.Event()  # set as each of them leaves
         self.until = until
         self.deadline = min(until, time.monotonic() + time_left() - DEADLINE_MARGIN)
         redaction.redact("")  # learns the secrets here: error texts are redacted on the event loop
@@ -578,8 +582,17 @@ class BroadcastSender:
             while self.unfinished > MOST_IN_FLIGHT // 2:
                 self.room.clear()
                 await self.room.wait()
+            # A sender behind its slots (a busy machine) takes more only once it has caught up
+            # to within a grant: a crash then leaves a few rows `sending` (shown unknown), not
+            # seconds of sends marked and waiting, and no slot is used up unsent.
+            per_grant = max(1, int(self.rate * SLOT_HORIZON))
+            if len(self.undeparted) > per_grant:
+                self.left.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.left.wait(), BEHIND_LOOK_AGAIN)
+                continue  # the bookkeeping meanwhile: answers, a stop, the job's deadline
             await asyncio.sleep(max(0.0, next_ask - time.monotonic()))
-            wanted = max(1, min(MOST_IN_FLIGHT - self.unfinished, int(self.rate * SLOT_HORIZON)))
+            wanted = max(1, min(MOST_IN_FLIGHT - self.unfinished, per_grant))
             grant, granted_at, batch = await self._in_db(self._take_and_claim, wanted)
             if not grant.slots:
                 next_ask = granted_at + max(grant.delay, 0.01)
@@ -791,6 +804,7 @@ class BroadcastSender:
                 return
             finally:
                 self.undeparted.pop(delivery.pk, None)
+                self.left.set()
             closed = self.window is not None and not self.window.contains(timezone.now())
             if self.outage is not None or closed:
                 # It never leaves: an earlier send found Telegram unreachable (the circuit's

@@ -549,3 +549,31 @@ def test_a_sender_that_stops_early_leaves_what_it_claimed_ahead_to_the_next_one(
     assert pending.count() >= len(members) - 30
     assert not pending.exclude(claimed_by="").exists()
     assert not broadcast.deliveries.filter(status=Delivery.Status.SENDING).exists()
+
+
+@pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
+def test_a_sender_behind_its_slots_marks_no_more_sending_until_it_catches_up(telegram_bot, fake_telegram, settings):
+    """On a starved machine sends leave later than their slots. Were slots still taken at the
+    rate, rows marked `sending` and waiting would pile up (every one `unknown` after a crash:
+    158 of 600 in a kill test at load 10); they stay within two grants."""
+    settings.TELEGRAM_RATE_LIMIT = 100
+    TelegramUser.objects.bulk_create(
+        TelegramUser(bot=telegram_bot, telegram_id=7_500_000 + n, first_name=f"M{n}", is_subscribed=True)
+        for n in range(400)
+    )
+    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
+    fan_out(broadcast)
+    sender = BroadcastSender(broadcast, until=time.monotonic() + 2.0)
+    waiting: list[int] = []
+
+    async def never_leaves(slot: float):
+        waiting.append(len(sender.undeparted))
+        await asyncio.Event().wait()
+
+    sender.departures.depart = never_leaves
+    sender.run()
+
+    per_grant = int(sender.rate * 0.25)
+    assert max(waiting) <= 2 * per_grant, f"{max(waiting)} marked sending and waiting to leave"
+    assert not broadcast.deliveries.filter(status=Delivery.Status.SENDING).exists(), "put back when it stopped"
+    assert not fake_telegram.calls("sendMessage")
