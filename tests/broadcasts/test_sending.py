@@ -63,6 +63,20 @@ def send_all(clock, count, round_trip=0.001, stalls=None, slow_answers=None) -> 
     return slots, asyncio.run(run())
 
 
+def subscribers(bot, count: int, first_id: int) -> list[TelegramUser]:
+    """`count` subscribed members, M0, M1, ..., their Telegram ids from `first_id` on."""
+    return TelegramUser.objects.bulk_create(
+        TelegramUser(bot=bot, telegram_id=first_id + n, first_name=f"M{n}", is_subscribed=True) for n in range(count)
+    )
+
+
+def sending(bot, text: str = "Hi") -> Broadcast:
+    """A broadcast being sent to every subscriber of `bot`, its deliveries made."""
+    broadcast = Broadcast.objects.create(bot=bot, text=text, status=Broadcast.Status.SENDING)
+    fan_out(broadcast)
+    return broadcast
+
+
 def most_in_one_second(times: list[float]) -> int:
     """Telegram's count: the most sends in any sliding one-second window."""
     return max(sum(1 for t in times[i:] if t < start + 1.0) for i, start in enumerate(times))
@@ -258,12 +272,8 @@ def test_a_late_sender_never_puts_more_than_the_limit_in_a_second_at_telegram(
 ):
     settings.TELEGRAM_RATE_LIMIT, settings.TELEGRAM_RATE_MARGIN = LIMIT, MARGIN
     fake_telegram.enforce_limits(per_second=LIMIT)
-    members = TelegramUser.objects.bulk_create(
-        TelegramUser(bot=telegram_bot, telegram_id=5_000_000 + n, first_name=f"M{n}", is_subscribed=True)
-        for n in range(150)
-    )
-    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi #first_name", status=Broadcast.Status.SENDING)
-    fan_out(broadcast)
+    members = subscribers(telegram_bot, 150, first_id=5_000_000)
+    broadcast = sending(telegram_bot, text="Hi #first_name")
     outcome = send_deliveries(broadcast.pk)
 
     assert outcome["sent"] == len(members) and outcome["rate_limited"] == 0
@@ -298,10 +308,7 @@ def test_the_sender_walks_in_id_order_fanning_out_the_rest_and_recovering_a_dead
     the walk."""
     settings.TELEGRAM_RATE_LIMIT = 100  # claims of 24: fewer than a batch
     monkeypatch.setattr("broadcasts.sending.FAN_OUT_BATCH", 40)
-    TelegramUser.objects.bulk_create(
-        TelegramUser(bot=telegram_bot, telegram_id=6_000_000 + n, first_name=f"M{n}", is_subscribed=True)
-        for n in range(120)
-    )
+    subscribers(telegram_bot, 120, first_id=6_000_000)
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
     assert fan_out(broadcast) == 40 and broadcast.fan_out_after is not None
     first_batch = list(broadcast.deliveries.order_by("pk"))
@@ -331,12 +338,8 @@ def test_a_delivery_put_back_behind_the_walk_is_sent_by_the_same_sender(telegram
     """An operator's retry (or a 429) puts a delivery the walk has passed back to pending:
     the claims look back for it once the walk finds too few ahead."""
     settings.TELEGRAM_RATE_LIMIT = 100
-    TelegramUser.objects.bulk_create(
-        TelegramUser(bot=telegram_bot, telegram_id=6_500_000 + n, first_name=f"M{n}", is_subscribed=True)
-        for n in range(60)
-    )
-    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
-    fan_out(broadcast)
+    subscribers(telegram_bot, 60, first_id=6_500_000)
+    broadcast = sending(telegram_bot)
     sender = BroadcastSender(broadcast)
     first = [send.delivery.pk for send in sender._claim(20)]
     Delivery.objects.filter(pk=first[3]).update(status=Delivery.Status.PENDING, claimed_by="", claimed_at=None)
@@ -352,14 +355,10 @@ def test_a_429_answered_after_the_last_claim_is_sent_after_the_pause(telegram_bo
     """The delivery goes back to pending once everything has been claimed: the sender must
     claim it again, not finish with it pending (the broadcast would never be done)."""
     settings.TELEGRAM_RATE_LIMIT = 100
-    members = TelegramUser.objects.bulk_create(
-        TelegramUser(bot=telegram_bot, telegram_id=7_000_000 + n, first_name=f"M{n}", is_subscribed=True)
-        for n in range(20)
-    )
+    members = subscribers(telegram_bot, 20, first_id=7_000_000)
     last = members[-1].telegram_id
     fake_telegram.fail("rate_limit", method="sendMessage", chat_id=last, retry_after=1, times=1)
-    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
-    fan_out(broadcast)
+    broadcast = sending(telegram_bot)
 
     outcome = send_deliveries(broadcast.pk)
 
@@ -373,14 +372,10 @@ def test_a_429_answered_after_the_last_claim_is_sent_after_the_pause(telegram_bo
 
 @pytest.mark.filterwarnings("ignore:Please use 'Bot.send")
 def test_a_member_who_blocked_the_bot_is_failed_as_blocked_and_never_retried(telegram_bot, fake_telegram):
-    members = TelegramUser.objects.bulk_create(
-        TelegramUser(bot=telegram_bot, telegram_id=8_000_000 + n, first_name=f"M{n}", is_subscribed=True)
-        for n in range(3)
-    )
+    members = subscribers(telegram_bot, 3, first_id=8_000_000)
     blocked = members[1]
     fake_telegram.fail("blocked", chat_id=blocked.telegram_id)
-    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
-    fan_out(broadcast)
+    broadcast = sending(telegram_bot)
 
     outcome = send_deliveries(broadcast.pk)
 
@@ -403,10 +398,7 @@ def test_start_broadcast_enqueues_one_sender_after_the_first_batch_and_fans_out_
     monkeypatch.setattr("broadcasts.sending.FAN_OUT_BATCH", 30)
     monkeypatch.setattr("broadcasts.tasks.FIRST_BATCH", 10)
     settings.QUEUES = {**settings.QUEUES, "telegram": {**settings.QUEUES["telegram"], "timeout": 0}}
-    TelegramUser.objects.bulk_create(
-        TelegramUser(bot=telegram_bot, telegram_id=9_500_000 + n, first_name=f"M{n}", is_subscribed=True)
-        for n in range(95)
-    )
+    subscribers(telegram_bot, 95, first_id=9_500_000)
     broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi")
 
     with pytest.raises(Deferred) as deferred:
@@ -439,12 +431,8 @@ def test_a_delivery_whose_member_was_deleted_during_the_fan_out_is_skipped_and_t
     """Deliveries have no foreign-key constraints in the database (a million checks at COMMIT):
     a member deleted while the fan-out read them leaves a delivery without its member, which
     the sender skips instead of holding it claimed for ever."""
-    members = TelegramUser.objects.bulk_create(
-        TelegramUser(bot=telegram_bot, telegram_id=8_500_000 + n, first_name=f"M{n}", is_subscribed=True)
-        for n in range(5)
-    )
-    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
-    fan_out(broadcast)
+    members = subscribers(telegram_bot, 5, first_id=8_500_000)
+    broadcast = sending(telegram_bot)
     gone = members[2]
     TelegramUser.objects.filter(pk=gone.pk)._raw_delete(using="default")  # no cascade: as in the race
 
@@ -465,10 +453,7 @@ def test_each_member_gets_their_own_names_and_pledges_and_members_who_left_since
 ):
     """The sender reads each claimed delivery's member and pledges in bulk: every text is its
     own member's, pledges summed in the order they were made (the first one's currency)."""
-    members = TelegramUser.objects.bulk_create(
-        TelegramUser(bot=telegram_bot, telegram_id=8_600_000 + n, first_name=f"M{n}", is_subscribed=True)
-        for n in range(4)
-    )
+    members = subscribers(telegram_bot, 4, first_id=8_600_000)
     members[1].last_name, members[1].first_name, members[1].username = "Lee", "", "lee"
     members[1].save()
     later = timezone.now()
@@ -511,12 +496,8 @@ def test_a_bot_with_a_rate_of_its_own_is_sent_to_at_that_rate(telegram_bot, fake
     telegram_bot.rate_limit = 20
     telegram_bot.save()
     fake_telegram.enforce_limits(per_second=LIMIT, per_bot={telegram_bot.token: 20})
-    members = TelegramUser.objects.bulk_create(
-        TelegramUser(bot=telegram_bot, telegram_id=8_000_000 + n, first_name=f"M{n}", is_subscribed=True)
-        for n in range(70)
-    )
-    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
-    fan_out(broadcast)
+    members = subscribers(telegram_bot, 70, first_id=8_000_000)
+    broadcast = sending(telegram_bot)
 
     outcome = send_deliveries(broadcast.pk)
 
@@ -534,13 +515,9 @@ def test_a_sender_that_stops_early_leaves_what_it_claimed_ahead_to_the_next_one(
     job frees those it never sent, so that the next sender need not wait for the claim to go stale."""
     settings.TELEGRAM_RATE_LIMIT = 30
     monkeypatch.setattr("broadcasts.sending.time_left", lambda: 20.0)
-    members = TelegramUser.objects.bulk_create(
-        TelegramUser(bot=telegram_bot, telegram_id=9_000_000 + n, first_name=f"M{n}", is_subscribed=True)
-        for n in range(80)
-    )
+    members = subscribers(telegram_bot, 80, first_id=9_000_000)
     fake_telegram.fail("rate_limit", method="sendMessage", chat_id=members[10].telegram_id, retry_after=60, times=1)
-    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
-    fan_out(broadcast)
+    broadcast = sending(telegram_bot)
 
     with pytest.raises(Deferred):
         send_deliveries(broadcast.pk)
@@ -557,12 +534,8 @@ def test_a_sender_behind_its_slots_marks_no_more_sending_until_it_catches_up(tel
     rate, rows marked `sending` and waiting would pile up (every one `unknown` after a crash:
     158 of 600 in a kill test at load 10); they stay within two grants."""
     settings.TELEGRAM_RATE_LIMIT = 100
-    TelegramUser.objects.bulk_create(
-        TelegramUser(bot=telegram_bot, telegram_id=7_500_000 + n, first_name=f"M{n}", is_subscribed=True)
-        for n in range(400)
-    )
-    broadcast = Broadcast.objects.create(bot=telegram_bot, text="Hi", status=Broadcast.Status.SENDING)
-    fan_out(broadcast)
+    subscribers(telegram_bot, 400, first_id=7_500_000)
+    broadcast = sending(telegram_bot)
     sender = BroadcastSender(broadcast, until=time.monotonic() + 2.0)
     waiting: list[int] = []
 
